@@ -1,0 +1,192 @@
+"""The storage-driver contract: everything a driver author needs to know.
+
+A storage driver decides where a container's root filesystem comes from. The
+core runtime owns namespaces, mounts and pivot_root; the driver owns bytes on
+disk. The two meet in exactly one place: a driver *describes* the mounts that
+make up a container's root (:class:`Mount`), and the core performs them inside
+the container's own mount namespace. A driver never mounts anything on the
+host, so a runtime killed at any moment leaks no host mounts: when the last
+process of a container exits, the kernel tears its mounts down.
+
+The model
+---------
+An *image* is an ordered chain of *layers*, bottom first. Every layer is a
+plain directory in the kernel's overlay format, whatever driver later uses
+it: a deleted file is a character device 0/0 (a *whiteout*), a directory that
+hides everything below it carries the xattr ``trusted.overlay.opaque=y``.
+Layers are shared by every image and container that uses them and are
+**read-only to drivers**: a driver that writes into a layer directory corrupts
+every other container of that image (the bind driver is the one, documented,
+exception: it exists to show why that is a bad idea).
+
+A *container* gets a private writable root made from an image. Drivers key
+everything by the container's ``container_id`` (64 hex digits, unique for the
+life of the storage root) and keep their files under ``self.home``, a
+directory the core gives each driver (``<root>/storage/<driver name>``).
+
+The life of a container, from the driver's side
+-----------------------------------------------
+1. ``pydock run`` resolves the image, creates the container's record, then
+   calls :meth:`StorageDriver.prepare` with the container id and the image's
+   layers. The driver creates whatever the container needs (an upper and a
+   work directory, a full copy, nothing at all) and must be able to undo it
+   with :meth:`remove` even if ``prepare`` itself failed half-way.
+2. Just before starting the container, the core calls :meth:`mounts` and
+   performs the returned mounts, in order, on ``rootfs_dir(container_id)``
+   inside the container's fresh mount namespace. :meth:`mounts` must be cheap
+   and must not change anything: it is called on every start.
+3. While the container exists, :meth:`usage` and :meth:`metadata` may be
+   called at any time (``pydock inspect``, ``pydock bench``).
+4. ``pydock rm`` calls :meth:`remove` after the container's processes are
+   gone. ``remove`` is idempotent: removing twice, or removing a container
+   whose ``prepare`` never ran or failed, is not an error.
+
+The driver a container was created with is recorded in its state and used for
+everything later done to it, so a driver must keep understanding containers
+it created earlier.
+
+Registering a driver
+--------------------
+Drivers are plugins. A module (built-in or in a third-party distribution
+declaring ``[project.entry-points.pydock] mydriver = "mypackage.plugin"``)
+implements the ``register_storage_drivers`` hook::
+
+    from pydock.core import hookimpl
+    from pydock.core.driver import StorageDriver
+
+    class MyDriver(StorageDriver):
+        name = "mine"
+        ...
+
+    @hookimpl
+    def register_storage_drivers(register):
+        register(MyDriver)
+
+A driver that cannot work on this host says so from :meth:`available`, with a
+reason a user can act on; ``pydock storage ls`` shows it, and ``pydock run
+--storage`` refuses it with that reason instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount the core performs inside the container's mount namespace.
+
+    ``type`` is a filesystem type for mount(2) (``"overlay"``, ``"tmpfs"``, ...)
+    or ``"bind"`` for a bind mount of ``source``. ``options`` are mount(8)-style:
+    the generic flags ``ro``, ``rw``, ``nosuid``, ``nodev``, ``noexec`` and
+    ``rbind`` are turned into mount flags by the core, everything else
+    (``lowerdir=...``, ``size=...``) is passed to the filesystem as data.
+    ``target`` is a path inside the container's root; ``"/"`` is the root itself.
+    """
+
+    type: str
+    source: str
+    options: tuple[str, ...] = ()
+    target: str = "/"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a driver can work on this host, and if not, why (in words a user can act on)."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Disk used by one container's own storage, excluding the shared image layers."""
+
+    bytes: int
+    inodes: int
+
+
+@dataclass
+class StorageDriver:
+    """Base class of every storage driver. Subclass it, set :attr:`name`, implement
+    :meth:`prepare`, :meth:`mounts` and :meth:`remove`.
+
+    ``home`` is the driver's private directory (it may not exist yet: create it
+    in :meth:`prepare`). One driver instance may serve many containers; keep no
+    per-container state in memory, because every pydock command is a new process.
+    """
+
+    name: ClassVar[str]
+    home: Path
+
+    @classmethod
+    def available(cls, home: Path) -> Availability:
+        """Can this driver work with its data under ``home`` on this host?
+
+        Called by ``pydock storage ls`` and before every ``prepare``. Must be
+        cheap and must not create anything. The default says yes.
+        """
+        return Availability(True)
+
+    def container_dir(self, container_id: str) -> Path:
+        """Where this driver keeps one container's files (a convention, not a rule)."""
+        return self.home / container_id
+
+    def rootfs_dir(self, container_id: str) -> Path:
+        """The empty directory the core mounts the container's root on.
+
+        It lives on the host but stays empty there: the mounts happen inside the
+        container's mount namespace. Drivers create it in :meth:`prepare`.
+        """
+        return self.container_dir(container_id) / "merged"
+
+    def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        """Create the storage of a new container from ``layers`` (bottom first).
+
+        Must create :meth:`rootfs_dir`. Must never write into a layer directory.
+        Calling ``prepare`` twice with the same id is an error (``FileExistsError``).
+        """
+        raise NotImplementedError
+
+    def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
+        """The mounts, in order, that make up the container's root. Changes nothing."""
+        raise NotImplementedError
+
+    def remove(self, container_id: str) -> None:
+        """Delete everything :meth:`prepare` created. Idempotent; never touches layers."""
+        shutil.rmtree(self.container_dir(container_id), ignore_errors=True)
+
+    def usage(self, container_id: str) -> Usage:
+        """Disk used by the container's own files (allocated blocks, not apparent size)."""
+        return tree_usage(self.container_dir(container_id))
+
+    def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
+        """Driver-specific facts for ``pydock inspect`` (docker's ``GraphDriver.Data``)."""
+        return {"RootDir": str(self.rootfs_dir(container_id))}
+
+    def make_home(self) -> None:
+        """Create :attr:`home` readable by root only: container files are private."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def tree_usage(top: Path) -> Usage:
+    """Allocated bytes and inode count of a tree, each inode counted once (hardlinks)."""
+    seen: set[int] = set()
+    total = 0
+    paths = [str(top)]
+    for dirpath, dirnames, filenames in os.walk(top):
+        paths.extend(os.path.join(dirpath, name) for name in dirnames + filenames)
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_ino not in seen:
+            seen.add(st.st_ino)
+            total += st.st_blocks * 512
+    return Usage(bytes=total, inodes=len(seen))

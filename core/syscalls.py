@@ -1,0 +1,169 @@
+"""Thin ctypes wrappers for the Linux system calls pydock needs and Python lacks.
+
+Everything that talks to the kernel below the level of :mod:`os` lives here and
+nowhere else, so the rest of pydock reads as plain Python and this file can be
+checked against the man pages in one sitting. Each wrapper raises
+:class:`OSError` (with ``errno`` set) on failure, like the :mod:`os` functions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import platform
+import socket
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+# mount(2) flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+
+MOUNT_FLAG_NAMES = {
+    MS_RDONLY: "MS_RDONLY",
+    MS_NOSUID: "MS_NOSUID",
+    MS_NODEV: "MS_NODEV",
+    MS_NOEXEC: "MS_NOEXEC",
+    MS_REMOUNT: "MS_REMOUNT",
+    MS_BIND: "MS_BIND",
+    MS_MOVE: "MS_MOVE",
+    MS_REC: "MS_REC",
+    MS_PRIVATE: "MS_PRIVATE",
+    MS_SLAVE: "MS_SLAVE",
+    MS_STRICTATIME: "MS_STRICTATIME",
+}
+
+# umount2(2) flags.
+MNT_DETACH = 0x2
+
+# unshare(2) / clone(2) namespace flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# openat2(2) resolve flags.
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+# renameat2(2) flags.
+RENAME_NOREPLACE = 0x1
+
+# Syscall numbers glibc has no wrapper for. openat2 was added after the
+# per-architecture tables were unified, so it has one number everywhere.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_SYS_OPENAT2 = 437
+
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _flag_names(flags: int) -> str:
+    names = [name for bit, name in MOUNT_FLAG_NAMES.items() if flags & bit]
+    rest = flags & ~sum(MOUNT_FLAG_NAMES)
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names) or "0"
+
+
+class MountError(OSError):
+    """A failed mount(2), described by operation, source, target and flags by name."""
+
+    def __init__(self, err: int, source: str | None, target: str, fstype: str | None,
+                 flags: int, data: str | None) -> None:
+        detail = f"mount {fstype or '(none)'} {source or '(none)'} on {target}"
+        detail += f" flags={_flag_names(flags)}"
+        if data:
+            detail += f" data={data!r}"
+        super().__init__(err, f"{detail}: {os.strerror(err)}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2). ``target`` may be a ``/proc/self/fd/N`` path to mount by file descriptor."""
+    result = _libc.mount(
+        source.encode() if source is not None else None,
+        target.encode(),
+        fstype.encode() if fstype is not None else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data is not None else None,
+    )
+    if result < 0:
+        raise MountError(ctypes.get_errno(), source, target, fstype, flags, data)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2). Only safe in a single-threaded process (the kernel refuses otherwise)."""
+    _check(_libc.unshare(flags), "unshare")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: unsupported architecture {platform.machine()}")
+    _check(_libc.syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64))
+
+
+def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
+    """Open ``path`` as if ``root_fd`` were ``/``: absolute symlinks and ``..`` stay inside.
+
+    This is openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), the kernel's own answer to
+    "resolve a path chosen by an untrusted image without ever leaving its root"; string
+    checks on the path cannot do this because any component may be a symlink.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, root_fd, path.encode(), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    return _check(fd, f"open {path!r} inside root")
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """renameat2(RENAME_NOREPLACE): atomic rename that fails with EEXIST instead of replacing."""
+    at_fdcwd = -100
+    result = _libc.renameat2(at_fdcwd, src.encode(), at_fdcwd, dst.encode(), RENAME_NOREPLACE)
+    _check(result, f"rename {src} to {dst}")
+
+
+def statfs_type(path: str) -> int:
+    """The filesystem magic number of ``path`` (struct statfs.f_type)."""
+    buf = ctypes.create_string_buffer(120)  # sizeof(struct statfs) is 120 on 64-bit Linux
+    _check(_libc.statfs(path.encode(), buf), f"statfs {path}")
+    return int(struct.unpack_from("l", buf.raw)[0])
+
+
+def set_link_up(name: str) -> None:
+    """Bring a network interface up (SIOCGIFFLAGS / SIOCSIFFLAGS on a datagram socket)."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH", name.encode(), 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, siocgifflags, request)[:18])[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH", name.encode(), flags | iff_up))
