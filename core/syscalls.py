@@ -102,18 +102,18 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     """mount(2). ``target`` may be a ``/proc/self/fd/N`` path to mount by file descriptor."""
     result = _libc.mount(
-        source.encode() if source is not None else None,
-        target.encode(),
-        fstype.encode() if fstype is not None else None,
+        os.fsencode(source) if source is not None else None,
+        os.fsencode(target),
+        os.fsencode(fstype) if fstype is not None else None,
         ctypes.c_ulong(flags),
-        data.encode() if data is not None else None,
+        os.fsencode(data) if data is not None else None,
     )
     if result < 0:
         raise MountError(ctypes.get_errno(), source, target, fstype, flags, data)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+    _check(_libc.umount2(os.fsencode(target), flags), f"umount {target}")
 
 
 def unshare(flags: int) -> None:
@@ -125,7 +125,7 @@ def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise OSError(errno.ENOSYS, f"pivot_root: unsupported architecture {platform.machine()}")
-    _check(_libc.syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
+    _check(_libc.syscall(number, os.fsencode(new_root), os.fsencode(put_old)), "pivot_root")
 
 
 class _OpenHow(ctypes.Structure):
@@ -141,7 +141,7 @@ def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
     checks on the path cannot do this because any component may be a symlink.
     """
     how = _OpenHow(flags | os.O_CLOEXEC, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, root_fd, path.encode(), ctypes.byref(how),
+    fd = _libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how),
                        ctypes.sizeof(how))
     return _check(fd, f"open {path!r} inside root")
 
@@ -149,14 +149,15 @@ def open_in_root(root_fd: int, path: str, flags: int, mode: int = 0) -> int:
 def rename_noreplace(src: str, dst: str) -> None:
     """renameat2(RENAME_NOREPLACE): atomic rename that fails with EEXIST instead of replacing."""
     at_fdcwd = -100
-    result = _libc.renameat2(at_fdcwd, src.encode(), at_fdcwd, dst.encode(), RENAME_NOREPLACE)
+    result = _libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
+                             RENAME_NOREPLACE)
     _check(result, f"rename {src} to {dst}")
 
 
 def statfs_type(path: str) -> int:
     """The filesystem magic number of ``path`` (struct statfs.f_type)."""
     buf = ctypes.create_string_buffer(120)  # sizeof(struct statfs) is 120 on 64-bit Linux
-    _check(_libc.statfs(path.encode(), buf), f"statfs {path}")
+    _check(_libc.statfs(os.fsencode(path), buf), f"statfs {path}")
     return int(struct.unpack_from("l", buf.raw)[0])
 
 
@@ -164,6 +165,6 @@ def set_link_up(name: str) -> None:
     """Bring a network interface up (SIOCGIFFLAGS / SIOCSIFFLAGS on a datagram socket)."""
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH", name.encode(), 0)
+        request = struct.pack("16sH", os.fsencode(name), 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, siocgifflags, request)[:18])[1]
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH", name.encode(), flags | iff_up))
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH", os.fsencode(name), flags | iff_up))

@@ -1,0 +1,465 @@
+"""Unpack an image layer (a tar stream) into a directory without letting it reach outside.
+
+A layer is untrusted input: anyone can publish an image. Extracting it with ordinary path
+operations, as ``tarfile.extractall`` does, lets the archive write anywhere the runtime
+(root) can, through a handful of well-known escape classes:
+
+* names that climb out of the layer: ``../../etc/cron.d/x`` or absolute ``/etc/x``;
+* symlinks planted by the archive and then written through, whether they point outside
+  directly (``l -> /etc`` then ``l/passwd``), by ``..`` chains (``l -> ../../..``), via a
+  loop, or replace a directory that a later member is written into;
+* hardlinks to files outside the layer (``x`` linked to ``/etc/shadow``), directly or
+  through such a symlink, which the archive could then overwrite in place;
+* a later member replacing an earlier one, where the removal of what is there follows a
+  symlink and deletes outside the layer.
+
+Every path is therefore resolved by the kernel with openat2(RESOLVE_IN_ROOT) relative to a
+descriptor of the layer directory (:func:`pydock.core.syscalls.open_in_root`), so ``..`` and
+symlinks, absolute or not, can never leave it; the last component of every member is then
+created with the ``*at`` system calls relative to its parent's descriptor and never followed.
+Names containing ``..`` are refused outright rather than silently cleaned, and hardlinks may
+only point at something this archive already put in the layer.
+"""
+
+from __future__ import annotations
+
+import bz2
+import errno
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, BinaryIO, TypeVar, cast
+
+import xattr
+
+from pydock.core.errors import PydockError
+from pydock.core.syscalls import open_in_root
+
+_CHUNK = 1 << 20
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY
+# 2**32 - 1 is (uid_t)-1, which chown reads as "leave unchanged" rather than as an owner.
+_MAX_ID = 2**32 - 2
+_XATTR_PREFIX = "SCHILY.xattr."
+_NODE_TYPES = {
+    tarfile.CHRTYPE: stat.S_IFCHR,
+    tarfile.BLKTYPE: stat.S_IFBLK,
+    tarfile.FIFOTYPE: stat.S_IFIFO,
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_BZIP2_MAGIC = b"BZh"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+_T = TypeVar("_T")
+
+
+class _BadMember(Exception):
+    """A member this module refuses; becomes a PydockError naming the member."""
+
+
+# Everything a corrupt or hostile archive can make the standard library raise: tarfile lets
+# ValueError and OverflowError out of some malformed headers, recursion errors out of long
+# chains of extended headers, and the decompressors have exception types of their own.
+_BAD_INPUT = (
+    _BadMember,
+    tarfile.TarError,
+    OSError,
+    EOFError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+    zlib.error,
+    lzma.LZMAError,
+)
+
+
+def open_tarball(path: Path) -> BinaryIO:
+    """Open a tar file, transparently decompressing gzip, xz or bzip2.
+
+    The compression is recognised by its magic bytes, not by the file name. Returns a
+    readable binary stream of the uncompressed tar. zstd, an empty file or anything that
+    does not start with a tar header raises :class:`PydockError`.
+    """
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(len(_XZ_MAGIC))
+    except OSError as e:
+        raise PydockError(f"{path}: {_reason(e)}") from e
+    if not magic:
+        raise PydockError(f"{path}: empty file")
+    if magic.startswith(_ZSTD_MAGIC):
+        raise PydockError(f"{path}: zstd-compressed archives are not supported")
+    stream = _open_decompressed(path, magic)
+    try:
+        header = stream.read(tarfile.BLOCKSIZE)
+        stream.seek(0)
+    except _BAD_INPUT as e:
+        stream.close()
+        raise PydockError(f"{path}: {_reason(e)}") from e
+    if not _is_tar_header(header):
+        stream.close()
+        raise PydockError(f"{path}: not a tar archive")
+    return stream
+
+
+def extract_tar(stream: IO[bytes], dest: Path) -> str:
+    """Extract the uncompressed tar ``stream`` into the existing empty directory ``dest``.
+
+    Returns the hex sha256 of the whole stream, read to its end. Anything hostile or corrupt
+    raises :class:`PydockError` naming the offending member, leaving ``dest`` half-filled:
+    the caller extracts into a temporary directory and deletes it on error.
+    """
+    reader = _HashingReader(stream)
+    root_fd = os.open(dest, _DIRECTORY)
+    try:
+        layer = _Layer(root_fd)
+        with _errors_as("cannot read tar archive"):
+            with tarfile.open(
+                fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape"
+            ) as tar:
+                for member in tar:
+                    with _errors_as(f"tar member {member.name!r}"):
+                        layer.add(tar, member)
+                end = tar.offset
+            while reader.read(_CHUNK):
+                pass
+        _check_end(reader, end)
+        layer.apply_directory_metadata()
+    finally:
+        os.close(root_fd)
+    return reader.sha256.hexdigest()
+
+
+class _Layer:
+    """Creates members inside the layer directory ``root_fd``, one method per member type."""
+
+    def __init__(self, root_fd: int) -> None:
+        self._root_fd = root_fd
+        # path -> (member, inode of the directory it created), applied at the end.
+        self._directories: dict[str, tuple[tarfile.TarInfo, int]] = {}
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Create ``member``, replacing whatever an earlier member left at its path.
+
+        Every member passes through here, so this is where a per-member rewrite (such as
+        OCI whiteouts into overlay whiteouts) belongs.
+        """
+        path = _clean_name(member.name)
+        if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID):
+            raise _BadMember(f"owner {member.uid}:{member.gid} is out of range")
+        parent, _, name = path.rpartition("/")
+        parent_fd = self._open_dir(parent)
+        try:
+            if member.isdir():
+                self._directory(parent_fd, name, path, member)
+            elif path == ".":
+                raise _BadMember("the layer root can only be a directory")
+            elif member.isreg():
+                self._file(parent_fd, name, member, tar)
+            elif member.issym():
+                self._symlink(parent_fd, name, member)
+            elif member.islnk():
+                self._hardlink(parent_fd, name, member)
+            elif member.type in _NODE_TYPES:
+                self._node(parent_fd, name, member)
+            else:
+                raise _BadMember(f"unsupported member type {member.type!r}")
+        finally:
+            os.close(parent_fd)
+
+    def apply_directory_metadata(self) -> None:
+        """Set the mode and times of every directory member, deepest first.
+
+        This waits for the end because creating an entry changes its directory's mtime, and
+        a directory whose mode denies writing would stop a non-root extraction.
+        """
+        deepest_first = sorted(
+            self._directories.items(), key=lambda item: _depth(item[0]), reverse=True
+        )
+        for path, (member, inode) in deepest_first:
+            with _errors_as(f"tar member {member.name!r}"):
+                try:
+                    fd = open_in_root(self._root_fd, path, _DIRECTORY | os.O_NOFOLLOW)
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # a later member replaced it, or a directory above it
+                    raise
+                try:
+                    # Reached by another name (through a symlink planted later), this is not
+                    # the directory the member created, which is gone.
+                    if os.fstat(fd).st_ino == inode:
+                        _set_metadata_fd(fd, member)
+                finally:
+                    os.close(fd)
+
+    def _open_dir(self, path: str) -> int:
+        """A descriptor of directory ``path``, creating missing ones (0755, root) as tar does."""
+        parts = path.split("/") if path else []
+        for depth in range(len(parts), -1, -1):
+            try:
+                fd = open_in_root(self._root_fd, "/".join(parts[:depth]) or ".", _DIRECTORY)
+                break
+            except FileNotFoundError:
+                if depth == 0:
+                    raise
+        for index in range(depth, len(parts)):
+            try:
+                child = _make_parent(fd, parts[index], "/".join(parts[: index + 1]))
+            finally:
+                os.close(fd)
+            fd = child
+        return fd
+
+    def _directory(self, parent_fd: int, name: str, path: str, member: tarfile.TarInfo) -> None:
+        if not stat.S_ISDIR(_lstat_mode(parent_fd, name)):
+            _replace(parent_fd, name, lambda: os.mkdir(name, 0o700, dir_fd=parent_fd))
+        inode = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_ino
+        self._directories[path] = (member, inode)
+
+    def _file(
+        self, parent_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile
+    ) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = _replace(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
+        try:
+            contents = tar.extractfile(member)
+            assert contents is not None  # only None for non-regular members
+            while chunk := contents.read(_CHUNK):
+                _write_all(fd, chunk)
+            _set_metadata_fd(fd, member)
+        finally:
+            os.close(fd)
+
+    def _symlink(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        # The target is kept verbatim: it is only ever resolved inside the container.
+        _replace(parent_fd, name, lambda: os.symlink(member.linkname, name, dir_fd=parent_fd))
+        _set_metadata_at(parent_fd, name, member)
+
+    def _hardlink(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        target = _clean_name(member.linkname, f"hardlink target {member.linkname!r}")
+        target_dir, _, target_name = target.rpartition("/")
+        missing = _BadMember(f"hardlink target {member.linkname!r} is not in the layer")
+        try:
+            source_fd = open_in_root(self._root_fd, target_dir or ".", _DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise missing from None
+        try:
+            mode = _lstat_mode(source_fd, target_name)
+            if mode == 0:
+                raise missing
+            if stat.S_ISDIR(mode):
+                raise _BadMember(f"hardlink target {member.linkname!r} is a directory")
+            # follow_symlinks=False links a symlink itself, never what it points to.
+            _replace(
+                parent_fd,
+                name,
+                lambda: os.link(
+                    target_name,
+                    name,
+                    src_dir_fd=source_fd,
+                    dst_dir_fd=parent_fd,
+                    follow_symlinks=False,
+                ),
+            )
+        finally:
+            os.close(source_fd)
+        # No metadata: the link shares its inode, and so its metadata, with the target.
+
+    def _node(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        # Device nodes are kept: the container's mounts decide whether they can be used.
+        kind = _NODE_TYPES[member.type]
+        device = os.makedev(member.devmajor, member.devminor)
+        _replace(parent_fd, name, lambda: os.mknod(name, kind | 0o600, device, dir_fd=parent_fd))
+        _set_metadata_at(parent_fd, name, member)
+
+
+class _HashingReader(io.RawIOBase):
+    """Hashes every byte read and remembers where the last non-zero byte was."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.data_end = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.sha256.update(data)
+        nonzero = len(data.rstrip(b"\0"))
+        if nonzero:
+            self.data_end = self.size + nonzero
+        self.size += len(data)
+        return data
+
+
+def _check_end(reader: _HashingReader, end: int) -> None:
+    """Refuse an archive that does not end with an end-of-archive marker.
+
+    tarfile quietly treats a garbled or truncated header after the first member as the end
+    of the archive, which would drop the rest of a corrupt layer without a word. ``end`` is
+    where it stopped; only zero bytes, at least one block of them, may follow.
+    """
+    if reader.data_end > end:
+        raise PydockError(f"cannot read tar archive: invalid header or trailing data at byte {end}")
+    if reader.size - end < tarfile.BLOCKSIZE:
+        raise PydockError("cannot read tar archive: truncated (no end-of-archive marker)")
+
+
+@contextmanager
+def _errors_as(prefix: str) -> Iterator[None]:
+    try:
+        yield
+    except _BAD_INPUT as e:
+        raise PydockError(f"{prefix}: {_reason(e)}") from e
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _open_decompressed(path: Path, magic: bytes) -> BinaryIO:
+    if magic.startswith(_GZIP_MAGIC):
+        return cast(BinaryIO, gzip.open(path))
+    if magic.startswith(_XZ_MAGIC):
+        return cast(BinaryIO, lzma.open(path))
+    if magic.startswith(_BZIP2_MAGIC):
+        return cast(BinaryIO, bz2.open(path))
+    return open(path, "rb")
+
+
+def _is_tar_header(block: bytes) -> bool:
+    if block == bytes(tarfile.BLOCKSIZE):
+        return True  # the end-of-archive marker: an empty archive, a valid (empty) layer
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _clean_name(name: str, what: str = "the name") -> str:
+    """``name`` relative to the layer root, without empty or ``.`` components; ``.`` is the root."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise _BadMember(f"{what} contains '..'")
+    return "/".join(parts) or "."
+
+
+def _depth(path: str) -> int:
+    return 0 if path == "." else path.count("/") + 1
+
+
+def _lstat_mode(dir_fd: int, name: str) -> int:
+    """The st_mode of ``name`` (not followed), 0 if there is nothing there."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return 0
+
+
+def _make_parent(dir_fd: int, name: str, path: str) -> int:
+    """Create directory ``path`` (``name`` in ``dir_fd``) as tar does, and open it."""
+    try:
+        os.mkdir(name, dir_fd=dir_fd)
+    except FileExistsError:
+        # It exists, yet resolving ``path`` found nothing: a dangling symlink.
+        raise _BadMember(f"{path!r} is a symlink to nothing in the layer") from None
+    os.chown(name, 0, 0, dir_fd=dir_fd, follow_symlinks=False)
+    _chmod_nofollow(dir_fd, name, 0o755)
+    # Just created by us, so O_NOFOLLOW alone keeps this inside the layer.
+    return os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+
+
+def _replace(parent_fd: int, name: str, create: Callable[[], _T]) -> _T:
+    """``create()``, first removing whatever an earlier member left at ``name``."""
+    try:
+        return create()
+    except FileExistsError:
+        pass
+    try:
+        os.unlink(name, dir_fd=parent_fd)  # a symlink is removed itself, never followed
+    except IsADirectoryError:
+        # The fd-based rmtree: it never follows a symlink inside the tree it removes.
+        shutil.rmtree(name, dir_fd=parent_fd)
+    return create()
+
+
+def _chmod_nofollow(dir_fd: int, name: str, mode: int) -> None:
+    """chmod ``name`` itself, which must not be a symlink, never opening it for I/O.
+
+    os.chmod(follow_symlinks=False) needs glibc 2.32 or later; this is how glibc does it: an
+    O_PATH descriptor (which does not run a device's driver) and its /proc/self/fd link.
+    """
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
+    for key, value in member.pax_headers.items():
+        if key.startswith(_XATTR_PREFIX):
+            # tarfile decodes PAX values as UTF-8 with surrogateescape; this undoes it.
+            yield key.removeprefix(_XATTR_PREFIX), value.encode("utf-8", "surrogateescape")
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    # tarfile turns a PAX mtime into a float, which cannot hold nanoseconds; its text can.
+    text = member.pax_headers.get("mtime", str(member.mtime))
+    sign = -1 if text.startswith("-") else 1
+    seconds, _, fraction = text.removeprefix("-").partition(".")
+    try:
+        return sign * (int(seconds) * 1_000_000_000 + int(fraction[:9].ljust(9, "0")))
+    except ValueError:
+        raise _BadMember(f"invalid mtime {text!r}") from None
+
+
+def _set_metadata_fd(fd: int, member: tarfile.TarInfo) -> None:
+    """Owner, mode, xattrs and times of a regular file or directory, through its descriptor."""
+    os.fchown(fd, member.uid, member.gid)
+    os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears setuid and setgid
+    for key, value in _xattrs(member):
+        xattr.setxattr(fd, key, value)  # after chown, which drops security.capability
+    ns = _mtime_ns(member)
+    os.utime(fd, ns=(ns, ns))
+
+
+def _set_metadata_at(parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+    """Owner, mode, xattrs and times of a symlink or special file, by name, never followed.
+
+    These are not opened: opening a device node would run its driver.
+    """
+    os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+    if not member.issym():  # Linux ignores the mode of a symlink and cannot change it
+        _chmod_nofollow(parent_fd, name, member.mode & 0o7777)
+    for key, value in _xattrs(member):
+        # The kernel allows user.* xattrs only on regular files and directories, so no
+        # Linux system can have produced one here; they are dropped rather than refused.
+        if not key.startswith("user."):
+            # The parent's /proc/self/fd link names the very directory we hold, so this
+            # reaches exactly the entry just created; symlink=True does not follow it.
+            xattr.setxattr(f"/proc/self/fd/{parent_fd}/{name}", key, value, symlink=True)
+    ns = _mtime_ns(member)
+    os.utime(name, ns=(ns, ns), dir_fd=parent_fd, follow_symlinks=False)
