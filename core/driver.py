@@ -69,6 +69,7 @@ reason a user can act on; ``pydock storage ls`` shows it, and ``pydock run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -159,7 +160,8 @@ class StorageDriver:
 
     def remove(self, container_id: str) -> None:
         """Delete everything :meth:`prepare` created. Idempotent; never touches layers."""
-        shutil.rmtree(self.container_dir(container_id), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.container_dir(container_id))
 
     def usage(self, container_id: str) -> Usage:
         """Disk used by the container's own files (allocated blocks, not apparent size)."""
