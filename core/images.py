@@ -1,0 +1,270 @@
+"""The image store: content-addressed layers and OCI image configs under ``<root>``.
+
+Layout::
+
+    layers/<sha256 hex>/diff/     one extracted layer, in the kernel's overlay format;
+                                  named by the sha256 of its uncompressed tar (OCI diff_id),
+                                  so identical layers are stored once and shared
+    images/configs/<hex>.json     an OCI image config; the image id is its sha256
+    images/repositories.json      {"name:tag": "sha256:<image id>"}
+
+Layers and configs are immutable once renamed into place; only
+``repositories.json`` changes, under ``images/lock``, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pydock.core.errors import PydockError
+from pydock.core.files import flocked, write_bytes_atomic, write_json_atomic
+
+DEFAULT_IMAGE = "pydock/default:latest"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Docker's reference grammar, less digests: [host[:port]/]path[:tag], path components
+# lowercase. As in docker, a first component is a host only if it has a '.' or a port or
+# is "localhost"; otherwise "NOT/valid" would pass as host "NOT".
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+"
+_REFERENCE = re.compile(
+    rf"(?P<name>(?:(?:{_HOST})/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+)
+_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{12,64})")
+
+
+def normalize_reference(ref: str) -> str:
+    """``name[:tag]`` with the tag defaulting to ``latest``; PydockError if malformed."""
+    match = _REFERENCE.fullmatch(ref)
+    if not match or len(match["name"]) > 255:
+        raise PydockError(f"invalid image reference {ref!r}: expected NAME[:TAG] "
+                          "(lowercase name, tag of letters, digits, '_', '.', '-')")
+    return f"{match['name']}:{match['tag'] or 'latest'}"
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image: its id (sha256 of the config), the names pointing at it, and its config."""
+
+    id: str
+    names: tuple[str, ...]
+    config: dict[str, Any]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config["rootfs"]["diff_ids"])
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """The image's ``config`` section (Env, Cmd, Entrypoint, WorkingDir, User ...)."""
+        return dict(self.config.get("config") or {})
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layers_dir = root / "layers"
+        self.images_dir = root / "images"
+        self.configs_dir = self.images_dir / "configs"
+        self.repositories = self.images_dir / "repositories.json"
+
+    # -- reading ---------------------------------------------------------
+
+    def layer_path(self, diff_id: str) -> Path:
+        return self.layers_dir / diff_id.removeprefix("sha256:") / "diff"
+
+    def layer_paths(self, diff_ids: list[str]) -> list[Path]:
+        return [self.layer_path(d) for d in diff_ids]
+
+    def all_images(self) -> list[Image]:
+        by_id: dict[str, list[str]] = {}
+        for name, image_id in self._read_repositories().items():
+            by_id.setdefault(image_id, []).append(name)
+        return [self._load(image_id, tuple(sorted(names))) for image_id, names in
+                sorted(by_id.items(), key=lambda item: sorted(item[1]))]
+
+    def resolve(self, ref: str) -> Image:
+        """The image named ``ref`` (``name[:tag]``) or with that id or unique id prefix."""
+        repositories = self._read_repositories()
+        image_id, _name = self._lookup(ref, repositories)
+        return self._load(image_id, self._names_of(image_id, repositories))
+
+    def size(self, image: Image) -> int:
+        """Apparent size of the image's layers, as recorded when each was extracted."""
+        total = 0
+        for diff_id in image.diff_ids:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                total += int((self.layer_path(diff_id).parent / "size").read_text())
+        return total
+
+    # -- writing ---------------------------------------------------------
+
+    def import_layer(self, stream: IO[bytes]) -> str:
+        """Extract one uncompressed layer tar into the store; returns its diff_id.
+
+        Extraction goes to a temporary directory that is renamed into place only
+        when complete, so a rejected or interrupted archive leaves nothing behind.
+        """
+        from pydock.core.archive import extract_tar
+
+        self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
+        (tmp / "diff").mkdir(mode=0o700, parents=True)
+        try:
+            digest = extract_tar(stream, tmp / "diff")
+            (tmp / "size").write_text(str(_apparent_size(tmp / "diff")))
+            try:
+                os.rename(tmp, self.layers_dir / digest)
+            except OSError:
+                # Already stored (by an earlier image or a concurrent import): share it.
+                if not (self.layers_dir / digest / "diff").is_dir():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return f"sha256:{digest}"
+
+    def add_image(self, config: dict[str, Any], name: str) -> Image:
+        """Store an image config and point ``name`` at it (replacing what it named before)."""
+        name = normalize_reference(name)
+        for diff_id in config["rootfs"]["diff_ids"]:
+            if not self.layer_path(diff_id).is_dir():
+                raise PydockError(f"layer {diff_id} is missing from the store")
+        blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        image_id = hashlib.sha256(blob).hexdigest()
+        self.configs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config_path = self.configs_dir / f"{image_id}.json"
+        if not config_path.exists():
+            write_bytes_atomic(config_path, blob)
+        with self._locked():
+            repositories = self._read_repositories()
+            repositories[name] = f"sha256:{image_id}"
+            write_json_atomic(self.repositories, repositories)
+        return self._load(f"sha256:{image_id}", (name,))
+
+    def remove(self, ref: str, in_use: Callable[[Image], list[str]]) -> Image:
+        """Untag ``ref`` (all names, when ``ref`` is an id); when no name is left,
+        delete the config and the layers no other image shares.
+
+        ``in_use(image)`` names the containers using the image; removal is
+        refused while there are any. It is asked under the store's lock.
+        """
+        with self._locked():
+            repositories = self._read_repositories()
+            image_id, name = self._lookup(ref, repositories)
+            image = self._load(image_id, self._names_of(image_id, repositories))
+            users = in_use(image)
+            if users:
+                raise PydockError(f"image {name or image_id} is in use by container(s) "
+                                  f"{', '.join(users)}: remove them first")
+            for doomed in [name] if name else image.names:
+                del repositories[doomed]
+            write_json_atomic(self.repositories, repositories)
+            if image_id in repositories.values():
+                return image
+            (self.configs_dir / f"{image_id.removeprefix('sha256:')}.json").unlink(
+                missing_ok=True)
+            shared = {d for i in set(repositories.values()) for d in self._load(i, ()).diff_ids}
+            for diff_id in image.diff_ids:
+                if diff_id not in shared:
+                    self._remove_layer(diff_id)
+        return image
+
+    # -- helpers ---------------------------------------------------------
+
+    def _remove_layer(self, diff_id: str) -> None:
+        # Rename first so that a crash half-way never leaves a partial layer under its digest.
+        layer = self.layers_dir / diff_id.removeprefix("sha256:")
+        doomed = self.layers_dir / f".rm-{secrets.token_hex(8)}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(layer, doomed)
+            shutil.rmtree(doomed)
+
+    @staticmethod
+    def _lookup(ref: str, repositories: dict[str, str]) -> tuple[str, str | None]:
+        """(image id, the name ``ref`` matched or None when it matched an id)."""
+        id_match = _IMAGE_ID.fullmatch(ref)
+        if id_match:
+            hits = {i for i in repositories.values()
+                    if i.removeprefix("sha256:").startswith(id_match[1])}
+            if len(hits) > 1:
+                raise PydockError(f"image id prefix {ref!r} is ambiguous")
+            if hits:
+                return hits.pop(), None
+        name = normalize_reference(ref)
+        if name not in repositories:
+            raise PydockError(f"no such image: {name}")
+        return repositories[name], name
+
+    def _load(self, image_id: str, names: tuple[str, ...]) -> Image:
+        path = self.configs_dir / f"{image_id.removeprefix('sha256:')}.json"
+        try:
+            config = json.loads(path.read_text())
+            config["rootfs"]["diff_ids"]
+        except FileNotFoundError:
+            raise PydockError(f"image {image_id} has no config in the store") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PydockError(f"image {image_id}: corrupt config {path}: {exc!r}") from None
+        return Image(image_id, names, config)
+
+    def _read_repositories(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.repositories.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise PydockError(f"corrupt image index {self.repositories}: {exc}") from None
+        if not isinstance(data, dict):
+            raise PydockError(f"corrupt image index {self.repositories}")
+        return {str(k): str(v) for k, v in data.items()}
+
+    @staticmethod
+    def _names_of(image_id: str, repositories: dict[str, str]) -> tuple[str, ...]:
+        return tuple(sorted(n for n, i in repositories.items() if i == image_id))
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        self.images_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return flocked(self.images_dir / "lock")
+
+
+def _apparent_size(top: Path) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def image_config(diff_ids: list[str], mtime: int, source: str) -> dict[str, Any]:
+    """An OCI image config for a single-layer image made by pydock (default image, import).
+
+    ``Cmd`` is ``/bin/sh`` so that ``pydock run --image NAME`` gives a shell, as in the tutorials.
+    """
+    created = rfc3339(mtime)
+    return {
+        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
+                                                                    platform.machine()),
+        "os": "linux",
+        "created": created,
+        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": created, "created_by": f"pydock default image from {source}"}],
+    }
+
+
+def rfc3339(timestamp: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,168 @@
+"""Container records: one directory per container under ``<root>/containers/<name>``.
+
+A record is created complete or not at all: it is written into a temporary
+directory and renamed into place with renameat2(RENAME_NOREPLACE), so two
+``pydock run`` with the same name race safely (exactly one rename succeeds)
+and a crash never leaves a half-made record under a real name. Updates are
+written to a temporary file, fsynced and renamed over ``state.json``.
+Mutations of one container are serialised by an flock on its ``lock`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydock.core.errors import PydockError
+from pydock.core.files import flocked, write_json_atomic
+from pydock.core.syscalls import rename_noreplace
+
+NAME_RULE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# The name doubles as the container's default hostname, which the kernel caps at 64 bytes.
+NAME_MAX = 64
+
+CREATED, RUNNING, EXITED = "created", "running", "exited"
+
+
+def now() -> str:
+    """The current time as RFC 3339 in UTC, the format docker uses in inspect."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def validate_name(name: str) -> None:
+    if len(name) > NAME_MAX:
+        raise PydockError(f"invalid container name ({len(name)} characters): "
+                          f"at most {NAME_MAX} are allowed")
+    if not NAME_RULE.fullmatch(name):
+        raise PydockError(f"invalid container name {name!r}: only "
+                          f"{NAME_RULE.pattern} is allowed")
+
+
+@dataclass
+class ContainerRecord:
+    """Everything pydock knows about one container; serialised as ``state.json``."""
+
+    id: str
+    name: str
+    driver: str
+    image: str
+    image_id: str
+    layers: list[str]
+    command: list[str]
+    env: list[str]
+    workdir: str
+    hostname: str
+    network: str
+    read_only: bool
+    created: str = field(default_factory=now)
+    status: str = CREATED
+    pid: int = 0
+    pid_start: int = 0
+    exit_code: int | None = None
+    error: str = ""
+    started: str = ""
+    finished: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def process_start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), 0 if there is no such process.
+
+    Together with the pid it names one process for good: a recycled pid has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+class StateStore:
+    """Container records under ``<root>/containers``."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "containers"
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def create(self, record: ContainerRecord) -> None:
+        """Write a new record; :class:`PydockError` if the name is taken."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.dir / f".new-{secrets.token_hex(8)}"
+        tmp.mkdir(mode=0o700)
+        try:
+            (tmp / "lock").touch()
+            write_json_atomic(tmp / "state.json", asdict(record))
+            rename_noreplace(str(tmp), str(self.path(record.name)))
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise PydockError(f"container name {record.name!r} is already in use") from None
+            raise
+
+    def load(self, name: str) -> ContainerRecord:
+        path = self.path(name) / "state.json"
+        try:
+            data = json.loads(path.read_text())
+            return ContainerRecord.from_json(data)
+        except FileNotFoundError:
+            raise PydockError(f"no such container: {name}") from None
+        except (ValueError, TypeError) as exc:
+            raise PydockError(f"container {name}: corrupt record {path}: {exc}") from None
+
+    def save(self, record: ContainerRecord) -> None:
+        """Replace the record atomically; FileNotFoundError if it was removed meanwhile."""
+        write_json_atomic(self.path(record.name) / "state.json", asdict(record))
+
+    def names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.dir) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def delete(self, name: str) -> None:
+        shutil.rmtree(self.path(name), ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Hold the container's lock; PydockError if the container does not exist."""
+        try:
+            with flocked(self.path(name) / "lock", create=False):
+                yield
+        except FileNotFoundError:
+            raise PydockError(f"no such container: {name}") from None
+
+    def generate_name(self) -> str:
+        """A free docker-style name such as ``brave_turing``."""
+        for _ in range(100):
+            name = f"{random.choice(_ADJECTIVES)}_{random.choice(_SURNAMES)}"
+            if not self.path(name).exists():
+                return name
+        return f"pydock_{secrets.token_hex(6)}"
+
+
+def new_container_id() -> str:
+    return secrets.token_hex(32)
+
+
+_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
+               "merry", "nimble", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
+_SURNAMES = ("babbage", "curie", "dijkstra", "euler", "fermat", "gauss", "hopper", "knuth",
+             "lamport", "lovelace", "noether", "pike", "ritchie", "shannon", "thompson", "turing")
