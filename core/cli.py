@@ -1,0 +1,265 @@
+"""The ``pydock`` command line.
+
+Only click and what a command needs are imported: ``pydock run`` is the hot
+path and every module it does not need is imported inside the command that
+does (``python -X importtime -m pydock.core.cli run ...`` shows the cost).
+
+Errors of pydock's own making (:class:`PydockError`, click usage errors) are
+one line on stderr and exit status 125; anything else is a bug, reported as
+one line too unless ``--debug`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from pydock.core import __version__
+from pydock.core.errors import PydockError
+
+DEFAULT_ROOT = "/var/lib/pydock"
+RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
+
+
+class Context:
+    """What every command gets: the storage root and, lazily, the container manager."""
+
+    def __init__(self, root: Path, debug: bool) -> None:
+        self.root = root
+        self.debug = debug
+
+    def containers(self) -> Any:
+        from pydock.core.containers import Containers
+
+        return Containers(self.root)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="PYDOCK_ROOT", default=DEFAULT_ROOT, show_default=True,
+              help="Storage root for images, containers and driver data (env PYDOCK_ROOT).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.version_option(__version__, prog_name="pydock")
+@click.pass_context
+def cli(ctx: click.Context, root: str, debug: bool) -> None:
+    """pydock: a daemonless, docker-like container runtime with pluggable storage."""
+    if not root:
+        raise PydockError("--root must not be empty")
+    # Absolute from here on: a relative root would change meaning inside the container setup.
+    ctx.obj = Context(Path(os.path.abspath(root)), debug)
+
+
+@cli.command(context_settings=RUN_CONTEXT)
+@click.option("--storage", "driver", default="overlay", show_default=True,
+              help="Storage driver for this container (see `pydock storage ls`).")
+@click.option("-name", "--name", "name", help="Container name (default: generated).")
+@click.option("--image", help="Image NAME[:TAG] or id (default: the embedded default image).")
+@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("--hostname", help="Container hostname (default: the container name).")
+@click.option("--network", type=click.Choice(["none", "host"]), default="none",
+              show_default=True, help="none: a private network with only lo; host: the host's.")
+@click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
+    """Run COMMAND in a new container (default: the image's command)."""
+    from pydock.core.containers import RunOptions
+
+    _require_root()
+    code, error = ctx.containers().run(RunOptions(command=command, **options))
+    if error:
+        click.echo(f"pydock: {error}", err=True)
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+def ps(ctx: Context, show_all: bool, fmt: str) -> None:
+    """List containers."""
+    from pydock.core.views import container_rows, print_table
+
+    rows = container_rows(ctx.containers(), show_all)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, ["ID", "Image", "Command", "Created", "Status", "Storage", "Names"])
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def inspect(ctx: Context, names: tuple[str, ...]) -> None:
+    """Show containers in detail (JSON, docker's keys)."""
+    containers = ctx.containers()
+    click.echo(json.dumps([containers.inspect(name) for name in names], indent=2))
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Kill running containers first.")
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
+    """Remove containers and their storage."""
+    _require_root()
+    containers = ctx.containers()
+    failed = False
+    for name in names:
+        try:
+            containers.remove(name, force)
+            click.echo(name)
+        except PydockError as exc:
+            click.echo(f"pydock: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(PydockError.exit_code)
+
+
+@cli.command()
+@pass_context
+def prune(ctx: Context) -> None:
+    """Remove every container that is not running."""
+    _require_root()
+    for name in ctx.containers().prune():
+        click.echo(name)
+
+
+@cli.group()
+def image() -> None:
+    """Manage images."""
+
+
+@image.command("import")
+@click.argument("tarball", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("reference")
+@pass_context
+def image_import(ctx: Context, tarball: Path, reference: str) -> None:
+    """Create an image from a root filesystem TARBALL (.tar, .tar.gz, .tar.xz, .tar.bz2)."""
+    from pydock.core.image_import import import_rootfs_tarball
+
+    _require_root()
+    click.echo(import_rootfs_tarball(ctx.containers().images, tarball, reference).id)
+
+
+@image.command("ls")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+def image_ls(ctx: Context, fmt: str) -> None:
+    """List images."""
+    from pydock.core.views import image_rows, print_table
+
+    rows = image_rows(ctx.containers().images)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, ["Repository", "Tag", "ID", "Created", "Size"])
+
+
+@image.command("rm")
+@click.argument("references", nargs=-1, required=True)
+@pass_context
+def image_rm(ctx: Context, references: tuple[str, ...]) -> None:
+    """Remove images (refused while a container uses them)."""
+    _require_root()
+    containers = ctx.containers()
+    for reference in references:
+        removed = containers.images.remove(reference, containers.users_of)
+        click.echo(f"Untagged: {reference} ({removed.id})")
+
+
+@image.command("inspect")
+@click.argument("reference")
+@pass_context
+def image_inspect(ctx: Context, reference: str) -> None:
+    """Show an image's id, names, layers and config (JSON)."""
+    from pydock.core.views import image_details
+
+    click.echo(json.dumps(image_details(ctx.containers().images, reference), indent=2))
+
+
+@cli.group()
+def storage() -> None:
+    """Inspect storage drivers."""
+
+
+@storage.command("ls")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+def storage_ls(ctx: Context, fmt: str) -> None:
+    """List storage drivers, where each comes from, and whether it works here."""
+    from pydock.core.views import plugin_failure_rows, print_table, storage_rows
+
+    containers = ctx.containers()
+    containers.registry.load_entry_points()
+    rows, failures = storage_rows(containers), plugin_failure_rows(containers.registry)
+    if fmt == "json":
+        click.echo(json.dumps({"drivers": rows, "failed_plugins": failures}, indent=2))
+        return
+    print_table(rows, ["Name", "Origin", "Available", "Reason"])
+    for failure in failures:
+        click.echo(f"plugin {failure['Plugin']} ({failure['Origin']}) failed: "
+                   f"{failure['Error']}", err=True)
+
+
+@storage.command("info")
+@click.argument("driver")
+@pass_context
+def storage_info(ctx: Context, driver: str) -> None:
+    """Show one storage driver in detail (JSON)."""
+    from pydock.core.views import storage_details
+
+    click.echo(json.dumps(storage_details(ctx.containers(), driver), indent=2))
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise PydockError("pydock needs root for this command (rootless mode is not "
+                          "supported yet)")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``pydock`` console script: maps every failure to one line + 125."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        # Without standalone mode click returns the code of --help/--version exits and
+        # raises everything else, so every error gets the same one-line treatment.
+        code = cli.main(args=argv, prog_name="pydock", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.UsageError as exc:
+        _die(exc.format_message())
+    except click.Abort:
+        _die("aborted", 130)
+    except KeyboardInterrupt:
+        _die("interrupted", 130)
+    except PydockError as exc:
+        _die(str(exc), exc.exit_code)
+    except click.ClickException as exc:
+        _die(exc.format_message())
+    except OSError as exc:
+        if debug:
+            raise
+        _die(str(exc))
+    except Exception as exc:
+        if debug:
+            raise
+        _die(f"internal error: {exc!r} (run with --debug for a traceback)")
+
+
+def _die(message: str, code: int = PydockError.exit_code) -> NoReturn:
+    one_line = " ".join(message.split())
+    click.echo(f"pydock: {one_line}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The container's root filesystem, set up inside its fresh mount namespace.
+
+:func:`prepare_root` is the whole sequence, one named step per line, in the
+order runc's ``prepareRootfs`` uses and for the same reasons (written at each
+step). It runs in the container's first process after ``unshare(CLONE_NEWNS)``
+and before ``exec``; nothing here touches the host's mount table, because the
+very first step cuts propagation to it.
+
+Every mount point inside the container's root is resolved with
+``openat2(RESOLVE_IN_ROOT)`` and mounted through its file descriptor
+(``/proc/self/fd/N``), never by a path string: an image can plant symlinks
+(``/proc -> /``, ``/dev -> /host/dev``) and a path string would follow them
+out of the root, onto the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator, Sequence
+
+from pydock.core.driver import Mount
+from pydock.core.errors import PydockError
+from pydock.core.syscalls import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+    mount,
+    open_in_root,
+    pivot_root,
+    umount2,
+)
+
+_OPTION_FLAGS = {"ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
+                 "noexec": MS_NOEXEC, "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
+
+# The device nodes every container gets (docker's defaults), all mode 0666.
+_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+            "urandom": (1, 9), "tty": (5, 0)}
+_DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+                 "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+
+
+def prepare_root(rootfs: str, mounts: Sequence[Mount], read_only: bool) -> None:
+    """Build the container's root at ``rootfs`` from the driver's mounts and switch to it.
+
+    Afterwards ``/`` is the container's root, the host's root is unreachable,
+    and the working directory is ``/``.
+    """
+    make_mounts_private()
+    mount_rootfs(rootfs, mounts)
+    # Opened after the rootfs mounts, so that it refers to the mounted root, not the
+    # empty directory underneath it.
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        mount_proc(root_fd)
+        mount_dev(root_fd)
+        mount_sys(root_fd)
+    finally:
+        os.close(root_fd)
+    pivot_to(rootfs)
+    if read_only:
+        remount_root_read_only()
+
+
+def make_mounts_private() -> None:
+    # Before any mount: on a shared "/" our mounts would propagate to the host (the
+    # tutorials' classic leak) and pivot_root would fail with EINVAL.
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def mount_rootfs(rootfs: str, mounts: Sequence[Mount]) -> None:
+    for spec in mounts:
+        if spec.target == "/":
+            _perform(spec, rootfs)
+        else:
+            with _mountpoint_fd(rootfs, spec.target) as target:
+                _perform(spec, target)
+    if not any(spec.target == "/" for spec in mounts):
+        # The driver filled rootfs_dir itself; pivot_root needs a mount point.
+        mount(rootfs, rootfs, None, MS_BIND | MS_REC)
+
+
+def mount_proc(root_fd: int) -> None:
+    with _mountpoint(root_fd, "proc") as target:
+        mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mount_dev(root_fd: int) -> None:
+    with _mountpoint(root_fd, "dev") as target:
+        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    dev = open_in_root(root_fd, "dev", os.O_PATH | os.O_DIRECTORY)
+    try:
+        for name, (major, minor) in _DEVICES.items():
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
+            os.mkdir(name, mode, dir_fd=dev)
+        for name, target_path in _DEV_SYMLINKS.items():
+            os.symlink(target_path, name, dir_fd=dev)
+    finally:
+        os.close(dev)
+    # A private devpts instance: the container sees only its own pseudo-terminals.
+    with _mountpoint(root_fd, "dev/pts") as target:
+        mount("devpts", target, "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    with _mountpoint(root_fd, "dev/shm") as target:
+        mount("shm", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=1777,size=65536k")
+    with _mountpoint(root_fd, "dev/mqueue") as target:
+        mount("mqueue", target, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mount_sys(root_fd: int) -> None:
+    with _mountpoint(root_fd, "sys") as target:
+        mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def pivot_to(rootfs: str) -> None:
+    # pivot_root(".", ".") stacks the old root on top of the new one at "/", so
+    # no directory is needed for it inside the image; detaching it right away
+    # leaves the host's root unreachable (chroot would leave it one escape away).
+    os.chdir(rootfs)
+    pivot_root(".", ".")
+    umount2(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def remount_root_read_only() -> None:
+    # A bind remount changes only this mount's flags; the flags it already has must
+    # be repeated or they would be cleared.
+    current = os.statvfs("/").f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | current)
+
+
+def _perform(spec: Mount, target: str) -> None:
+    flags, data = 0, []
+    for option in spec.options:
+        if option in _OPTION_FLAGS:
+            flags |= _OPTION_FLAGS[option]
+        else:
+            data.append(option)
+    if spec.type == "bind":
+        flags |= MS_BIND
+        mount(spec.source, target, None, flags & ~MS_RDONLY)
+        if flags & MS_RDONLY:
+            # MS_RDONLY is ignored when a bind mount is created; it takes a remount.
+            mount(None, target, None, MS_REMOUNT | MS_BIND | (flags & ~MS_REC))
+    else:
+        mount(spec.source, target, spec.type, flags, ",".join(data) or None)
+
+
+@contextlib.contextmanager
+def _mountpoint(root_fd: int, path: str) -> Iterator[str]:
+    """A ``/proc/self/fd/N`` path for directory ``path`` inside the root, created if missing.
+
+    Refuses a symlink (runc refuses a /proc that is one): mounting "through" it
+    would land outside the container's root.
+    """
+    parent_path, name = os.path.split(path)
+    parent = open_in_root(root_fd, parent_path or ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mkdir(name, 0o755, dir_fd=parent)
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise PydockError(f"refusing to mount on /{path}: it is a symlink in the image")
+        if not stat.S_ISDIR(st.st_mode):
+            raise PydockError(f"cannot mount on /{path}: it is not a directory in the image")
+        fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _mountpoint_fd(rootfs: str, path: str) -> Iterator[str]:
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with _mountpoint(root_fd, path.strip("/")) as target:
+            yield target
+    finally:
+        os.close(root_fd)

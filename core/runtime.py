@@ -1,0 +1,183 @@
+"""Starting a container's process in fresh namespaces, and waiting for it.
+
+The order matters and is the one runc uses:
+
+1. The CLI unshares only its PID namespace: that applies to the children it
+   forks from then on, not to itself, so the next fork becomes PID 1 of a new
+   namespace with no extra process in between.
+2. The child unshares mount, UTS, IPC and (unless ``--network host``) network
+   namespaces. unshare(2) refuses in a multi-threaded process; the child of a
+   fork has exactly one thread, whatever the parent had.
+3. The child sets up the root (:mod:`pydock.core.rootfs`) and execs the
+   command, which thereby runs as PID 1.
+
+The parent never shares the container's mount namespace (pivot_root moves the
+root of every process in the namespace it runs in).
+
+Errors in the child are reported to the parent through a close-on-exec pipe:
+a successful exec closes it unread; a failure writes ``CODE MESSAGE`` to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from pydock.core.driver import Mount
+from pydock.core.rootfs import prepare_root
+from pydock.core.syscalls import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    set_link_up,
+    unshare,
+)
+
+EXIT_PYDOCK_ERROR = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+# Signals a user sends to the CLI with kill(1) are meant for the container.
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
+              signal.SIGUSR1, signal.SIGUSR2)
+# ... except those the terminal itself sends to its whole foreground process group,
+# which the container (started in that group) already receives once.
+_TERMINAL_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What the container's first process is: command, environment and surroundings."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+    hostname: str
+    network: str  # "none": a new network namespace with only lo; "host": the host's
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class Started:
+    pid: int
+    error_fd: int
+
+
+@dataclass(frozen=True)
+class Exited:
+    code: int
+    error: str = ""
+
+
+def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
+    """Fork the container's first process; it sets up its root and execs ``spec.argv``."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(spec, rootfs, mounts, write_end)
+    os.close(write_end)
+    return Started(pid, read_end)
+
+
+def wait(started: Started) -> Exited:
+    """Wait for the container's first process, forwarding signals sent to the CLI."""
+    previous = _forward_signals(started.pid)
+    try:
+        with os.fdopen(started.error_fd, "rb") as pipe:
+            report = pipe.read().decode(errors="replace")
+        _, status = os.waitpid(started.pid, 0)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if report:
+        reported_code, _, message = report.partition(" ")
+        return Exited(int(reported_code), message)
+    code = os.waitstatus_to_exitcode(status)
+    return Exited(128 - code if code < 0 else code)
+
+
+def _forward_signals(pid: int) -> dict[int, signal._HANDLER]:
+    try:
+        in_terminal_foreground = os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:  # stdin is not a terminal
+        in_terminal_foreground = False
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    previous: dict[int, signal._HANDLER] = {}
+    for signum in _FORWARDED:
+        if in_terminal_foreground and signum in _TERMINAL_SIGNALS:
+            handler: signal._HANDLER = signal.SIG_IGN
+        else:
+            handler = forward
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: int) -> NoReturn:
+    """The container's first process, from fork to exec. Never returns."""
+    try:
+        os.umask(0)
+        namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+        if spec.network == "none":
+            namespaces |= CLONE_NEWNET
+        unshare(namespaces)
+        prepare_root(rootfs, mounts, spec.read_only)
+        socket.sethostname(spec.hostname)
+        if spec.network == "none":
+            set_link_up("lo")
+        _enter_workdir(spec.workdir)
+        _reset_process_state(keep_fd=error_fd)
+    except Exception as exc:
+        _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {exc}")
+    try:
+        os.execvpe(spec.argv[0], spec.argv, spec.env)
+    except FileNotFoundError:
+        if "/" in spec.argv[0]:
+            _fail(error_fd, EXIT_NOT_FOUND, f"exec {spec.argv[0]}: no such file or directory")
+        _fail(error_fd, EXIT_NOT_FOUND,
+              f'exec: "{spec.argv[0]}": executable file not found in $PATH')
+    except OSError as exc:
+        code = EXIT_NOT_EXECUTABLE if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR,
+                                                   errno.EPERM, errno.ENOTDIR) else 125
+        _fail(error_fd, code, f"exec {spec.argv[0]}: {exc.strerror}")
+
+
+def _enter_workdir(workdir: str) -> None:
+    # Like docker: a missing working directory is created (inside the new root).
+    try:
+        os.chdir(workdir)
+    except FileNotFoundError:
+        os.makedirs(workdir, 0o755)
+        os.chdir(workdir)
+
+
+def _reset_process_state(keep_fd: int) -> None:
+    """What the command must not inherit from the Python runtime that started it."""
+    # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: a
+    # container's `yes | head` would never end.
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signum, signal.SIG_DFL)
+    os.umask(0o022)
+    # Only stdin, stdout and stderr reach the container.
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, 1 << 20)
+
+
+def _fail(error_fd: int, code: int, message: str) -> NoReturn:
+    try:
+        os.write(error_fd, f"{code} {message}".encode())
+    finally:
+        os._exit(code)

@@ -1,0 +1,126 @@
+"""Rows and tables for the listing commands (ps, image ls, storage ls/info)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+
+from pydock.core.containers import Containers, live_status
+from pydock.core.images import ImageStore
+from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+from pydock.core.state import RUNNING
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Left-aligned columns, upper-case headers, like docker's tables."""
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    for line in [[c.upper() for c in columns], *cells]:
+        click.echo("   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any]]:
+    rows = []
+    for record in containers.records():
+        status = live_status(record)
+        if not show_all and status != RUNNING:
+            continue
+        command = " ".join(record.command)
+        rows.append({
+            "ID": record.id[:12], "Image": record.image,
+            "Command": f'"{command[:30]}..."' if len(command) > 30 else f'"{command}"',
+            "Created": _ago(record.created), "CreatedAt": record.created,
+            "Status": _status_text(record.status if status == RUNNING else status,
+                                   record.exit_code, record.started, record.finished),
+            "State": status, "Storage": record.driver, "Names": record.name,
+        })
+    return rows
+
+
+def image_rows(store: ImageStore) -> list[dict[str, Any]]:
+    rows = []
+    for image in store.all_images():
+        for name in image.names:
+            repository, _, tag = name.rpartition(":")
+            rows.append({"Repository": repository, "Tag": tag, "ID": image.id[7:19],
+                         "Created": _ago(image.config.get("created", "")),
+                         "Size": _human_size(store.size(image))})
+    return rows
+
+
+def image_details(store: ImageStore, reference: str) -> dict[str, Any]:
+    image = store.resolve(reference)
+    return {"Id": image.id, "RepoTags": list(image.names),
+            "Created": image.config.get("created", ""),
+            "Architecture": image.config.get("architecture", ""),
+            "Os": image.config.get("os", ""), "Size": store.size(image),
+            "Config": image.run_config,
+            "RootFS": {"Type": "layers", "Layers": image.diff_ids}}
+
+
+def storage_rows(containers: Containers) -> list[dict[str, Any]]:
+    rows = []
+    for entry in containers.registry.entries():
+        availability = availability_of(entry.cls, driver_home(containers.root, entry.name))
+        ok = availability.ok and not entry.conflict
+        rows.append({"Name": entry.name, "Origin": entry.origin, "Available": ok,
+                     "Reason": entry.conflict or availability.reason,
+                     "Class": f"{entry.cls.__module__}.{entry.cls.__qualname__}"})
+    return rows
+
+
+def plugin_failure_rows(registry: DriverRegistry) -> list[dict[str, str]]:
+    return [{"Plugin": f.plugin, "Origin": f.origin, "Error": f.reason}
+            for f in registry.failures]
+
+
+def storage_details(containers: Containers, name: str) -> dict[str, Any]:
+    cls = containers.registry.driver_class(name)
+    row = next(r for r in storage_rows(containers) if r["Name"] == name)
+    users = [r.name for r in containers.records() if r.driver == name]
+    return {**row, "Home": str(driver_home(containers.root, name)), "Containers": users,
+            "Description": (cls.__doc__ or "").strip().split("\n\n")[0]}
+
+
+def _status_text(status: str, exit_code: int | None, started: str, finished: str) -> str:
+    if status == RUNNING:
+        return f"Up {_duration(started)}"
+    if status == "exited":
+        code = "unknown" if exit_code is None else str(exit_code)
+        return f"Exited ({code}) {_ago(finished)}" if finished else f"Exited ({code})"
+    return status.capitalize()
+
+
+def _seconds_since(timestamp: str) -> float | None:
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, time.time() - then.timestamp())
+
+
+def _duration(timestamp: str) -> str:
+    seconds = _seconds_since(timestamp)
+    if seconds is None:
+        return "?"
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} seconds"
+
+
+def _ago(timestamp: str) -> str:
+    duration = _duration(timestamp)
+    return "" if duration == "?" else f"{duration} ago"
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.3g}{unit}" if unit != "B" else f"{size}B"
+        value /= 1000
+    return f"{size}B"
