@@ -1,0 +1,97 @@
+"""The bind driver: every container of an image shares one writable directory.
+
+This is the approach of the tutorials' chapter 2, kept as the baseline that
+shows why overlay exists: creating a container costs nothing, but what one
+container writes every other container of the image sees at once. With
+``--read-only`` (which the core applies to any driver) the shared root is safe.
+
+The shared directory is a flattened copy of the image's layers, made on the
+first container of an image and deleted with the last one, so the image
+itself stays pristine for the other drivers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydock.core import hookimpl
+from pydock.core.driver import Mount, StorageDriver
+from pydock.core.errors import PydockError
+from pydock.core.files import flocked
+
+
+class BindDriver(StorageDriver):
+    name = "bind"
+
+    def shared_dir(self, layers: Sequence[Path]) -> Path:
+        """The one directory every container of this layer chain binds as its root."""
+        key = hashlib.sha256("\n".join(map(str, layers)).encode()).hexdigest()[:16]
+        return self.home / "shared" / key
+
+    def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        from pydock.core.treecopy import copy_tree
+
+        if len(layers) != 1:
+            raise PydockError(f"the {self.name} driver cannot flatten a chain of "
+                              f"{len(layers)} layers yet")
+        self.make_home()
+        top = self.container_dir(container_id)
+        top.mkdir(mode=0o700)
+        self.rootfs_dir(container_id).mkdir(mode=0o700)
+        shared = self.shared_dir(layers)
+        with self._locked():
+            # The link both records which shared directory this container uses and
+            # counts it as a user, so remove() knows when the last one is gone.
+            os.symlink(shared, top / "shared")
+            if not shared.exists():
+                tmp = shared.with_name(f".tmp-{secrets.token_hex(8)}")
+                shared.parent.mkdir(mode=0o700, exist_ok=True)
+                tmp.mkdir(mode=0o700)
+                try:
+                    copy_tree(layers[0], tmp / "rootfs")
+                    os.rename(tmp, shared)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
+        return [Mount("bind", str(self.shared_dir(layers) / "rootfs"), ("rbind",))]
+
+    def remove(self, container_id: str) -> None:
+        if not self.home.exists():
+            return
+        top = self.container_dir(container_id)
+        with self._locked():
+            try:
+                shared = Path(os.readlink(top / "shared"))
+            except FileNotFoundError:
+                shared = None
+            super().remove(container_id)
+            if shared is not None and not self._users(shared):
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.rmtree(shared)
+
+    def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
+        return {"SharedDir": str(self.shared_dir(layers) / "rootfs"),
+                "MergedDir": str(self.rootfs_dir(container_id))}
+
+    def _users(self, shared: Path) -> list[str]:
+        users = []
+        for entry in os.scandir(self.home):
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(os.path.join(entry.path, "shared"))) == shared:
+                    users.append(entry.name)
+        return users
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return flocked(self.home / "lock")
+
+
+@hookimpl
+def register_storage_drivers(register: Callable[[type[StorageDriver]], None]) -> None:
+    register(BindDriver)

@@ -1,0 +1,83 @@
+"""The overlay driver (the default): the image's layers as read-only lower
+directories, one private upper and work directory per container.
+
+Creating a container costs three empty directories whatever the image's size;
+the first write to a file of the image copies the whole file up into the upper
+directory (overlay's copy-up), and everything the container changes is exactly
+what sits in its upper directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydock.core import hookimpl
+from pydock.core.driver import Availability, Mount, StorageDriver
+from pydock.core.syscalls import OVERLAYFS_SUPER_MAGIC, statfs_type
+
+# overlay's mount options are a comma-separated list and lowerdir a colon-separated one.
+_UNSAFE_PATH_CHARACTERS = frozenset(",:\\")
+
+
+class OverlayDriver(StorageDriver):
+    name = "overlay"
+
+    @classmethod
+    def available(cls, home: Path) -> Availability:
+        try:
+            with open("/proc/filesystems") as f:
+                if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
+                    return Availability(False, "the kernel has no overlay filesystem "
+                                               "(try: modprobe overlay)")
+        except OSError as exc:
+            return Availability(False, f"cannot read /proc/filesystems: {exc.strerror}")
+        if _UNSAFE_PATH_CHARACTERS & set(str(home)):
+            return Availability(False, f"storage path {home} contains ',', ':' or '\\', "
+                                       "which overlay mount options cannot carry")
+        existing = _nearest_existing(home)
+        if statfs_type(str(existing)) == OVERLAYFS_SUPER_MAGIC:
+            return Availability(False, f"{existing} is on overlayfs, and overlay cannot use an "
+                                       "upper directory on overlay: use a --root on another "
+                                       "filesystem")
+        return Availability(True)
+
+    def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        self.make_home()
+        top = self.container_dir(container_id)
+        top.mkdir(mode=0o700)
+        (top / "work").mkdir(mode=0o700)
+        self.rootfs_dir(container_id).mkdir(mode=0o700)
+        # The container's "/" takes its owner and mode from the upper directory, so
+        # it must look like the image's root, not like a private 0700 directory.
+        upper = top / "upper"
+        upper.mkdir()
+        image_root = os.stat(layers[-1])
+        os.chown(upper, image_root.st_uid, image_root.st_gid)
+        os.chmod(upper, image_root.st_mode & 0o7777)
+
+    def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
+        top = self.container_dir(container_id)
+        # overlay lists lower directories top first; the image chain is bottom first.
+        lowerdir = ":".join(str(layer) for layer in reversed(layers))
+        return [Mount("overlay", "overlay",
+                      (f"lowerdir={lowerdir}", f"upperdir={top / 'upper'}",
+                       f"workdir={top / 'work'}"))]
+
+    def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
+        top = self.container_dir(container_id)
+        return {"LowerDir": ":".join(str(layer) for layer in reversed(layers)),
+                "UpperDir": str(top / "upper"), "WorkDir": str(top / "work"),
+                "MergedDir": str(self.rootfs_dir(container_id))}
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+@hookimpl
+def register_storage_drivers(register: Callable[[type[StorageDriver]], None]) -> None:
+    register(OverlayDriver)
