@@ -151,11 +151,15 @@ class Containers:
             self.state.save(record)
 
     def _image(self, ref: str | None) -> Image:
-        if ref is None:
-            from pydock.core.default_image import ensure_default_image
+        if ref is not None:
+            return self.images.resolve(ref)
+        try:
+            return self.images.resolve(DEFAULT_IMAGE)
+        except PydockError:
+            # First use of this storage root: build it (imports tarfile, runs busybox).
+            from pydock.core.default_image import build_default_image
 
-            return ensure_default_image(self.images)
-        return self.images.resolve(ref)
+            return build_default_image(self.images)
 
     # -- rm --------------------------------------------------------------
 

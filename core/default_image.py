@@ -40,12 +40,8 @@ _FILES = {
 }
 
 
-def ensure_default_image(store: ImageStore) -> Image:
-    """The default image, building it first if this storage root has none yet."""
-    try:
-        return store.resolve(DEFAULT_IMAGE)
-    except PydockError:
-        pass
+def build_default_image(store: ImageStore) -> Image:
+    """Build the default image into ``store`` and name it ``DEFAULT_IMAGE``."""
     busybox = find_static_busybox()
     with tempfile.TemporaryFile(dir=_existing_dir(store.root)) as tar_file:
         if busybox is not None:

@@ -33,8 +33,7 @@ def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any
             "ID": record.id[:12], "Image": record.image,
             "Command": f'"{command[:30]}..."' if len(command) > 30 else f'"{command}"',
             "Created": _ago(record.created), "CreatedAt": record.created,
-            "Status": _status_text(record.status if status == RUNNING else status,
-                                   record.exit_code, record.started, record.finished),
+            "Status": _status_text(status, record.exit_code, record.started, record.finished),
             "State": status, "Storage": record.driver, "Names": record.name,
         })
     return rows
@@ -118,9 +117,8 @@ def _ago(timestamp: str) -> str:
 
 
 def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.3g}{unit}" if unit != "B" else f"{size}B"
-        value /= 1000
+    """Decimal units, as docker prints image sizes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g}{unit}"
     return f"{size}B"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what pydock and its tests need on a fresh Debian/Ubuntu machine, as root:
+# system packages from apt (only when missing) and a virtualenv in .venv with pydock
+# installed in editable mode. Safe to run again; sourced by demo.sh and test.sh.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "pydock runs containers and needs root: run this with sudo" >&2
+    exit 1
+fi
+
+# busybox-static: the embedded default image; util-linux: unshare for a test that
+# runs pydock without network; python3-venv: the virtualenv.
+packages=(busybox-static util-linux)
+if ! python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    packages+=(python3 python3-venv)
+fi
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+        || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+echo "pydock is installed: $(pwd)/.venv/bin/pydock"

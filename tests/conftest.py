@@ -1,0 +1,159 @@
+"""Fixtures for tests that run real containers through the ``pydock`` CLI.
+
+Every test gets its own storage root under pytest's temporary directory (never
+/var/lib/pydock), pre-seeded with the default image so that each test does not
+rebuild it. After every test, containers left behind are force-removed and
+the test fails if any mount under its temporary directory survives: pydock
+promises that container mounts live and die in the container's own mount
+namespace, and this fixture is what holds it to that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydock.core.cli import DEFAULT_ROOT
+
+PYDOCK = str(Path(sys.executable).with_name("pydock"))
+DRIVERS = ("overlay", "copy", "bind")
+TIMEOUT = 60
+
+if os.geteuid() != 0:
+    pytest.exit("pydock's tests run real containers and need root", returncode=1)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in this process's mount namespace."""
+    prefix = str(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+            mount_point = line.split()[4].encode().decode("unicode_escape")
+            if mount_point == prefix or mount_point.startswith(prefix + "/"):
+                found.append(mount_point)
+    return found
+
+
+@dataclass
+class Pydock:
+    """Runs the ``pydock`` CLI against one storage root."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PYDOCK, "--root", str(self.root), *args], input=input,
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**self.env, **(env or {})},
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        """Run, insist on exit status 0, return stdout."""
+        result = self(*args, input=input)
+        assert result.returncode == 0, (
+            f"pydock {' '.join(args)} exited {result.returncode}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        return result.stdout
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([PYDOCK, "--root", str(self.root), *args], text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.env)
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.ok("inspect", name))[0]
+        return result
+
+    def wait_running(self, name: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self("inspect", name)
+            if result.returncode == 0:
+                info: dict[str, Any] = json.loads(result.stdout)[0]
+                if info["State"]["Running"]:
+                    return info
+            time.sleep(0.05)
+        raise AssertionError(f"container {name} did not start within {timeout}s")
+
+    def container_names(self) -> list[str]:
+        return [row["Names"] for row in json.loads(self.ok("ps", "-a", "--format", "json"))]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_storage_untouched() -> Iterator[None]:
+    """The tests must never touch the host's real storage root."""
+    def snapshot() -> list[tuple[str, int]]:
+        real = Path(DEFAULT_ROOT)
+        return sorted((str(p), p.lstat().st_mtime_ns) for p in [real, *real.rglob("*")]
+                      if p.exists() or p.is_symlink())
+
+    before = snapshot()
+    yield
+    assert snapshot() == before, f"the tests changed {DEFAULT_ROOT}"
+
+
+@pytest.fixture(scope="session")
+def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A storage root holding only the default image, built once per test session."""
+    from pydock.core.default_image import build_default_image
+    from pydock.core.images import ImageStore
+
+    root = tmp_path_factory.mktemp("template") / "root"
+    build_default_image(ImageStore(root))
+    return root
+
+
+@pytest.fixture
+def pydock(template_root: Path, tmp_path: Path) -> Iterator[Pydock]:
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(template_root), str(root)], check=True)
+    cli = Pydock(root)
+    yield cli
+    leftovers = cli.container_names() if (root / "containers").exists() else []
+    if leftovers:
+        cli("rm", "-f", *leftovers)
+
+
+@pytest.fixture(autouse=True)
+def no_mount_leaks(tmp_path: Path) -> Iterator[None]:
+    yield
+    leaked = mounts_under(tmp_path)
+    if leaked:
+        from pydock.core.syscalls import MNT_DETACH, umount2
+
+        for mount_point in reversed(leaked):
+            umount2(mount_point, MNT_DETACH)
+        pytest.fail(f"mounts left on the host under {tmp_path}: {leaked}")
+
+
+@pytest.fixture
+def image_root(pydock: Pydock) -> Path:
+    """The host directory of the default image's (single) layer."""
+    image = json.loads(pydock.ok("image", "inspect", "pydock/default"))
+    layer = image["RootFS"]["Layers"][0].removeprefix("sha256:")
+    return pydock.root / "layers" / layer / "diff"
+
+
+def busybox_rootfs(dest: Path) -> Path:
+    """A minimal root filesystem directory from the host's static busybox, for image tests."""
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static must be installed (the README's setup installs it)"
+    for sub in ("bin", "etc", "proc", "sys", "dev", "tmp"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, dest / "bin" / "busybox")
+    for applet in ("sh", "ls", "cat", "echo", "touch", "mkdir", "id", "hostname", "true"):
+        (dest / "bin" / applet).symlink_to("busybox")
+    return dest

@@ -1,0 +1,71 @@
+"""Bad input: one clear line on stderr, exit status 125, nothing created, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PYDOCK, Pydock
+from test_state import storage_entries
+
+BAD_RUNS = [
+    (["--bogus"], "No such option"),
+    (["--network", "bridge"], "'bridge' is not one of 'none', 'host'"),
+    (["-w", "relative/dir"], "must be an absolute path"),
+    (["-e", "=value"], "invalid environment variable"),
+    (["-e", ""], "invalid environment variable"),
+    (["--hostname", "bad host"], "invalid hostname"),
+    (["--hostname", "h" * 65], "invalid hostname"),
+    (["--hostname", ""], "invalid hostname"),
+    (["--storage", ""], "unknown storage driver"),
+    (["--storage", "nope"], "unknown storage driver 'nope'"),
+    (["--image", "nope"], "no such image: nope:latest"),
+    (["--image", "NOT/valid"], "invalid image reference"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_RUNS)
+def test_bad_run_options_are_one_line_125_and_create_nothing(pydock: Pydock, args: list[str],
+                                                             message: str) -> None:
+    result = pydock("run", *args, "true")
+    assert result.returncode == 125, result.stderr
+    assert result.stderr.startswith("pydock: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert pydock.container_names() == []
+    assert storage_entries(pydock.root) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["nonsense"], "No such command 'nonsense'"),
+    (["rm"], "Missing argument"),
+    (["run", "--name"], "requires an argument"),
+    (["rm", "ghost"], "no such container: ghost"),
+    (["image", "rm", "ghost"], "no such image: ghost:latest"),
+    (["image", "import", "/nonexistent.tar", "x"], "/nonexistent.tar"),
+    (["storage", "info", "nope"], "unknown storage driver 'nope'"),
+    (["ps", "--format", "yaml"], "'yaml' is not one of"),
+])
+def test_bad_commands_are_one_line_125(pydock: Pydock, args: list[str], message: str) -> None:
+    result = pydock(*args)
+    assert result.returncode == 125, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_empty_root_is_refused(pydock: Pydock) -> None:
+    result = pydock("--root", "", "ps")
+    assert result.returncode == 125 and "--root must not be empty" in result.stderr
+
+
+def test_a_relative_root_is_made_absolute(tmp_path: Path) -> None:
+    result = subprocess.run([PYDOCK, "--root", "rel", "run", "--rm", "true"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "rel" / "layers").is_dir()
+
+
+def test_help_and_version_exit_0(pydock: Pydock) -> None:
+    assert "Run COMMAND in a new container" in pydock.ok("run", "--help")
+    assert pydock.ok("--version").startswith("pydock, version ")

@@ -1,0 +1,239 @@
+"""The plugin manager: built-ins as plugins, entry points, and plugins that go wrong."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Pydock
+
+from pydock.core import hookimpl
+from pydock.core.driver import StorageDriver
+from pydock.core.errors import PydockError
+from pydock.core.plugins import DriverRegistry
+from pydock.drivers.copy import CopyDriver
+from pydock.drivers.overlay import OverlayDriver
+
+Register = Callable[[type[StorageDriver]], None]
+
+
+class MirrorDriver(CopyDriver):
+    name = "mirror"
+
+
+def plugin_registering(*classes: Any) -> object:
+    class Plugin:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            for cls in classes:
+                register(cls)
+
+    return Plugin()
+
+
+def test_builtins_are_registered_through_the_hook_like_any_plugin() -> None:
+    registry = DriverRegistry()
+    assert [(e.name, e.origin) for e in registry.entries()] == [
+        ("bind", "built-in"), ("copy", "built-in"), ("overlay", "built-in")]
+    assert registry.driver_class("overlay") is OverlayDriver
+    assert registry.failures == []
+
+
+def test_a_plugin_registered_for_one_test_is_usable_by_name() -> None:
+    registry = DriverRegistry()
+    registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "tests")
+    assert registry.driver_class("mirror") is MirrorDriver
+    assert {e.name: e.origin for e in registry.entries()}["mirror"] == "tests"
+
+
+def test_two_plugins_registering_one_name_is_a_clear_deterministic_error() -> None:
+    class Other(CopyDriver):
+        name = "mirror"
+
+    for order in ((("a", MirrorDriver), ("b", Other)), (("b", Other), ("a", MirrorDriver))):
+        registry = DriverRegistry()
+        for origin, cls in order:
+            registry.add_plugin(plugin_registering(cls), f"plugin-{origin}", f"dist-{origin}")
+        with pytest.raises(PydockError) as error:
+            registry.driver_class("mirror")
+        assert str(error.value) == ("storage driver 'mirror' is registered more than once "
+                                    "(by dist-a and dist-b): uninstall all but one of them")
+
+
+def test_a_plugin_may_not_take_a_builtin_name() -> None:
+    class FakeOverlay(CopyDriver):
+        name = "overlay"
+
+    registry = DriverRegistry()
+    registry.add_plugin(plugin_registering(FakeOverlay), "fake", "evil-dist")
+    assert registry.driver_class("overlay") is OverlayDriver
+    [failure] = registry.failures
+    assert (failure.plugin, failure.origin) == ("fake", "evil-dist")
+    assert "reserved for the built-in driver" in failure.reason
+
+
+@pytest.mark.parametrize(("plugin", "reason"), [
+    (object(), "provides no pydock hooks"),
+    (plugin_registering(int), "is not a subclass of pydock.core.driver.StorageDriver"),
+    (plugin_registering(type("Nameless", (CopyDriver,), {"name": "Bad Name"})),
+     "name must match"),
+])
+def test_a_broken_plugin_is_reported_and_the_others_keep_working(plugin: object,
+                                                                 reason: str) -> None:
+    registry = DriverRegistry()
+    registry.add_plugin(plugin, "broken", "broken-dist")
+    [failure] = registry.failures
+    assert failure.plugin == "broken" and reason in failure.reason
+    assert registry.driver_class("copy") is CopyDriver
+
+
+def test_a_misspelled_hook_fails_loudly() -> None:
+    class Typo:
+        @hookimpl
+        def register_storage_driver(self, register: Register) -> None:  # missing "s"
+            raise AssertionError("never called")
+
+    registry = DriverRegistry()
+    registry.add_plugin(Typo(), "typo", "typo-dist")
+    [failure] = registry.failures
+    assert "register_storage_driver" in failure.reason and "unknown hook" in failure.reason
+
+
+def test_a_hook_that_raises_is_reported() -> None:
+    class Raises:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            raise RuntimeError("kaboom")
+
+    registry = DriverRegistry()
+    registry.add_plugin(Raises(), "raiser", "raiser-dist")
+    assert "RuntimeError: kaboom" in registry.failures[0].reason
+
+
+def test_an_unknown_driver_names_the_known_ones() -> None:
+    with pytest.raises(PydockError, match=r"unknown storage driver 'nope' \(available: bind, "
+                                          r"copy, overlay"):
+        DriverRegistry().driver_class("nope")
+
+
+# -- third-party distributions, installed for real via dist-info on the path ---------------
+
+def install_distribution(site: Path, dist: str, module: str, source: str,
+                         entry_points: dict[str, str]) -> None:
+    """A distribution as pip installs it: a module plus a .dist-info with entry points."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[pydock]\n{lines}")
+
+
+@pytest.fixture
+def site(tmp_path: Path, pydock: Pydock) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    install_distribution(site, "pydock-mirror", "pydock_mirror", """
+        from pydock.core import hookimpl
+        from pydock.drivers.copy import CopyDriver
+
+        class MirrorDriver(CopyDriver):
+            name = "mirror"
+
+        @hookimpl
+        def register_storage_drivers(register):
+            register(MirrorDriver)
+        """, {"mirror": "pydock_mirror"})
+    install_distribution(site, "pydock-never", "pydock_never", """
+        from pydock.core import hookimpl
+        from pydock.core.driver import Availability, StorageDriver
+
+        class NeverDriver(StorageDriver):
+            name = "never"
+
+            @classmethod
+            def available(cls, home):
+                return Availability(False, "needs a flux capacitor")
+
+        @hookimpl
+        def register_storage_drivers(register):
+            register(NeverDriver)
+        """, {"never": "pydock_never"})
+    install_distribution(site, "pydock-shaky", "pydock_shaky", """
+        from pydock.core import hookimpl
+        from pydock.core.driver import StorageDriver
+
+        class ShakyDriver(StorageDriver):
+            name = "shaky"
+
+            @classmethod
+            def available(cls, home):
+                raise OSError("probe crashed")
+
+        @hookimpl
+        def register_storage_drivers(register):
+            register(ShakyDriver)
+        """, {"shaky": "pydock_shaky"})
+    install_distribution(site, "pydock-broken", "pydock_broken",
+                         "raise ImportError('missing dependency frobnicate')\n",
+                         {"broken": "pydock_broken"})
+    pydock.env["PYTHONPATH"] = str(site)
+    return site
+
+
+def test_storage_ls_shows_every_driver_its_origin_and_availability(pydock: Pydock,
+                                                                   site: Path) -> None:
+    listing = json.loads(pydock.ok("storage", "ls", "--format", "json"))
+    drivers = {d["Name"]: d for d in listing["drivers"]}
+    assert {n: (d["Origin"], d["Available"]) for n, d in drivers.items()} == {
+        "bind": ("built-in", True), "copy": ("built-in", True),
+        "overlay": ("built-in", True), "mirror": ("pydock-mirror", True),
+        "never": ("pydock-never", False), "shaky": ("pydock-shaky", False)}
+    assert drivers["never"]["Reason"] == "needs a flux capacitor"
+    assert drivers["shaky"]["Reason"] == "available() failed: OSError: probe crashed"
+    assert listing["failed_plugins"] == [{
+        "Plugin": "broken", "Origin": "pydock-broken",
+        "Error": "cannot be imported: ImportError('missing dependency frobnicate')"}]
+
+
+def test_storage_ls_table_reports_a_failed_plugin_by_name(pydock: Pydock, site: Path) -> None:
+    result = pydock("storage", "ls")
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        "NAME", "bind", "copy", "mirror", "never", "overlay", "shaky"]
+    assert "plugin broken (pydock-broken) failed" in result.stderr
+
+
+def test_a_third_party_driver_runs_containers(pydock: Pydock, site: Path) -> None:
+    pydock.ok("run", "--storage", "mirror", "--name", "m", "sh", "-c", "echo hi > /f")
+    assert pydock.inspect("m")["GraphDriver"]["Name"] == "mirror"
+    pydock.ok("rm", "m")
+
+
+def test_an_unavailable_driver_is_refused_with_its_reason(pydock: Pydock, site: Path) -> None:
+    result = pydock("run", "--storage", "never", "true")
+    assert result.returncode == 125
+    assert result.stderr == ("pydock: storage driver 'never' is not available here: "
+                             "needs a flux capacitor\n")
+    assert pydock.container_names() == []
+
+
+def test_the_driver_a_container_was_created_with_is_used_to_remove_it(pydock: Pydock,
+                                                                      site: Path) -> None:
+    pydock.ok("run", "--storage", "mirror", "--name", "m", "true")
+    rootfs = Path(pydock.inspect("m")["GraphDriver"]["Data"]["RootDir"])
+    assert rootfs.is_dir() and "mirror" in rootfs.parts
+    pydock.ok("rm", "m")
+    assert not rootfs.exists()
+
+
+def test_storage_info_describes_one_driver(pydock: Pydock) -> None:
+    pydock.ok("run", "--storage", "copy", "--name", "c1", "true")
+    info = json.loads(pydock.ok("storage", "info", "copy"))
+    assert info["Name"] == "copy" and info["Available"] is True
+    assert info["Containers"] == ["c1"]
+    assert info["Class"] == "pydock.drivers.copy.CopyDriver"

@@ -1,0 +1,185 @@
+"""Container records through the CLI: names, ps, inspect, rm, prune."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import DRIVERS, Pydock
+
+from pydock.core.errors import PydockError
+from pydock.core.state import validate_name
+
+
+def storage_entries(root: Path) -> list[Path]:
+    """Container directories of every driver (driver-level files like locks excluded)."""
+    storage = root / "storage"
+    if not storage.exists():
+        return []
+    return [p for driver in storage.iterdir() for p in driver.iterdir()
+            if p.is_dir() and p.name != "shared"]
+
+
+@pytest.mark.parametrize("flag", ["-name", "--name"])
+def test_single_and_double_dash_name_both_work(pydock: Pydock, flag: str) -> None:
+    pydock.ok("run", flag, "named", "true")
+    assert pydock.container_names() == ["named"]
+
+
+def test_a_name_is_generated_when_none_is_given(pydock: Pydock) -> None:
+    pydock.ok("run", "true")
+    pydock.ok("run", "true")
+    names = pydock.container_names()
+    assert len(set(names)) == 2
+    assert all(re.fullmatch(r"[a-z]+_[a-z]+", name) for name in names)
+
+
+BAD_NAMES = ["", "-leading-dash", ".dot", "_under", "has space", "slash/name", "ünïcode",
+             "tab\tname", "new\nline", "x" * 65, "x" * 300, "semi;colon", "..", "a:b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_an_invalid_name_exits_125_having_created_nothing(pydock: Pydock, name: str) -> None:
+    result = pydock("run", "--name", name, "true")
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1 and "invalid container name" in result.stderr
+    assert pydock.container_names() == []
+    assert storage_entries(pydock.root) == []
+
+
+def test_the_longest_valid_name_works(pydock: Pydock) -> None:
+    name = "a" * 64
+    assert pydock.ok("run", "--rm", "--name", name, "hostname") == f"{name}\n"
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_duplicate_name_exits_125_and_leaves_the_original_alone(pydock: Pydock,
+                                                                  driver: str) -> None:
+    pydock.ok("run", "--storage", driver, "--name", "twin", "sh", "-c", "echo 1 > /mark")
+    original = pydock.inspect("twin")
+    result = pydock("run", "--storage", driver, "--name", "twin", "true")
+    assert result.returncode == 125
+    assert "already in use" in result.stderr
+    assert pydock.inspect("twin") == original
+    assert len(storage_entries(pydock.root)) == 1
+
+
+def test_validate_name_accepts_docker_names() -> None:
+    for name in ("a", "A1", "web_1", "my.container-2", "0"):
+        validate_name(name)
+    with pytest.raises(PydockError):
+        validate_name("-x")
+
+
+def test_ps_shows_running_containers_and_ps_a_all(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "done", "true")
+    proc = pydock.popen("run", "--name", "live", "sleep", "60")
+    try:
+        info = pydock.wait_running("live")
+        running = json.loads(pydock.ok("ps", "--format", "json"))
+        assert [row["Names"] for row in running] == ["live"]
+        assert running[0]["State"] == "running"
+        assert running[0]["Storage"] == "overlay"
+        everything = {row["Names"]: row for row in
+                      json.loads(pydock.ok("ps", "-a", "--format", "json"))}
+        assert everything["done"]["Status"].startswith("Exited (0)")
+        table = pydock.ok("ps").splitlines()
+        assert table[0].split() == ["ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "STORAGE",
+                                    "NAMES"]
+        assert "live" in table[1] and len(table) == 2
+        assert info["State"]["Pid"] > 1
+    finally:
+        pydock.ok("rm", "-f", "live")
+        proc.communicate(timeout=30)
+
+
+def test_inspect_has_dockers_keys(pydock: Pydock) -> None:
+    result = pydock("run", "--storage", "copy", "--name", "insp", "sh", "-c", "exit 4")
+    assert result.returncode == 4
+    info = pydock.inspect("insp")
+    assert info["Name"] == "insp"
+    assert info["State"]["Status"] == "exited"
+    assert info["State"]["ExitCode"] == 4
+    assert info["State"]["Pid"] == 0
+    assert info["GraphDriver"]["Name"] == "copy"
+    assert Path(info["GraphDriver"]["Data"]["RootDir"]).is_dir()
+    assert info["Config"]["Image"] == "pydock/default:latest"
+    assert info["Config"]["Cmd"] == ["sh", "-c", "exit 4"]
+    assert re.fullmatch(r"[0-9a-f]{64}", info["Id"])
+
+
+def test_inspect_of_an_unknown_container_is_one_line_125(pydock: Pydock) -> None:
+    result = pydock("inspect", "nobody")
+    assert (result.returncode, result.stderr) == (125, "pydock: no such container: nobody\n")
+
+
+def test_rm_refuses_a_running_container_and_rm_f_kills_it(pydock: Pydock) -> None:
+    proc = pydock.popen("run", "--name", "busy", "sleep", "60")
+    try:
+        pid = pydock.wait_running("busy")["State"]["Pid"]
+        result = pydock("rm", "busy")
+        assert result.returncode == 125 and "is running" in result.stderr
+        pydock.ok("rm", "-f", "busy")
+        assert proc.wait(timeout=30) == 137
+        assert not Path(f"/proc/{pid}").exists()
+        assert pydock.container_names() == []
+        assert storage_entries(pydock.root) == []
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_rm_of_several_names_reports_each_failure(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "one", "true")
+    result = pydock("rm", "one", "ghost")
+    assert result.returncode == 125
+    assert result.stdout == "one\n"
+    assert result.stderr == "pydock: no such container: ghost\n"
+
+
+def test_prune_removes_stopped_containers_only(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "stopped", "true")
+    proc = pydock.popen("run", "--name", "alive", "sleep", "60")
+    try:
+        pydock.wait_running("alive")
+        assert pydock.ok("prune") == "stopped\n"
+        assert pydock.container_names() == ["alive"]
+    finally:
+        pydock.ok("rm", "-f", "alive")
+        proc.communicate(timeout=30)
+
+
+def test_a_corrupt_record_is_reported_not_trusted(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "broken", "true")
+    (pydock.root / "containers" / "broken" / "state.json").write_text("{not json")
+    result = pydock("inspect", "broken")
+    assert result.returncode == 125
+    assert "corrupt record" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_state_record_is_written_atomically_without_temp_files(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "tidy", "true")
+    assert sorted(p.name for p in (pydock.root / "containers" / "tidy").iterdir()) == \
+        ["lock", "state.json"]
+    assert [p.name for p in (pydock.root / "containers").iterdir()] == ["tidy"]
+
+
+def test_records_survive_in_json_with_all_fields(pydock: Pydock) -> None:
+    result = pydock("run", "--name", "fields", "--storage", "bind", "sh", "-c", "exit 2")
+    assert result.returncode == 2
+    record = json.loads((pydock.root / "containers" / "fields" / "state.json").read_text())
+    assert {"name", "driver", "image", "command", "status", "pid", "exit_code", "created",
+            "finished"} <= record.keys()
+    assert (record["driver"], record["status"], record["exit_code"]) == ("bind", "exited", 2)
+
+
+def test_concurrent_runs_with_one_name_have_exactly_one_winner(pydock: Pydock) -> None:
+    procs = [pydock.popen("run", "--name", "race", "true") for _ in range(6)]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    for p in procs:
+        p.communicate()
+    assert codes == [0, 125, 125, 125, 125, 125]
+    assert pydock.container_names() == ["race"]
+    assert len(storage_entries(pydock.root)) == 1
