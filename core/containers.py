@@ -33,6 +33,7 @@ from pydock.core.state import (
     process_start_time,
     validate_name,
 )
+from pydock.core.users import validate_user_spec
 
 DEFAULT_DRIVER = "overlay"
 _ENV_KEY = re.compile(r"[^=\x00]+")
@@ -55,6 +56,7 @@ class RunOptions:
     network: str = "none"
     read_only: bool = False
     remove: bool = False
+    user: str | None = None
 
 
 class Containers:
@@ -96,6 +98,9 @@ class Containers:
             options.command or config.get("Cmd") or [])
         if not argv:
             raise PydockError("no command given and the image has no default command")
+        user = options.user if options.user is not None else str(config.get("User") or "")
+        if user:
+            validate_user_spec(user)
         workdir = options.workdir or config.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
             raise PydockError(f"working directory {workdir!r} must be an absolute path")
@@ -104,7 +109,7 @@ class Containers:
             image=options.image or DEFAULT_IMAGE, image_id=image.id, layers=image.diff_ids,
             command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
             workdir=workdir, hostname=hostname, network=options.network,
-            read_only=options.read_only)
+            read_only=options.read_only, user=user)
         self.state.create(record)
         try:
             driver.prepare(record.id, self.images.layer_paths(record.layers))
@@ -128,7 +133,7 @@ class Containers:
             spec = runtime.ProcessSpec(
                 argv=record.command, env=dict(e.split("=", 1) for e in record.env),
                 workdir=record.workdir, hostname=record.hostname, network=record.network,
-                read_only=record.read_only)
+                read_only=record.read_only, user=record.user)
             started = runtime.start(spec, str(driver.rootfs_dir(record.id)),
                                     driver.mounts(record.id, layers))
             self._update(record.name, status=RUNNING, pid=started.pid,
@@ -236,6 +241,7 @@ class Containers:
                 "Cmd": record.command,
                 "Image": record.image,
                 "WorkingDir": record.workdir,
+                "User": record.user,
             },
             "HostConfig": {"NetworkMode": record.network, "ReadonlyRootfs": record.read_only},
         }
@@ -258,7 +264,8 @@ def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) ->
     """Defaults, then the image's Env, then ``-e``: later wins. Never the host's environment,
     except for ``-e KEY`` without a value, which (as in docker) copies the host's KEY if set.
     """
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root", "TERM": "xterm"}
+    # HOME is defaulted later, from the passwd entry of the user the command runs as.
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "TERM": "xterm"}
     for item in image_env:
         key, sep, value = item.partition("=")
         if sep and key:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from pydock.core import users
 from pydock.core.driver import Mount
 from pydock.core.rootfs import prepare_root
 from pydock.core.syscalls import (
@@ -63,6 +64,7 @@ class ProcessSpec:
     hostname: str
     network: str  # "none": a new network namespace with only lo; "host": the host's
     read_only: bool
+    user: str = ""  # NAME|UID[:GROUP|GID], resolved in the image; "" is root
 
 
 @dataclass(frozen=True)
@@ -138,12 +140,16 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: in
         socket.sethostname(spec.hostname)
         if spec.network == "none":
             set_link_up("lo")
-        _enter_workdir(spec.workdir)
+        # Like docker: a missing working directory is created, by root, before the
+        # switch to the container's user, who must then be able to enter it.
+        os.makedirs(spec.workdir, 0o755, exist_ok=True)
+        env = _become_user(spec.user or "0", spec.env)
+        os.chdir(spec.workdir)
         _reset_process_state(keep_fd=error_fd)
     except Exception as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {exc}")
     try:
-        os.execvpe(spec.argv[0], spec.argv, spec.env)
+        os.execvpe(spec.argv[0], spec.argv, env)
     except FileNotFoundError:
         if "/" in spec.argv[0]:
             _fail(error_fd, EXIT_NOT_FOUND, f"exec {spec.argv[0]}: no such file or directory")
@@ -155,13 +161,15 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: in
         _fail(error_fd, code, f"exec {spec.argv[0]}: {exc.strerror}")
 
 
-def _enter_workdir(workdir: str) -> None:
-    # Like docker: a missing working directory is created (inside the new root).
-    try:
-        os.chdir(workdir)
-    except FileNotFoundError:
-        os.makedirs(workdir, 0o755)
-        os.chdir(workdir)
+def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:
+    """Switch to ``user`` (read from the container's own passwd and group files);
+    returns the environment with HOME defaulted to that user's home, as docker does."""
+    credentials = users.resolve(user, users.read_small("/etc/passwd"),
+                                users.read_small("/etc/group"))
+    os.setgroups(list(credentials.groups))
+    os.setgid(credentials.gid)
+    os.setuid(credentials.uid)
+    return {"HOME": credentials.home, **env}
 
 
 def _reset_process_state(keep_fd: int) -> None:

@@ -65,6 +65,7 @@ class ContainerRecord:
     hostname: str
     network: str
     read_only: bool
+    user: str = ""
     created: str = field(default_factory=now)
     status: str = CREATED
     pid: int = 0
