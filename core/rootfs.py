@@ -24,6 +24,10 @@ from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
 from pydock.core.syscalls import (
     MNT_DETACH,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -34,11 +38,16 @@ from pydock.core.syscalls import (
     MS_REMOUNT,
     MS_STRICTATIME,
     mount,
+    mount_fs_context,
     open_in_root,
     pivot_root,
     umount2,
 )
 
+# mount(2) copies at most one page of options; longer ones go through fsconfig(2).
+_PAGE_SIZE = 4096
+_MOUNT_ATTRIBUTES = {MS_RDONLY: MOUNT_ATTR_RDONLY, MS_NOSUID: MOUNT_ATTR_NOSUID,
+                     MS_NODEV: MOUNT_ATTR_NODEV, MS_NOEXEC: MOUNT_ATTR_NOEXEC}
 _OPTION_FLAGS = {"ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
                  "noexec": MS_NOEXEC, "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
 
@@ -153,8 +162,27 @@ def _perform(spec: Mount, target: str) -> None:
         if flags & MS_RDONLY:
             # MS_RDONLY is ignored when a bind mount is created; it takes a remount.
             mount(None, target, None, MS_REMOUNT | MS_BIND | (flags & ~MS_REC))
+    elif len(",".join(data)) >= _PAGE_SIZE:
+        _mount_long_options(spec, target, flags, data)
     else:
         mount(spec.source, target, spec.type, flags, ",".join(data) or None)
+
+
+def _mount_long_options(spec: Mount, target: str, flags: int, data: list[str]) -> None:
+    """Options past mount(2)'s one page: the new mount API, and one ``lowerdir+`` per layer."""
+    params: list[tuple[str, str | None]] = [("source", spec.source)]
+    for option in data:
+        key, sep, value = option.partition("=")
+        if spec.type == "overlay" and key == "lowerdir":
+            params.extend(("lowerdir+", layer) for layer in value.split(":"))
+        else:
+            params.append((key, value if sep else None))
+    attributes = sum(attr for flag, attr in _MOUNT_ATTRIBUTES.items() if flags & flag)
+    try:
+        mount_fs_context(spec.type, target, params, attributes)
+    except OSError as exc:
+        raise PydockError(f"mounting {spec.type} on {target} ({len(data)} options, "
+                          f"{len(','.join(data))} bytes): {exc.strerror}") from None
 
 
 @contextlib.contextmanager

@@ -15,10 +15,14 @@ from pathlib import Path
 
 from pydock.core import hookimpl
 from pydock.core.driver import Availability, Mount, StorageDriver
+from pydock.core.errors import PydockError
 from pydock.core.syscalls import OVERLAYFS_SUPER_MAGIC, statfs_type
 
 # overlay's mount options are a comma-separated list and lowerdir a colon-separated one.
 _UNSAFE_PATH_CHARACTERS = frozenset(",:\\")
+# The kernel's own cap on lower layers (OVL_MAX_STACK). Chains longer than one page of
+# mount options are mounted by the core through fsconfig(2) "lowerdir+" (Linux 6.8+).
+MAX_LAYERS = 500
 
 
 class OverlayDriver(StorageDriver):
@@ -44,6 +48,10 @@ class OverlayDriver(StorageDriver):
         return Availability(True)
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        if len(layers) > MAX_LAYERS:
+            raise PydockError(f"the image has {len(layers)} layers; overlay stacks at most "
+                              f"{MAX_LAYERS} (the kernel's limit): flatten it, or use "
+                              "--storage copy")
         self.make_home()
         top = self.container_dir(container_id)
         top.mkdir(mode=0o700)
