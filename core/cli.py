@@ -127,6 +127,15 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.argument("name")
+@pass_context
+def diff(ctx: Context, name: str) -> None:
+    """Show what a container changed: A added, C changed, D deleted."""
+    for change in ctx.containers().changes(name):
+        click.echo(str(change))
+
+
+@cli.command()
 @pass_context
 def prune(ctx: Context) -> None:
     """Remove every container that is not running."""

@@ -35,8 +35,9 @@ The life of a container, from the driver's side
    performs the returned mounts, in order, on ``rootfs_dir(container_id)``
    inside the container's fresh mount namespace. :meth:`mounts` must be cheap
    and must not change anything: it is called on every start.
-3. While the container exists, :meth:`usage` and :meth:`metadata` may be
-   called at any time (``pydock inspect``, ``pydock bench``).
+3. While the container exists, :meth:`usage`, :meth:`metadata` and
+   :meth:`changes` may be called at any time (``pydock inspect``, ``diff``,
+   ``commit``, ``pydock bench``).
 4. ``pydock rm`` calls :meth:`remove` after the container's processes are
    gone. ``remove`` is idempotent: removing twice, or removing a container
    whose ``prepare`` never ran or failed, is not an error.
@@ -75,7 +76,10 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from pydock.core.changes import Change
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,15 @@ class StorageDriver:
     def usage(self, container_id: str) -> Usage:
         """Disk used by the container's own files (allocated blocks, not apparent size)."""
         return tree_usage(self.container_dir(container_id))
+
+    def changes(self, container_id: str, layers: Sequence[Path]) -> list[Change] | None:
+        """The container's changes against its image, if this driver can tell cheaply.
+
+        The default, None, makes the core compare the whole mounted root with the image
+        (docker's naive differ). A driver that keeps its changes apart (overlay's upper
+        directory) returns them here at a cost proportional to the change.
+        """
+        return None
 
     def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
         """Driver-specific facts for ``pydock inspect`` (docker's ``GraphDriver.Data``)."""

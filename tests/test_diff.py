@@ -1,0 +1,40 @@
+"""``pydock diff``: the same A/C/D lines from every driver, as docker prints them."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DRIVERS, Pydock
+
+CHANGES = ("mkdir /new && echo x > /new/f && echo y >> /etc/hosts && rm /etc/group"
+           " && rm -r /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only"
+           " && ln -sf /nowhere /bin/true && chmod 750 /root && mknod /dev-node c 1 3")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_diff_lists_added_changed_and_deleted_paths(pydock: Pydock, driver: str) -> None:
+    pydock.ok("run", "--storage", driver, "--name", "changer", "sh", "-c", CHANGES)
+    lines = pydock.ok("diff", "changer").splitlines()
+    deleted_sbin = {line for line in lines if line.startswith("D /usr/sbin/")}
+    assert "D /usr/sbin/chroot" in deleted_sbin
+    assert [line for line in lines if line not in deleted_sbin] == [
+        "C /bin", "C /bin/true", "A /dev-node", "C /etc", "D /etc/group", "C /etc/hosts",
+        "A /new", "A /new/f", "C /root", "C /usr", "C /usr/sbin", "A /usr/sbin/only"]
+
+
+def test_every_driver_reports_the_same_changes(pydock: Pydock) -> None:
+    outputs = {}
+    for driver in DRIVERS:
+        pydock.ok("run", "--storage", driver, "--name", driver, "sh", "-c", CHANGES)
+        outputs[driver] = pydock.ok("diff", driver)
+    assert outputs["overlay"] == outputs["copy"] == outputs["bind"]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_unchanged_container_has_an_empty_diff(pydock: Pydock, driver: str) -> None:
+    pydock.ok("run", "--storage", driver, "--name", "idle", "true")
+    assert pydock.ok("diff", "idle") == ""
+
+
+def test_diff_of_an_unknown_container_is_one_line_125(pydock: Pydock) -> None:
+    result = pydock("diff", "ghost")
+    assert (result.returncode, result.stderr) == (125, "pydock: no such container: ghost\n")
