@@ -119,7 +119,7 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
         try:
             containers.remove(name, force)
             click.echo(name)
-        except PydockError as exc:
+        except (PydockError, OSError) as exc:
             click.echo(f"pydock: {exc}", err=True)
             failed = True
     if failed:

@@ -137,21 +137,24 @@ class Containers:
                 read_only=record.read_only, user=record.user)
             started = runtime.start(spec, str(driver.rootfs_dir(record.id)),
                                     driver.mounts(record.id, layers))
-            self._update(record.name, status=RUNNING, pid=started.pid,
+            self._update(record, status=RUNNING, pid=started.pid,
                          pid_start=process_start_time(started.pid), started=now())
             exited = runtime.wait(started)
-            self._update(record.name, status=EXITED, pid=0, exit_code=exited.code,
+            self._update(record, status=EXITED, pid=0, exit_code=exited.code,
                          error=exited.error, finished=now())
         finally:
             if options.remove:
-                with contextlib.suppress(PydockError):
-                    self.remove(record.name, force=True)
+                with contextlib.suppress(PydockError, OSError):
+                    self.remove(record.name, force=True, only_id=record.id)
         return exited.code, exited.error
 
-    def _update(self, name: str, **changes: Any) -> None:
-        """Change a record, unless it was removed meanwhile (``rm -f`` during a run)."""
-        with contextlib.suppress(PydockError, FileNotFoundError), self.state.locked(name):
-            record = self.state.load(name)
+    def _update(self, ours: ContainerRecord, **changes: Any) -> None:
+        """Change our container's record, unless it was removed meanwhile (``rm -f`` during
+        the run), even if a new container has taken its name since."""
+        with contextlib.suppress(PydockError, FileNotFoundError), self.state.locked(ours.name):
+            record = self.state.load(ours.name)
+            if record.id != ours.id:
+                return
             for key, value in changes.items():
                 setattr(record, key, value)
             self.state.save(record)
@@ -169,10 +172,15 @@ class Containers:
 
     # -- rm --------------------------------------------------------------
 
-    def remove(self, name: str, force: bool) -> None:
-        """Remove a container: kill it first if ``force``, then its storage, then its record."""
+    def remove(self, name: str, force: bool, only_id: str | None = None) -> None:
+        """Remove a container: kill it first if ``force``, then its storage, then its record.
+
+        With ``only_id``, a container that has taken the name since is left alone.
+        """
         with self.state.locked(name):
             record = self.state.load(name)
+            if only_id is not None and record.id != only_id:
+                return
             if is_running(record):
                 if not force:
                     raise PydockError(f"container {name} is running: stop it first or use "

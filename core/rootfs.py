@@ -58,7 +58,7 @@ _DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
                  "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 
 
-def prepare_root(rootfs: str, mounts: Sequence[Mount], read_only: bool) -> None:
+def prepare_root(rootfs: str, mounts: Sequence[Mount]) -> None:
     """Build the container's root at ``rootfs`` from the driver's mounts and switch to it.
 
     Afterwards ``/`` is the container's root, the host's root is unreachable,
@@ -76,8 +76,6 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount], read_only: bool) -> None:
     finally:
         os.close(root_fd)
     pivot_to(rootfs)
-    if read_only:
-        remount_root_read_only()
 
 
 def make_mounts_private() -> None:

@@ -31,7 +31,7 @@ from typing import NoReturn
 
 from pydock.core import users
 from pydock.core.driver import Mount
-from pydock.core.rootfs import prepare_root
+from pydock.core.rootfs import prepare_root, remount_root_read_only
 from pydock.core.syscalls import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -39,6 +39,7 @@ from pydock.core.syscalls import (
     CLONE_NEWPID,
     CLONE_NEWUTS,
     set_link_up,
+    setns,
     unshare,
 )
 
@@ -81,14 +82,36 @@ class Exited:
 
 def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
     """Fork the container's first process; it sets up its root and execs ``spec.argv``."""
+    _ensure_stdio()
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    unshare(CLONE_NEWPID)
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        _child(spec, rootfs, mounts, write_end)
+    # The CLI's own PID namespace, to return to right after the fork: once the container's
+    # PID 1 exits, a CLI left in "pid_for_children" of that namespace could not fork again
+    # (ENOMEM), and --rm cleanup or a driver running a tool would fail.
+    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        unshare(CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _child(spec, rootfs, mounts, write_end)
+        setns(own_pid_namespace, CLONE_NEWPID)
+    finally:
+        os.close(own_pid_namespace)
     os.close(write_end)
     return Started(pid, read_end)
+
+
+def _ensure_stdio() -> None:
+    """Put /dev/null on any of fds 0-2 the caller closed: otherwise the next files opened
+    would land there and reach the container as its stdin, stdout or stderr."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def wait(started: Started) -> Exited:
@@ -129,36 +152,54 @@ def _forward_signals(pid: int) -> dict[int, signal._HANDLER]:
 
 
 def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: int) -> NoReturn:
-    """The container's first process, from fork to exec. Never returns."""
+    """The container's first process, from fork to exec. Never returns: whatever happens,
+    it must not fall back into the CLI's code (which would clean up, print, exit twice)."""
     try:
-        os.umask(0)
-        namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
-        if spec.network == "none":
-            namespaces |= CLONE_NEWNET
-        unshare(namespaces)
-        prepare_root(rootfs, mounts, spec.read_only)
-        socket.sethostname(spec.hostname)
-        if spec.network == "none":
-            set_link_up("lo")
-        # Like docker: a missing working directory is created, by root, before the
-        # switch to the container's user, who must then be able to enter it.
-        os.makedirs(spec.workdir, 0o755, exist_ok=True)
-        env = _become_user(spec.user or "0", spec.env)
-        os.chdir(spec.workdir)
-        _reset_process_state(keep_fd=error_fd)
-    except Exception as exc:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # no KeyboardInterrupt in here
+        env = _set_up(spec, rootfs, mounts, error_fd)
+        _exec(spec.argv, env, error_fd)
+    except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {exc}")
+    finally:
+        os._exit(EXIT_PYDOCK_ERROR)
+
+
+def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
+            error_fd: int) -> dict[str, str]:
+    """Namespaces, root, hostname, network, user; returns the command's environment."""
+    os.umask(0)
+    namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    if spec.network == "none":
+        namespaces |= CLONE_NEWNET
+    unshare(namespaces)
+    prepare_root(rootfs, mounts)
+    socket.sethostname(spec.hostname)
+    if spec.network == "none":
+        set_link_up("lo")
+    # Like docker: a missing working directory is created, by root and before the root
+    # turns read-only, then entered as the container's user.
+    os.makedirs(spec.workdir, 0o755, exist_ok=True)
+    if spec.read_only:
+        remount_root_read_only()
+    env = _become_user(spec.user or "0", spec.env)
+    os.chdir(spec.workdir)
+    _reset_process_state(keep_fd=error_fd)
+    return env
+
+
+def _exec(argv: list[str], env: dict[str, str], error_fd: int) -> NoReturn:
+    if not argv[0]:
+        _fail(error_fd, EXIT_NOT_FOUND, 'exec: "": executable file not found in $PATH')
     try:
-        os.execvpe(spec.argv[0], spec.argv, env)
+        os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
-        if "/" in spec.argv[0]:
-            _fail(error_fd, EXIT_NOT_FOUND, f"exec {spec.argv[0]}: no such file or directory")
-        _fail(error_fd, EXIT_NOT_FOUND,
-              f'exec: "{spec.argv[0]}": executable file not found in $PATH')
+        if "/" in argv[0]:
+            _fail(error_fd, EXIT_NOT_FOUND, f"exec {argv[0]}: no such file or directory")
+        _fail(error_fd, EXIT_NOT_FOUND, f'exec: "{argv[0]}": executable file not found in $PATH')
     except OSError as exc:
         code = EXIT_NOT_EXECUTABLE if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR,
                                                    errno.EPERM, errno.ENOTDIR) else 125
-        _fail(error_fd, code, f"exec {spec.argv[0]}: {exc.strerror}")
+        _fail(error_fd, code, f"exec {argv[0]}: {exc.strerror}")
 
 
 def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:

@@ -76,7 +76,9 @@ class ContainerRecord:
     finished: str = ""
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
+    def from_json(cls, data: Any) -> ContainerRecord:
+        if not isinstance(data, dict):
+            raise TypeError("a record must be a JSON object")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -84,6 +86,7 @@ def process_start_time(pid: int) -> int:
     """Field 22 of /proc/PID/stat (start time in clock ticks), 0 if there is no such process.
 
     Together with the pid it names one process for good: a recycled pid has another start time.
+    A process that has exited but not been reaped (a zombie) counts as gone.
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -91,7 +94,11 @@ def process_start_time(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError):
         return 0
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+    fields = stat[stat.rindex(b")") + 2:].split()
+    # A zombie has exited already; only its parent has yet to collect its status.
+    if fields[0] in (b"Z", b"X"):
+        return 0
+    return int(fields[19])
 
 
 class StateStore:
@@ -139,7 +146,14 @@ class StateStore:
             return []
 
     def delete(self, name: str) -> None:
-        shutil.rmtree(self.path(name), ignore_errors=True)
+        # Renamed out of the way first: a crash during the removal then leaves a hidden
+        # directory, never a half-deleted record squatting on the name.
+        doomed = self.dir / f".rm-{secrets.token_hex(8)}"
+        try:
+            os.rename(self.path(name), doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,14 +49,13 @@ class BindDriver(StorageDriver):
             # counts it as a user, so remove() knows when the last one is gone.
             os.symlink(shared, top / "shared")
             if not shared.exists():
-                tmp = shared.with_name(f".tmp-{secrets.token_hex(8)}")
-                shared.parent.mkdir(mode=0o700, exist_ok=True)
+                # Built inside this container's own directory, which remove() deletes, so a
+                # copy interrupted by a crash is never left behind; then renamed into place.
+                tmp = top / "shared-build"
                 tmp.mkdir(mode=0o700)
-                try:
-                    copy_tree(layers[0], tmp / "rootfs")
-                    os.rename(tmp, shared)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                copy_tree(layers[0], tmp / "rootfs")
+                shared.parent.mkdir(mode=0o700, exist_ok=True)
+                os.rename(tmp, shared)
 
     def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
         return [Mount("bind", str(self.shared_dir(layers) / "rootfs"), ("rbind",))]

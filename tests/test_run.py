@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
-from conftest import DRIVERS, Pydock
+from conftest import DRIVERS, PYDOCK, Pydock
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -128,3 +130,29 @@ def test_sigpipe_is_not_ignored_in_the_container(pydock: Pydock) -> None:
 def test_only_stdio_file_descriptors_reach_the_container(pydock: Pydock) -> None:
     out = pydock.ok("run", "--rm", "ls", "/proc/self/fd")
     assert sorted(out.split()) == ["0", "1", "2", "3"]  # 3 is ls's own directory handle
+
+
+def test_closed_stdin_and_stdout_do_not_take_stderr_away(pydock: Pydock) -> None:
+    result = subprocess.run(f"{PYDOCK} --root {pydock.root} run --rm sh -c 'echo to-stderr >&2'"
+                            " <&- >&-", shell=True, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "to-stderr\n")
+
+
+def test_an_empty_command_name_is_not_found(pydock: Pydock) -> None:
+    result = pydock("run", "--rm", "")
+    assert result.returncode == 127
+    assert result.stderr == 'pydock: exec: "": executable file not found in $PATH\n'
+
+
+def test_the_runtime_can_fork_again_after_its_container_exits(pydock: Pydock) -> None:
+    # The CLI enters a new PID namespace only for the fork; a driver's remove() or any
+    # later subprocess must still work once the container's PID 1 is gone.
+    script = ("import subprocess, sys; from pathlib import Path;"
+              "from pydock.core.containers import Containers, RunOptions;"
+              "code, _ = Containers(Path(sys.argv[1])).run(RunOptions(command=('true',),"
+              " remove=True));"
+              "print(code, subprocess.run(['echo', 'forked'], capture_output=True,"
+              " text=True).stdout.strip())")
+    out = subprocess.run([sys.executable, "-c", script, str(pydock.root)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout == "0 forked\n", out.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,28 @@ def test_concurrent_runs_with_one_name_have_exactly_one_winner(pydock: Pydock) -
     assert codes == [0, 125, 125, 125, 125, 125]
     assert pydock.container_names() == ["race"]
     assert len(storage_entries(pydock.root)) == 1
+
+
+def test_rm_f_works_while_the_cli_that_would_reap_the_container_is_stopped(
+        pydock: Pydock) -> None:
+    # The killed container stays a zombie until its stopped parent reaps it; a zombie has
+    # the same pid and start time, but it is not running.
+    proc = pydock.popen("run", "--name", "frozen", "sleep", "60")
+    try:
+        pydock.wait_running("frozen")
+        proc.send_signal(signal.SIGSTOP)
+        result = pydock("rm", "-f", "frozen")
+        assert result.returncode == 0, result.stderr
+        assert pydock.container_names() == []
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_record_that_is_not_an_object_is_reported(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "listy", "true")
+    (pydock.root / "containers" / "listy" / "state.json").write_text("[]")
+    result = pydock("ps", "-a")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "corrupt record" in pydock("inspect", "listy").stderr
