@@ -54,6 +54,11 @@ _OPTION_FLAGS = {"ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "nodev": MS_NODE
 # The device nodes every container gets (docker's defaults), all mode 0666.
 _DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
             "urandom": (1, 9), "tty": (5, 0)}
+# runc's and docker's defaults (DESIGN.md section 4).
+MASKED_PATHS = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats",
+                "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
+                "sys/firmware", "proc/interrupts")
+READ_ONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
 _DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
                  "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 
@@ -73,6 +78,7 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount]) -> None:
         mount_proc(root_fd)
         mount_dev(root_fd)
         mount_sys(root_fd)
+        mask_paths(root_fd)
     finally:
         os.close(root_fd)
     pivot_to(rootfs)
@@ -128,6 +134,44 @@ def mount_dev(root_fd: int) -> None:
 def mount_sys(root_fd: int) -> None:
     with _mountpoint(root_fd, "sys") as target:
         mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mask_paths(root_fd: int) -> None:
+    """Docker's masked and read-only paths: kernel interfaces a container must not read
+    (/proc/kcore, /proc/keys ...) or change (/proc/sys, /proc/sysrq-trigger ...)."""
+    for path in MASKED_PATHS:
+        fd = _open_existing(root_fd, path)
+        if fd is None:
+            continue
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", MS_RDONLY, "size=0")
+            else:
+                mount("/dev/null", f"/proc/self/fd/{fd}", None, MS_BIND)
+        finally:
+            os.close(fd)
+    for path in READ_ONLY_PATHS:
+        fd = _open_existing(root_fd, path)
+        if fd is None:
+            continue
+        try:
+            mount(f"/proc/self/fd/{fd}", f"/proc/self/fd/{fd}", None, MS_BIND | MS_REC)
+        finally:
+            os.close(fd)
+        # Reopened: the first descriptor still names the directory under the new mount.
+        fd = open_in_root(root_fd, path, os.O_PATH | os.O_NOFOLLOW)
+        try:
+            mount(None, f"/proc/self/fd/{fd}", None,
+                  MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        finally:
+            os.close(fd)
+
+
+def _open_existing(root_fd: int, path: str) -> int | None:
+    try:
+        return open_in_root(root_fd, path, os.O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
 
 
 def pivot_to(rootfs: str) -> None:

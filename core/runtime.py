@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from pydock.core import users
+from pydock.core import capabilities, users
 from pydock.core.driver import Mount
 from pydock.core.rootfs import prepare_root, remount_root_read_only
 from pydock.core.syscalls import (
@@ -181,6 +181,7 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     os.makedirs(spec.workdir, 0o755, exist_ok=True)
     if spec.read_only:
         remount_root_read_only()
+    capabilities.limit_to(capabilities.DOCKER_DEFAULT)
     env = _become_user(spec.user or "0", spec.env)
     os.chdir(spec.workdir)
     _reset_process_state(keep_fd=error_fd)
