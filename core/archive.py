@@ -19,6 +19,14 @@ symlinks, absolute or not, can never leave it; the last component of every membe
 created with the ``*at`` system calls relative to its parent's descriptor and never followed.
 Names containing ``..`` are refused outright rather than silently cleaned, and hardlinks may
 only point at something this archive already put in the layer.
+
+A layer is stored in the kernel's overlay format (see :mod:`pydock.core.layers`), so OCI
+whiteouts become overlay ones here: ``.wh.NAME`` a character device 0/0 at ``NAME``, and
+``.wh..wh..opq`` the ``trusted.overlay.opaque`` xattr on its directory. Whiteouts go through the
+same resolution as every other member. What would let an archive forge overlay metadata
+directly is refused: a literal device 0/0 (indistinguishable from a whiteout), xattrs in the
+``trusted.overlay.`` namespace (a redirect could point a directory anywhere in the lower
+layers), and ``.wh.`` names that mean nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from typing import IO, BinaryIO, TypeVar, cast
 import xattr
 
 from pydock.core.errors import PydockError
+from pydock.core.layers import OPAQUE_XATTR, is_whiteout
 from pydock.core.syscalls import open_in_root
 
 _CHUNK = 1 << 20
@@ -49,6 +58,9 @@ _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY
 # 2**32 - 1 is (uid_t)-1, which chown reads as "leave unchanged" rather than as an owner.
 _MAX_ID = 2**32 - 2
 _XATTR_PREFIX = "SCHILY.xattr."
+_OVERLAY_XATTR_PREFIX = "trusted.overlay."
+_WHITEOUT_PREFIX = ".wh."
+_OPAQUE_MARKER = ".wh..wh..opq"
 _NODE_TYPES = {
     tarfile.CHRTYPE: stat.S_IFCHR,
     tarfile.BLKTYPE: stat.S_IFBLK,
@@ -156,10 +168,16 @@ class _Layer:
         path = _clean_name(member.name)
         if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID):
             raise _BadMember(f"owner {member.uid}:{member.gid} is out of range")
+        _check_overlay_forgery(member)
         parent, _, name = path.rpartition("/")
+        whiteout = _whiteout_target(name, member)
         parent_fd = self._open_dir(parent)
         try:
-            if member.isdir():
+            if whiteout == _OPAQUE_MARKER:
+                xattr.setxattr(parent_fd, OPAQUE_XATTR, b"y")
+            elif whiteout is not None:
+                _whiteout(parent_fd, whiteout)
+            elif member.isdir():
                 self._directory(parent_fd, name, path, member)
             elif path == ".":
                 raise _BadMember("the layer root can only be a directory")
@@ -208,20 +226,24 @@ class _Layer:
             try:
                 fd = open_in_root(self._root_fd, "/".join(parts[:depth]) or ".", _DIRECTORY)
                 break
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
+                # Not a directory may be a whiteout, which _make_parent turns into one.
                 if depth == 0:
                     raise
         for index in range(depth, len(parts)):
             try:
-                child = _make_parent(fd, parts[index], "/".join(parts[: index + 1]))
+                child = _make_parent(self._root_fd, fd, parts[index], "/".join(parts[: index + 1]))
             finally:
                 os.close(fd)
             fd = child
         return fd
 
     def _directory(self, parent_fd: int, name: str, path: str, member: tarfile.TarInfo) -> None:
-        if not stat.S_ISDIR(_lstat_mode(parent_fd, name)):
+        st = _lstat(parent_fd, name)
+        if st is None or not stat.S_ISDIR(st.st_mode):
             _replace(parent_fd, name, lambda: os.mkdir(name, 0o700, dir_fd=parent_fd))
+            if st is not None and is_whiteout(st):
+                _make_opaque(parent_fd, name)
         inode = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_ino
         self._directories[path] = (member, inode)
 
@@ -253,10 +275,10 @@ class _Layer:
         except (FileNotFoundError, NotADirectoryError):
             raise missing from None
         try:
-            mode = _lstat_mode(source_fd, target_name)
-            if mode == 0:
+            st = _lstat(source_fd, target_name)
+            if st is None or is_whiteout(st):
                 raise missing
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(st.st_mode):
                 raise _BadMember(f"hardlink target {member.linkname!r} is a directory")
             # follow_symlinks=False links a symlink itself, never what it points to.
             _replace(
@@ -364,21 +386,78 @@ def _depth(path: str) -> int:
     return 0 if path == "." else path.count("/") + 1
 
 
-def _lstat_mode(dir_fd: int, name: str) -> int:
-    """The st_mode of ``name`` (not followed), 0 if there is nothing there."""
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    """``name`` in ``dir_fd``, not followed; None if there is nothing there."""
     try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        return 0
+        return None
 
 
-def _make_parent(dir_fd: int, name: str, path: str) -> int:
+def _not_a_directory(root_fd: int, st: os.stat_result | None, path: str) -> str:
+    """Why ``path``, which exists (as ``st``), cannot be entered as a directory."""
+    if st is None or not stat.S_ISLNK(st.st_mode):
+        return f"{path!r} is not a directory"
+    try:
+        os.close(open_in_root(root_fd, path, os.O_PATH))
+    except FileNotFoundError:
+        return f"{path!r} is a symlink to nothing in the layer"
+    return f"{path!r} is a symlink to a non-directory"
+
+
+def _whiteout_target(name: str, member: tarfile.TarInfo) -> str | None:
+    """What the OCI whiteout ``name`` hides: a sibling's name, or _OPAQUE_MARKER for its
+    directory's lower contents; None if ``name`` is not a whiteout."""
+    if not name.startswith(_WHITEOUT_PREFIX):
+        return None
+    if not member.isreg():
+        raise _BadMember("a whiteout must be a regular file")
+    if name == _OPAQUE_MARKER:
+        return name
+    target = name.removeprefix(_WHITEOUT_PREFIX)
+    if target in ("", ".", ".."):
+        raise _BadMember(f"{name!r} is not a valid whiteout")
+    # Reserved by the OCI spec for markers such as the opaque one, of which no other exists.
+    if target.startswith(_WHITEOUT_PREFIX):
+        raise _BadMember(f"unknown whiteout marker {name!r}")
+    return target
+
+
+def _check_overlay_forgery(member: tarfile.TarInfo) -> None:
+    if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+        raise _BadMember("a character device 0/0 would be taken for a whiteout")
+    for key, _ in _xattrs(member):
+        if key.startswith(_OVERLAY_XATTR_PREFIX):
+            raise _BadMember(f"xattr {key!r} is overlay metadata")
+
+
+def _whiteout(dir_fd: int, name: str) -> None:
+    _replace(dir_fd, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd))
+
+
+def _make_opaque(dir_fd: int, name: str) -> None:
+    # Just created by us, so O_NOFOLLOW alone keeps this inside the layer.
+    fd = os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        xattr.setxattr(fd, OPAQUE_XATTR, b"y")
+    finally:
+        os.close(fd)
+
+
+def _make_parent(root_fd: int, dir_fd: int, name: str, path: str) -> int:
     """Create directory ``path`` (``name`` in ``dir_fd``) as tar does, and open it."""
     try:
         os.mkdir(name, dir_fd=dir_fd)
     except FileExistsError:
-        # It exists, yet resolving ``path`` found nothing: a dangling symlink.
-        raise _BadMember(f"{path!r} is a symlink to nothing in the layer") from None
+        # It exists, yet resolving ``path`` found no directory.
+        st = _lstat(dir_fd, name)
+        if st is None or not is_whiteout(st):
+            raise _BadMember(_not_a_directory(root_fd, st, path)) from None
+        # An entry under a path this layer deleted: the OCI spec keeps it, and only an
+        # opaque directory also keeps hiding what the lower layers had there.
+        os.unlink(name, dir_fd=dir_fd)
+        os.mkdir(name, dir_fd=dir_fd)
+        _make_opaque(dir_fd, name)
     os.chown(name, 0, 0, dir_fd=dir_fd, follow_symlinks=False)
     _chmod_nofollow(dir_fd, name, 0o755)
     # Just created by us, so O_NOFOLLOW alone keeps this inside the layer.

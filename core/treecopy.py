@@ -77,6 +77,32 @@ def copy_tree(src: Path, dst: Path) -> None:
     _Copier().copy(os.fspath(src), os.fspath(dst))
 
 
+class EntryCopier:
+    """Copies one non-directory entry at a time, keeping all that :func:`copy_tree` keeps but
+    hardlinks, between directories the caller holds open: for code that walks a tree itself,
+    such as :func:`pydock.core.layers.apply_layer`.
+
+    Unlike under copy_tree, the destination directories already have their final attributes,
+    so a new inode may get its group from a setgid directory or its mode from a default ACL:
+    owner and mode are always set here, never skipped as looking right already.
+    """
+
+    def __init__(self) -> None:
+        self._copier = _Copier()
+        # Nothing is owned by (uid_t)-1, and with no mode bit "free" chmod is skipped only for
+        # mode 0, which no umask or ACL can get wrong.
+        self._copier.owner = (-1, -1)
+        self._copier.free_bits = 0
+
+    def copy(self, src_dir_fd: int, dst_dir_fd: int, name: str, st: os.stat_result) -> None:
+        """Create ``name`` in ``dst_dir_fd``, where nothing has that name, as a copy of ``name``
+        in ``src_dir_fd``, which ``st`` describes (lstat). Neither is followed if a symlink."""
+        # The /proc/self/fd links name exactly the directories held; only the name-based xattr
+        # calls for symlinks and special files use them, and never follow the last component.
+        self._copier.copy_node(src_dir_fd, dst_dir_fd, f"/proc/self/fd/{src_dir_fd}",
+                               f"/proc/self/fd/{dst_dir_fd}", name, st)
+
+
 def _error(e: OSError, path: str) -> OSError:
     return OSError(e.errno, f"copy {path}: {e.strerror}")
 
@@ -207,13 +233,19 @@ class _Copier:
                 os.link(first, name, dst_dir_fd=dst_fd, follow_symlinks=False)
                 return
             self.links[key] = f"{dst}/{name}"
+        # A hardlinked file is created here and now: a link to it may come next.
+        if stat.S_ISREG(mode) and st.st_size >= _BIG and st.st_nlink == 1:
+            self.jobs.append(self.pool.submit(
+                self.copy_file_in_pool, f"{src}/{name}", f"{dst}/{name}", st))
+        else:
+            self.copy_node(src_fd, dst_fd, src, dst, name, st)
+
+    def copy_node(self, src_fd: int, dst_fd: int, src: str, dst: str, name: str,
+                  st: os.stat_result) -> None:
+        """Copy the non-directory ``name`` of ``src`` (open as ``src_fd``) into ``dst``."""
+        mode = st.st_mode
         if stat.S_ISREG(mode):
-            # A hardlinked file is created here and now: a link to it may come next.
-            if st.st_size >= _BIG and st.st_nlink == 1:
-                self.jobs.append(self.pool.submit(
-                    self.copy_file_in_pool, f"{src}/{name}", f"{dst}/{name}", st))
-            else:
-                self.copy_file(name, name, st, src_fd, dst_fd)
+            self.copy_file(name, name, st, src_fd, dst_fd)
             return
         perm = stat.S_IMODE(mode)
         if stat.S_ISLNK(mode):
