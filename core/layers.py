@@ -30,6 +30,7 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -116,6 +117,37 @@ def apply_layer(layer: Path, target: Path) -> None:
             os.close(target_fd)
     finally:
         os.close(layer_fd)
+
+
+def flatten(layers: Sequence[Path], target: Path) -> None:
+    """Merge a whole layer chain (bottom first) into ``target``, which must not exist yet.
+
+    The bottom layer is copied with :func:`copy_tree` (the fast path: reflinks, threads),
+    then stripped of what overlay itself would hide there: whiteouts and its own
+    ``trusted.overlay.*`` xattrs, which have nothing below them to act on. Every other
+    layer is merged with :func:`apply_layer`.
+    """
+    from pydock.core.treecopy import copy_tree
+
+    if not layers:
+        target.mkdir(mode=0o755)
+        return
+    copy_tree(layers[0], target)
+    _strip_overlay_markers(target)
+    for layer in layers[1:]:
+        apply_layer(layer, target)
+
+
+def _strip_overlay_markers(top: Path) -> None:
+    # os.walk never descends through a symlink, and the tree is our own fresh copy.
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for attr in os.listxattr(dirpath, follow_symlinks=False):
+            if attr.startswith("trusted.overlay."):
+                os.removexattr(dirpath, attr, follow_symlinks=False)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if is_whiteout(os.lstat(path)):
+                os.unlink(path)
 
 
 class _HashingWriter(io.RawIOBase):

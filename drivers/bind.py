@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pydock.core import hookimpl
 from pydock.core.driver import Mount, StorageDriver
-from pydock.core.errors import PydockError
 from pydock.core.files import flocked
+from pydock.core.layers import flatten
 
 
 class BindDriver(StorageDriver):
@@ -34,11 +34,6 @@ class BindDriver(StorageDriver):
         return self.home / "shared" / key
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
-        from pydock.core.treecopy import copy_tree
-
-        if len(layers) != 1:
-            raise PydockError(f"the {self.name} driver cannot flatten a chain of "
-                              f"{len(layers)} layers yet")
         self.make_home()
         top = self.container_dir(container_id)
         top.mkdir(mode=0o700)
@@ -53,7 +48,7 @@ class BindDriver(StorageDriver):
                 # copy interrupted by a crash is never left behind; then renamed into place.
                 tmp = top / "shared-build"
                 tmp.mkdir(mode=0o700)
-                copy_tree(layers[0], tmp / "rootfs")
+                flatten(layers, tmp / "rootfs")
                 shared.parent.mkdir(mode=0o700, exist_ok=True)
                 os.rename(tmp, shared)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydock.core import hookimpl
 from pydock.core.driver import Mount, StorageDriver
-from pydock.core.errors import PydockError
+from pydock.core.layers import flatten
 
 
 class CopyDriver(StorageDriver):
@@ -23,16 +23,11 @@ class CopyDriver(StorageDriver):
         return self.container_dir(container_id) / "rootfs"
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
-        from pydock.core.treecopy import copy_tree
-
-        if len(layers) != 1:
-            raise PydockError(f"the {self.name} driver cannot apply a chain of "
-                              f"{len(layers)} layers yet")
         self.make_home()
         top = self.container_dir(container_id)
         top.mkdir(mode=0o700)
         self.rootfs_dir(container_id).mkdir(mode=0o700)
-        copy_tree(layers[0], self.copy_dir(container_id))
+        flatten(layers, self.copy_dir(container_id))
 
     def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
         return [Mount("bind", str(self.copy_dir(container_id)), ("rbind",))]

@@ -52,7 +52,7 @@ class OverlayDriver(StorageDriver):
         return Availability(True)
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
-        if len(layers) > MAX_LAYERS:
+        if len(_lower_dirs(layers)) > MAX_LAYERS:
             raise PydockError(f"the image has {len(layers)} layers; overlay stacks at most "
                               f"{MAX_LAYERS} (the kernel's limit): flatten it, or use "
                               "--storage copy")
@@ -71,8 +71,7 @@ class OverlayDriver(StorageDriver):
 
     def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
         top = self.container_dir(container_id)
-        # overlay lists lower directories top first; the image chain is bottom first.
-        lowerdir = ":".join(str(layer) for layer in reversed(layers))
+        lowerdir = ":".join(str(layer) for layer in _lower_dirs(layers))
         return [Mount("overlay", "overlay",
                       (f"lowerdir={lowerdir}", f"upperdir={top / 'upper'}",
                        f"workdir={top / 'work'}"))]
@@ -85,9 +84,19 @@ class OverlayDriver(StorageDriver):
 
     def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
         top = self.container_dir(container_id)
-        return {"LowerDir": ":".join(str(layer) for layer in reversed(layers)),
+        return {"LowerDir": ":".join(str(layer) for layer in _lower_dirs(layers)),
                 "UpperDir": str(top / "upper"), "WorkDir": str(top / "work"),
                 "MergedDir": str(self.rootfs_dir(container_id))}
+
+
+def _lower_dirs(layers: Sequence[Path]) -> list[Path]:
+    """overlay's lowerdir list: top first (the image chain is bottom first), each layer once.
+
+    An image may hold the same layer twice (two identical empty steps of a build); overlay
+    refuses a directory given twice (ELOOP). Keeping only the topmost copy shows the same
+    tree: it re-applies everything the lower copy did, over everything between them.
+    """
+    return list(dict.fromkeys(reversed(layers)))
 
 
 def _nearest_existing(path: Path) -> Path:
