@@ -161,6 +161,35 @@ def image_import(ctx: Context, tarball: Path, reference: str) -> None:
     click.echo(import_rootfs_tarball(ctx.containers().images, tarball, reference).id)
 
 
+@image.command("load")
+@click.option("-i", "--input", "source", required=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="A docker archive (docker/podman save) or an OCI layout (directory or tar).")
+@pass_context
+def image_load(ctx: Context, source: Path) -> None:
+    """Load images from a docker archive or an OCI image layout."""
+    from pydock.core.image_transfer import load_archive
+
+    _require_root()
+    for loaded in load_archive(ctx.containers().images, source):
+        for name in loaded.names or (loaded.id,):
+            click.echo(f"Loaded image: {name}")
+
+
+@image.command("save")
+@click.argument("reference")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The archive to write.")
+@click.option("--format", "fmt", type=click.Choice(["docker", "oci"]), default="docker",
+              show_default=True, help="docker: as docker/podman save; oci: an OCI layout tar.")
+@pass_context
+def image_save(ctx: Context, reference: str, output: Path, fmt: str) -> None:
+    """Save an image to a docker archive or an OCI layout tar."""
+    from pydock.core.image_transfer import save_archive
+
+    save_archive(ctx.containers().images, reference, output, fmt)
+
+
 @image.command("ls")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_context

@@ -5,11 +5,14 @@ Layout::
     layers/<sha256 hex>/diff/     one extracted layer, in the kernel's overlay format;
                                   named by the sha256 of its uncompressed tar (OCI diff_id),
                                   so identical layers are stored once and shared
-    images/configs/<hex>.json     an OCI image config; the image id is its sha256
+    images/configs/<hex>.json     an OCI image config, byte for byte as it came (so the image
+                                  id, its sha256, is the one docker and podman show); one
+                                  file per image, named or not
     images/repositories.json      {"name:tag": "sha256:<image id>"}
 
-Layers and configs are immutable once renamed into place; only
-``repositories.json`` changes, under ``images/lock``, written atomically.
+Layers and configs are immutable once renamed into place; configs are added and removed,
+and ``repositories.json`` changes, only under ``images/lock`` (the latter written atomically).
+An image that loses its last name to another image stays, addressable by id, as in docker.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ _REFERENCE = re.compile(
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
 )
 _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{12,64})")
+_CONFIG_FILE = re.compile(r"[0-9a-f]{64}\.json")
+_DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def normalize_reference(ref: str) -> str:
@@ -89,11 +94,12 @@ class ImageStore:
         return [self.layer_path(d) for d in diff_ids]
 
     def all_images(self) -> list[Image]:
-        by_id: dict[str, list[str]] = {}
+        """Every image, named ones first (by name), then the unnamed ones (by id)."""
+        by_id: dict[str, list[str]] = {image_id: [] for image_id in self._image_ids()}
         for name, image_id in self._read_repositories().items():
             by_id.setdefault(image_id, []).append(name)
         return [self._load(image_id, tuple(sorted(names))) for image_id, names in
-                sorted(by_id.items(), key=lambda item: sorted(item[1]))]
+                sorted(by_id.items(), key=lambda item: (not item[1], sorted(item[1]), item[0]))]
 
     def resolve(self, ref: str) -> Image:
         """The image named ``ref`` (``name[:tag]``) or with that id or unique id prefix."""
@@ -121,7 +127,11 @@ class ImageStore:
 
         self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
-        (tmp / "diff").mkdir(mode=0o700, parents=True)
+        tmp.mkdir(mode=0o700, parents=True)
+        # The layer root becomes the container's "/": 0755 unless the tar's "." entry says
+        # otherwise (the private 0700 belongs to the directory above it).
+        (tmp / "diff").mkdir()
+        os.chmod(tmp / "diff", 0o755)
         try:
             digest = extract_tar(stream, tmp / "diff")
             (tmp / "size").write_text(str(_apparent_size(tmp / "diff")))
@@ -137,21 +147,40 @@ class ImageStore:
 
     def add_image(self, config: dict[str, Any], name: str) -> Image:
         """Store an image config and point ``name`` at it (replacing what it named before)."""
-        name = normalize_reference(name)
-        for diff_id in config["rootfs"]["diff_ids"]:
-            if not self.layer_path(diff_id).is_dir():
-                raise PydockError(f"layer {diff_id} is missing from the store")
         blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-        image_id = hashlib.sha256(blob).hexdigest()
+        [image] = self.add_raw_images([(blob, [name])])
+        return image
+
+    def add_raw_images(self, images: list[tuple[bytes, list[str]]]) -> list[Image]:
+        """Store configs verbatim (the id is the sha256 of these bytes) and point each of
+        their names at them, all under one lock: either every image and name is added or,
+        on error, none. A config may come with no names; it is then addressable by id.
+        """
+        blobs = [(blob, [normalize_reference(n) for n in names]) for blob, names in images]
         self.configs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        config_path = self.configs_dir / f"{image_id}.json"
-        if not config_path.exists():
-            write_bytes_atomic(config_path, blob)
         with self._locked():
+            for blob, _names in blobs:
+                for diff_id in _diff_ids_of(blob):
+                    if not self.layer_path(diff_id).is_dir():
+                        raise PydockError(f"layer {diff_id} is missing from the store")
             repositories = self._read_repositories()
-            repositories[name] = f"sha256:{image_id}"
+            ids = []
+            for blob, names in blobs:
+                image_id = hashlib.sha256(blob).hexdigest()
+                config_path = self.configs_dir / f"{image_id}.json"
+                if not config_path.exists():
+                    write_bytes_atomic(config_path, blob)
+                ids.append(f"sha256:{image_id}")
+                repositories.update(dict.fromkeys(names, ids[-1]))
             write_json_atomic(self.repositories, repositories)
-        return self._load(f"sha256:{image_id}", (name,))
+            return [self._load(i, self._names_of(i, repositories)) for i in ids]
+
+    def remove_unused_layers(self, diff_ids: list[str]) -> None:
+        """Delete those of ``diff_ids`` that no image uses: the undo of a failed load."""
+        with self._locked():
+            used = {d for i in self._image_ids() for d in self._load(i, ()).diff_ids}
+            for diff_id in set(diff_ids) - used:
+                self._remove_layer(diff_id)
 
     def remove(self, ref: str, in_use: Callable[[Image], list[str]]) -> Image:
         """Untag ``ref`` (all names, when ``ref`` is an id); when no name is left,
@@ -175,7 +204,7 @@ class ImageStore:
                 return image
             (self.configs_dir / f"{image_id.removeprefix('sha256:')}.json").unlink(
                 missing_ok=True)
-            shared = {d for i in set(repositories.values()) for d in self._load(i, ()).diff_ids}
+            shared = {d for i in self._image_ids() for d in self._load(i, ()).diff_ids}
             for diff_id in image.diff_ids:
                 if diff_id not in shared:
                     self._remove_layer(diff_id)
@@ -191,12 +220,20 @@ class ImageStore:
             os.rename(layer, doomed)
             shutil.rmtree(doomed)
 
-    @staticmethod
-    def _lookup(ref: str, repositories: dict[str, str]) -> tuple[str, str | None]:
+    def _image_ids(self) -> list[str]:
+        """Ids of all stored images: one config file each."""
+        try:
+            names = os.listdir(self.configs_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(f"sha256:{n.removesuffix('.json')}" for n in names
+                      if _CONFIG_FILE.fullmatch(n))
+
+    def _lookup(self, ref: str, repositories: dict[str, str]) -> tuple[str, str | None]:
         """(image id, the name ``ref`` matched or None when it matched an id)."""
         id_match = _IMAGE_ID.fullmatch(ref)
         if id_match:
-            hits = {i for i in repositories.values()
+            hits = {i for i in {*self._image_ids(), *repositories.values()}
                     if i.removeprefix("sha256:").startswith(id_match[1])}
             if len(hits) > 1:
                 raise PydockError(f"image id prefix {ref!r} is ambiguous")
@@ -236,6 +273,19 @@ class ImageStore:
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         self.images_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return flocked(self.images_dir / "lock")
+
+
+def _diff_ids_of(blob: bytes) -> list[str]:
+    try:
+        diff_ids = json.loads(blob)["rootfs"]["diff_ids"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PydockError(f"invalid image config: no rootfs.diff_ids ({exc!r})") from None
+    # They become paths under layers/: anything but a sha256 digest could point elsewhere.
+    if not isinstance(diff_ids, list) or not all(
+            isinstance(d, str) and _DIFF_ID.fullmatch(d) for d in diff_ids):
+        raise PydockError("invalid image config: rootfs.diff_ids is not a list of sha256 "
+                          "digests")
+    return diff_ids
 
 
 def _apparent_size(top: Path) -> int:

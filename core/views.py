@@ -42,7 +42,8 @@ def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any
 def image_rows(store: ImageStore) -> list[dict[str, Any]]:
     rows = []
     for image in store.all_images():
-        for name in image.names:
+        # An unnamed image (loaded without a name, or untagged) is listed as docker does.
+        for name in image.names or ("<none>:<none>",):
             repository, _, tag = name.rpartition(":")
             rows.append({"Repository": repository, "Tag": tag, "ID": image.id[7:19],
                          "Created": _ago(image.config.get("created", "")),

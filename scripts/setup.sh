@@ -13,8 +13,8 @@ fi
 
 # busybox-static: the embedded default image; util-linux: unshare for a test that
 # runs pydock without network; btrfs-progs: the reflink test of the copy driver;
-# python3-venv: the virtualenv.
-packages=(busybox-static util-linux btrfs-progs)
+# skopeo, umoci, podman: the interoperability tests; python3-venv: the virtualenv.
+packages=(busybox-static util-linux btrfs-progs skopeo umoci podman)
 if ! python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     packages+=(python3 python3-venv)
 fi

@@ -1,0 +1,542 @@
+"""image load / image save: docker archives and OCI layouts, built by hand and by real tools
+(umoci, skopeo, podman), digests verified, hostile archives refused without a trace."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DRIVERS, Pydock, busybox_rootfs, mounts_under
+from tree_manifest import diff_manifests, manifest
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# -- building archives by hand -------------------------------------------------------------
+
+
+@dataclass
+class Layer:
+    tar: bytes  # uncompressed
+    blob: bytes  # as stored: the tar, or gzip of it
+
+    @property
+    def diff_id(self) -> str:
+        return f"sha256:{hashlib.sha256(self.tar).hexdigest()}"
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{hashlib.sha256(self.blob).hexdigest()}"
+
+
+def make_layer(tree: Path, compress: bool) -> Layer:
+    buffer = io.BytesIO()
+    # GNU format: whole-second mtimes, as pydock writes them, so round trips compare exactly.
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(tree.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(tree)), recursive=False)
+    data = buffer.getvalue()
+    return Layer(data, gzip.compress(data, mtime=0) if compress else data)
+
+
+def make_layers(tmp_path: Path, compress: tuple[bool, bool, bool]) -> list[Layer]:
+    """busybox; /etc/greeting; /top.txt replacing the greeting's directory's neighbour."""
+    base = busybox_rootfs(tmp_path / "l1")
+    middle = tmp_path / "l2"
+    (middle / "etc").mkdir(parents=True)
+    (middle / "etc" / "greeting").write_text("hello from the middle\n")
+    top = tmp_path / "l3"
+    top.mkdir()
+    (top / "top.txt").write_text("top layer\n")
+    return [make_layer(tree, c) for tree, c in zip((base, middle, top), compress, strict=True)]
+
+
+def make_config(layers: list[Layer]) -> bytes:
+    return json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
+        "config": {"Env": [f"PATH={PATH}"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+    }, indent=2).encode()
+
+
+def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def docker_archive(path: Path, layers: list[Layer], tags: list[str],
+                   layer_paths: list[str] | None = None, config: bytes | None = None) -> bytes:
+    """A docker-save style archive; returns its config bytes."""
+    config = config or make_config(layers)
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    paths = layer_paths or [f"{i}{'a' * 3}/layer.tar" for i in range(len(layers))]
+    with tarfile.open(path, "w") as tar:
+        for layer, name in zip(layers, paths, strict=False):
+            if not name.startswith(("/", "..")):
+                add_file(tar, name, layer.blob)
+        add_file(tar, config_name, config)
+        add_file(tar, "manifest.json", json.dumps(
+            [{"Config": config_name, "RepoTags": tags, "Layers": paths}]).encode())
+    return config
+
+
+def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> bytes:
+    """An OCI image layout directory; returns its config bytes."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes, media_type: str) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    config = make_config(layers)
+    layer_type = "application/vnd.oci.image.layer.v1.tar"
+    manifest_blob = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": blob(config, "application/vnd.oci.image.config.v1+json"),
+        "layers": [blob(layer.blob, layer_type + ("+gzip" if layer.blob != layer.tar else ""))
+                   for layer in layers],
+    }).encode()
+    descriptor = blob(manifest_blob, "application/vnd.oci.image.manifest.v1+json")
+    if ref_name:
+        descriptor["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2,
+                                                      "manifests": [descriptor]}))
+    return config
+
+
+def tar_directory(directory: Path, output: Path, compress: bool) -> Path:
+    with tarfile.open(output, "w:gz" if compress else "w") as tar:
+        tar.add(directory, arcname=".")
+    return output
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+def store_state(pydock: Pydock) -> tuple[list[str], str, list[str]]:
+    """Everything a load may change: layers, names, configs."""
+    images = pydock.root / "images"
+    repositories = images / "repositories.json"
+    return (sorted(p.name for p in (pydock.root / "layers").iterdir()),
+            repositories.read_text() if repositories.exists() else "",
+            sorted(p.name for p in (images / "configs").iterdir()))
+
+
+def assert_refused(pydock: Pydock, source: Path, message: str) -> None:
+    before = store_state(pydock)
+    result = pydock("image", "load", "-i", str(source))
+    assert result.returncode == 125, result
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert store_state(pydock) == before
+
+
+def loaded_ids(output: str) -> list[str]:
+    return [line.removeprefix("Loaded image: ") for line in output.splitlines()]
+
+
+def inspect(pydock: Pydock, reference: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(pydock.ok("image", "inspect", reference))
+    return result
+
+
+def layer_trees(pydock: Pydock, reference: str) -> list[dict[str, Any]]:
+    return [manifest(pydock.root / "layers" / d.removeprefix("sha256:") / "diff")
+            for d in inspect(pydock, reference)["RootFS"]["Layers"]]
+
+
+def assert_same_layers(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    assert len(a) == len(b)
+    for left, right in zip(a, b, strict=True):
+        assert left == right, "\n".join(diff_manifests(left, right))
+
+
+# -- hand-built archives ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [(False, False, False), (True, False, True)])
+def test_load_a_docker_archive(pydock: Pydock, tmp_path: Path,
+                               compress: tuple[bool, bool, bool]) -> None:
+    layers = make_layers(tmp_path, compress)
+    archive = tmp_path / "image.tar"
+    config = docker_archive(archive, layers, ["example.com/tiny:1.0", "tiny"])
+    image_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
+
+    out = pydock.ok("image", "load", "-i", str(archive))
+    assert loaded_ids(out) == ["example.com/tiny:1.0", "tiny:latest"]
+    details = inspect(pydock, "tiny")
+    assert details["Id"] == image_id
+    assert details["RepoTags"] == ["example.com/tiny:1.0", "tiny:latest"]
+    assert details["RootFS"]["Layers"] == [layer.diff_id for layer in layers]
+    # Stored verbatim: the id is the sha256 of the very bytes that were in the archive.
+    assert (pydock.root / "images" / "configs" / f"{image_id[7:]}.json").read_bytes() == config
+    rows = json.loads(pydock.ok("image", "ls", "--format", "json"))
+    assert {(r["Repository"], r["Tag"], r["ID"]) for r in rows} >= {
+        ("example.com/tiny", "1.0", image_id[7:19]), ("tiny", "latest", image_id[7:19])}
+    assert pydock.ok("run", "--rm", "--image", "tiny", "cat", "/top.txt", "/etc/greeting") == \
+        "top layer\nhello from the middle\n"
+    # Loading again changes nothing and shares every layer.
+    layers_before = store_state(pydock)
+    pydock.ok("image", "load", "-i", str(archive))
+    assert store_state(pydock) == layers_before
+
+
+def test_layers_shared_through_symlinks_as_older_docker_saves_them(pydock: Pydock,
+                                                                  tmp_path: Path) -> None:
+    layers = make_layers(tmp_path, (False, False, False))
+    archive = tmp_path / "image.tar"
+    docker_archive(archive, layers[:2], ["linked:1"],
+                   layer_paths=["0/layer.tar", "1/layer.tar", "2/layer.tar"],
+                   config=make_config(layers))
+    with tarfile.open(archive, "a") as tar:
+        add_file(tar, "elsewhere/layer.tar", layers[2].blob)
+        link = tarfile.TarInfo("2/layer.tar")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "../elsewhere/./layer.tar"
+        tar.addfile(link)
+    pydock.ok("image", "load", "-i", str(archive))
+    assert pydock.ok("run", "--rm", "--image", "linked:1", "cat", "/top.txt") == "top layer\n"
+
+
+@pytest.mark.parametrize("form", ["directory", "tar", "tar.gz"])
+def test_load_an_oci_layout(pydock: Pydock, tmp_path: Path, form: str) -> None:
+    layers = make_layers(tmp_path, (True, False, True))
+    layout = tmp_path / "layout"
+    config = oci_layout(layout, layers, "registry.local:5000/team/tiny:2")
+    source = layout if form == "directory" else tar_directory(
+        layout, tmp_path / f"layout.{form}", form == "tar.gz")
+
+    assert loaded_ids(pydock.ok("image", "load", "-i", str(source))) == \
+        ["registry.local:5000/team/tiny:2"]
+    details = inspect(pydock, "registry.local:5000/team/tiny:2")
+    assert details["Id"] == f"sha256:{hashlib.sha256(config).hexdigest()}"
+    assert pydock.ok("run", "--rm", "--image", "registry.local:5000/team/tiny:2",
+                     "cat", "/top.txt") == "top layer\n"
+
+
+def test_an_oci_image_named_by_a_bare_tag_is_loaded_without_a_name(pydock: Pydock,
+                                                                   tmp_path: Path) -> None:
+    layers = make_layers(tmp_path, (False, False, False))
+    config = oci_layout(tmp_path / "layout", layers, "latest")
+    image_id = f"sha256:{hashlib.sha256(config).hexdigest()}"
+    before = store_state(pydock)
+
+    assert loaded_ids(pydock.ok("image", "load", "-i", str(tmp_path / "layout"))) == [image_id]
+    assert store_state(pydock)[1] == before[1]  # no name added
+    assert inspect(pydock, image_id[7:19])["RepoTags"] == []
+    listed = [line.split() for line in pydock.ok("image", "ls").splitlines()]
+    assert ["<none>", "<none>", image_id[7:19]] in [row[:3] for row in listed]
+    assert pydock.ok("run", "--rm", "--image", image_id[7:19], "cat", "/top.txt") == \
+        "top layer\n"
+    pydock.ok("image", "rm", image_id)
+    assert store_state(pydock) == before
+    assert pydock("image", "inspect", image_id).returncode == 125
+
+
+# -- rejected archives -----------------------------------------------------------------------
+
+
+def test_a_layer_that_does_not_match_its_diff_id_is_refused(pydock: Pydock,
+                                                            tmp_path: Path) -> None:
+    layers = make_layers(tmp_path, (False, False, False))
+    config = make_config(layers)
+    # Flip a byte of the busybox binary in the middle of the first layer.
+    flipped = bytearray(layers[0].tar)
+    flipped[len(flipped) // 2] ^= 0xFF
+    layers[0] = Layer(bytes(flipped), bytes(flipped))
+    docker_archive(tmp_path / "bad.tar", layers, ["bad:1"], config=config)
+    assert_refused(pydock, tmp_path / "bad.tar", "does not match the config's diff_id")
+
+
+def test_a_later_bad_layer_removes_the_layers_already_imported(pydock: Pydock,
+                                                               tmp_path: Path) -> None:
+    layers = make_layers(tmp_path, (False, True, False))
+    layout = tmp_path / "layout"
+    oci_layout(layout, layers, "localhost/broken:1")
+    blob = layout / "blobs" / "sha256" / layers[2].digest[7:]
+    data = bytearray(blob.read_bytes())
+    data[600] ^= 0x01  # inside top.txt's contents
+    blob.write_bytes(bytes(data))
+    assert_refused(pydock, layout, "content does not match its digest")
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "a/../../x.tar",
+                                  "symlink-out"])
+def test_hostile_layer_paths_are_refused(pydock: Pydock, tmp_path: Path, path: str) -> None:
+    layers = make_layers(tmp_path, (False, False, False))
+    archive = tmp_path / "hostile.tar"
+    docker_archive(archive, layers, ["hostile:1"], layer_paths=["0/layer.tar", "1/layer.tar",
+                                                                 path])
+    if path == "symlink-out":
+        with tarfile.open(archive, "a") as tar:
+            link = tarfile.TarInfo(path)
+            link.type = tarfile.SYMTYPE
+            link.linkname = "../../../../../../etc/passwd"
+            tar.addfile(link)
+    assert_refused(pydock, archive, "leaves the archive" if path != "/etc/passwd"
+                   else "absolute path")
+
+
+def test_a_hostile_oci_layout_directory_cannot_reach_outside(pydock: Pydock,
+                                                             tmp_path: Path) -> None:
+    layers = make_layers(tmp_path, (False, False, False))
+    layout = tmp_path / "layout"
+    oci_layout(layout, layers, "localhost/x:1")
+    # A symlinked blob is resolved inside the layout, where /etc/passwd does not exist.
+    blob = layout / "blobs" / "sha256" / layers[0].digest[7:]
+    blob.unlink()
+    blob.symlink_to("/etc/passwd")
+    assert_refused(pydock, layout, "cannot open blobs/sha256/")
+
+
+def bad_inputs(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    (tmp_path / "noise").write_bytes(b"this is not an archive" * 100)
+    yield "noise", tmp_path / "noise", "not a tar archive"
+    (tmp_path / "empty").mkdir()
+    yield "empty dir", tmp_path / "empty", "no manifest.json"
+    with tarfile.open(tmp_path / "nomanifest.tar", "w") as tar:
+        add_file(tar, "hello", b"hi")
+    yield "no manifest", tmp_path / "nomanifest.tar", "no index.json"
+    with tarfile.open(tmp_path / "badjson.tar", "w") as tar:
+        add_file(tar, "manifest.json", b"[{\"Config\": ")
+    yield "corrupt json", tmp_path / "badjson.tar", "invalid JSON"
+    with tarfile.open(tmp_path / "nodict.tar", "w") as tar:
+        add_file(tar, "manifest.json", b"[42]")
+    yield "wrong json type", tmp_path / "nodict.tar", "expected a JSON object"
+    layers = make_layers(tmp_path, (False, False, False))
+    docker_archive(tmp_path / "missing.tar", layers[:2], ["m:1"],
+                   layer_paths=["a/layer.tar", "b/layer.tar", "c/layer.tar"],
+                   config=make_config(layers))
+    yield "missing layer", tmp_path / "missing.tar", "no c/layer.tar in the archive"
+    wrong = make_config(layers).replace(b'"diff_ids": [', b'"diff_ids": ["sha256:00", ')
+    docker_archive(tmp_path / "wrongcount.tar", layers, ["w:1"], config=wrong)
+    yield "bad diff_id", tmp_path / "wrongcount.tar", "is not a sha256 digest"
+    config = make_config(layers)
+    docker_archive(tmp_path / "renamed.tar", layers, ["r:1"], config=config)
+    with tarfile.open(tmp_path / "renamed.tar") as source, \
+            tarfile.open(tmp_path / "renamed2.tar", "w") as tar:
+        for member in source:
+            data = source.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "manifest.json":
+                data = data.replace(hashlib.sha256(config).hexdigest().encode(), b"f" * 64)
+            add_file(tar, "f" * 64 + ".json" if member.name.endswith(".json") and
+                     member.name != "manifest.json" else member.name, data)
+    yield "config named wrongly", tmp_path / "renamed2.tar", "does not match its digest name"
+    huge = json.loads(make_config(layers))
+    huge["rootfs"]["diff_ids"] *= 200
+    docker_archive(tmp_path / "huge.tar", layers, ["h:1"], config=json.dumps(huge).encode())
+    yield "absurd layer count", tmp_path / "huge.tar", "more than the 500"
+    layout = tmp_path / "negsize"
+    oci_layout(layout, layers, None)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0]["size"] = -1
+    (layout / "index.json").write_text(json.dumps(index))
+    yield "negative size", layout, "invalid size -1"
+    zstd = tmp_path / "zstd"
+    oci_layout(zstd, [Layer(layers[0].tar, b"\x28\xb5\x2f\xfd" + b"\0" * 600), *layers[1:]],
+               None)
+    yield "zstd layer", zstd, "zstd-compressed layers are not supported"
+    (tmp_path / "zstd.tar").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 600)
+    yield "zstd archive", tmp_path / "zstd.tar", "zstd-compressed archives are not supported"
+
+
+def test_bad_inputs_are_one_line_errors_that_leave_nothing_behind(pydock: Pydock,
+                                                                  tmp_path: Path) -> None:
+    for label, source, message in bad_inputs(tmp_path):
+        try:
+            assert_refused(pydock, source, message)
+        except AssertionError as e:
+            raise AssertionError(f"{label}: {e}") from e
+
+
+# -- save and load back ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["docker", "oci"])
+def test_round_trip_keeps_content_and_names(pydock: Pydock, tmp_path: Path, fmt: str) -> None:
+    layers = make_layers(tmp_path, (True, False, False))
+    docker_archive(tmp_path / "in.tar", layers, ["example.com/rt:1"])
+    pydock.ok("image", "load", "-i", str(tmp_path / "in.tar"))
+    saved = tmp_path / "saved.tar"
+    pydock.ok("image", "save", "example.com/rt:1", "-o", str(saved), "--format", fmt)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".saved")] == []
+
+    fresh = Pydock(tmp_path / "fresh")
+    assert loaded_ids(fresh.ok("image", "load", "-i", str(saved))) == ["example.com/rt:1"]
+    assert_same_layers(layer_trees(pydock, "example.com/rt:1"),
+                       layer_trees(fresh, "example.com/rt:1"))
+    assert fresh.ok("run", "--rm", "--image", "example.com/rt:1", "cat", "/top.txt") == \
+        "top layer\n"
+    # Once saved by pydock, an image saves to the same bytes, so its id survives round trips.
+    again = tmp_path / "again.tar"
+    fresh.ok("image", "save", "example.com/rt:1", "-o", str(again), "--format", fmt)
+    assert again.read_bytes() == saved.read_bytes()
+
+
+def test_save_errors(pydock: Pydock, tmp_path: Path) -> None:
+    result = pydock("image", "save", "nosuch:1", "-o", str(tmp_path / "x.tar"))
+    assert result.returncode == 125 and "no such image" in result.stderr
+    result = pydock("image", "save", "pydock/default", "-o", str(tmp_path / "no" / "x.tar"))
+    assert result.returncode == 125 and "no such directory" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+# -- real tools ------------------------------------------------------------------------------
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (apt-get install {tool})")
+    return path
+
+
+def run(*args: str | Path) -> str:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"{args}: {result.stderr}"
+    return result.stdout
+
+
+def test_load_a_multi_layer_image_built_by_umoci(pydock: Pydock, tmp_path: Path) -> None:
+    umoci = need("umoci")
+    layout, bundle = tmp_path / "layout", tmp_path / "bundle"
+    image = f"{layout}:v1"
+    run(umoci, "init", "--layout", layout)
+    run(umoci, "new", "--image", image)
+
+    def change(edit: Any) -> None:
+        run(umoci, "unpack", "--image", image, bundle)
+        edit(bundle / "rootfs")
+        run(umoci, "repack", "--image", image, bundle)
+        shutil.rmtree(bundle)
+
+    def base(rootfs: Path) -> None:
+        busybox_rootfs(rootfs)
+        (rootfs / "gone.txt").write_text("deleted later\n")
+        (rootfs / "olddir" / "sub").mkdir(parents=True)
+        (rootfs / "olddir" / "old.txt").write_text("old\n")
+        (rootfs / "olddir" / "sub" / "deep.txt").write_text("deep\n")
+
+    def modify(rootfs: Path) -> None:
+        (rootfs / "gone.txt").unlink()
+        shutil.rmtree(rootfs / "olddir")
+        (rootfs / "olddir").mkdir()
+        (rootfs / "olddir" / "new.txt").write_text("new\n")
+        # Not a directory replaced by a file: umoci 0.4.7 then writes a whiteout beneath the
+        # new file (dir/.wh.x after the file dir), which podman refuses too.
+
+    def add_top(rootfs: Path) -> None:
+        (rootfs / "top.txt").write_text("third layer\n")
+
+    for edit in (base, modify, add_top):
+        change(edit)
+    [image_id] = loaded_ids(pydock.ok("image", "load", "-i", str(layout)))
+    assert len(inspect(pydock, image_id)["RootFS"]["Layers"]) == 3
+    script = "cat /top.txt; ls -A /olddir; test -e /gone.txt || echo gone"
+    for driver in DRIVERS:
+        assert pydock.ok("run", "--rm", "--storage", driver, "--image", image_id, "sh", "-c",
+                         script) == "third layer\nnew.txt\ngone\n", driver
+
+
+def test_skopeo_reads_pydock_archives_and_pydock_reads_skopeo_output(
+        pydock: Pydock, tmp_path: Path) -> None:
+    skopeo = need("skopeo")
+    layers = make_layers(tmp_path, (True, False, True))
+    docker_archive(tmp_path / "in.tar", layers, ["localhost/sk:1"])
+    pydock.ok("image", "load", "-i", str(tmp_path / "in.tar"))
+    original = layer_trees(pydock, "localhost/sk:1")
+    for fmt, source_transport in (("docker", "docker-archive"), ("oci", "oci-archive")):
+        saved = tmp_path / f"saved-{fmt}.tar"
+        pydock.ok("image", "save", "localhost/sk:1", "-o", str(saved), "--format", fmt)
+        layout = tmp_path / f"skopeo-{fmt}"
+        run(skopeo, "--insecure-policy", "copy", f"{source_transport}:{saved}",
+            f"oci:{layout}:tag1")
+        archive = tmp_path / f"skopeo-{fmt}.tar"
+        run(skopeo, "--insecure-policy", "copy", f"{source_transport}:{saved}",
+            f"oci-archive:{archive}:localhost/from-skopeo:{fmt}")
+        fresh = Pydock(tmp_path / f"fresh-{fmt}")
+        [unnamed] = loaded_ids(fresh.ok("image", "load", "-i", str(layout)))
+        assert unnamed.startswith("sha256:")  # skopeo writes a bare tag: see image_transfer
+        assert loaded_ids(fresh.ok("image", "load", "-i", str(archive))) == \
+            [f"localhost/from-skopeo:{fmt}"]
+        assert_same_layers(original, layer_trees(fresh, unnamed))
+        assert_same_layers(original, layer_trees(fresh, f"localhost/from-skopeo:{fmt}"))
+        assert fresh.ok("run", "--rm", "--image", unnamed, "cat", "/top.txt") == "top layer\n"
+
+
+@pytest.fixture
+def podman() -> Iterator[list[str]]:
+    """podman with storage of its own, removed afterwards. Not under tmp_path: podman
+    refuses a runroot path longer than 50 characters."""
+    binary = need("podman")
+    home = Path(tempfile.mkdtemp(prefix="pydock-podman-"))
+    command = [binary, "--root", str(home / "root"), "--runroot", str(home / "run"),
+               "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+               "--events-backend", "file"]
+    try:
+        yield command
+    finally:
+        subprocess.run([*command, "system", "reset", "--force"], capture_output=True,
+                       timeout=120)
+        assert mounts_under(home) == []
+        shutil.rmtree(home)
+
+
+def test_podman_loads_pydock_archives(pydock: Pydock, tmp_path: Path,
+                                      podman: list[str]) -> None:
+    layers = make_layers(tmp_path, (False, True, False))
+    docker_archive(tmp_path / "in.tar", layers, ["localhost/pd:1"])
+    pydock.ok("image", "load", "-i", str(tmp_path / "in.tar"))
+    busybox = hashlib.sha256((tmp_path / "l1" / "bin" / "busybox").read_bytes()).hexdigest()
+    for fmt in ("docker", "oci"):
+        saved = tmp_path / f"saved-{fmt}.tar"
+        pydock.ok("image", "save", "localhost/pd:1", "-o", str(saved), "--format", fmt)
+        out = run(*podman, "load", "-i", saved)
+        assert "localhost/pd:1" in out
+        # This machine's cgroup setup stops podman run; the image's tree shows what it has.
+        mounted = Path(run(*podman, "image", "mount", "localhost/pd:1").strip())
+        try:
+            assert (mounted / "top.txt").read_text() == "top layer\n"
+            assert (mounted / "etc" / "greeting").read_text() == "hello from the middle\n"
+            assert hashlib.sha256((mounted / "bin" / "busybox").read_bytes()).hexdigest() == \
+                busybox
+            assert (mounted / "bin" / "sh").readlink() == Path("busybox")
+        finally:
+            run(*podman, "image", "unmount", "localhost/pd:1")
+        run(*podman, "rmi", "localhost/pd:1")
+
+
+def test_pydock_loads_podman_archives(pydock: Pydock, tmp_path: Path,
+                                      podman: list[str]) -> None:
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "from-podman.txt").write_text("made by podman\n")
+    tar_directory(rootfs, tmp_path / "rootfs.tar", compress=False)
+    run(*podman, "import", tmp_path / "rootfs.tar", "localhost/made-by-podman:1")
+    for fmt in ("docker-archive", "oci-archive"):
+        archive = tmp_path / f"{fmt}.tar"
+        run(*podman, "save", "--format", fmt, "-o", archive, "localhost/made-by-podman:1")
+        podman_id = run(*podman, "image", "inspect", "--format", "{{.Id}}",
+                        "localhost/made-by-podman:1").strip()
+        fresh = Pydock(tmp_path / f"fresh-{fmt}")
+        assert loaded_ids(fresh.ok("image", "load", "-i", str(archive))) == \
+            ["localhost/made-by-podman:1"]
+        assert inspect(fresh, "localhost/made-by-podman:1")["Id"] == f"sha256:{podman_id}"
+        assert fresh.ok("run", "--rm", "--image", "localhost/made-by-podman:1",
+                        "cat", "/from-podman.txt") == "made by podman\n"
