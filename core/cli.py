@@ -131,8 +131,36 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
 @pass_context
 def diff(ctx: Context, name: str) -> None:
     """Show what a container changed: A added, C changed, D deleted."""
-    for change in ctx.containers().changes(name):
+    from pydock.core.snapshots import container_changes
+
+    _require_root()
+    for change in container_changes(ctx.containers(), name):
         click.echo(str(change))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("reference")
+@pass_context
+def commit(ctx: Context, name: str, reference: str) -> None:
+    """Create image REFERENCE from a container's changes (one new layer on its image)."""
+    from pydock.core.snapshots import commit as commit_container
+
+    _require_root()
+    click.echo(commit_container(ctx.containers(), name, reference).id)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The tar file to write.")
+@pass_context
+def export(ctx: Context, name: str, output: Path) -> None:
+    """Write a container's whole root filesystem, flattened, to a tar file."""
+    from pydock.core.snapshots import export as export_container
+
+    _require_root()
+    export_container(ctx.containers(), name, output)
 
 
 @cli.command()

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydock.core.changes import Change
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
 from pydock.core.images import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore
@@ -208,25 +207,6 @@ class Containers:
                 if self.state.load(name).image_id == image.id:
                     users.append(name)
         return users
-
-    # -- changes ---------------------------------------------------------
-
-    def changes(self, name: str) -> list[Change]:
-        """What container ``name`` changed against its image (``docker diff``)."""
-        from pydock.core.changes import walk_changes
-        from pydock.core.mounted import in_container_root
-
-        record = self.state.load(name)
-        driver = self.driver(record.driver)
-        layers = self.images.layer_paths(record.layers)
-        native = driver.changes(record.id, layers)
-        if native is not None:
-            return native
-        found = in_container_root(str(driver.rootfs_dir(record.id)),
-                                  driver.mounts(record.id, layers),
-                                  lambda root: [(c.path, c.kind)
-                                                for c in walk_changes(Path(root), layers)])
-        return [Change(path, kind) for path, kind in found]
 
     # -- describe --------------------------------------------------------
 

@@ -36,7 +36,7 @@ The life of a container, from the driver's side
    inside the container's fresh mount namespace. :meth:`mounts` must be cheap
    and must not change anything: it is called on every start.
 3. While the container exists, :meth:`usage`, :meth:`metadata` and
-   :meth:`changes` may be called at any time (``pydock inspect``, ``diff``,
+   :meth:`changes_dir` may be called at any time (``pydock inspect``, ``diff``,
    ``commit``, ``pydock bench``).
 4. ``pydock rm`` calls :meth:`remove` after the container's processes are
    gone. ``remove`` is idempotent: removing twice, or removing a container
@@ -76,10 +76,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from pydock.core.changes import Change
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -171,12 +168,13 @@ class StorageDriver:
         """Disk used by the container's own files (allocated blocks, not apparent size)."""
         return tree_usage(self.container_dir(container_id))
 
-    def changes(self, container_id: str, layers: Sequence[Path]) -> list[Change] | None:
-        """The container's changes against its image, if this driver can tell cheaply.
+    def changes_dir(self, container_id: str) -> Path | None:
+        """A directory in the layer format holding exactly the container's changes, if the
+        driver keeps one (overlay's upper directory); None otherwise.
 
-        The default, None, makes the core compare the whole mounted root with the image
-        (docker's naive differ). A driver that keeps its changes apart (overlay's upper
-        directory) returns them here at a cost proportional to the change.
+        With one, ``diff`` and ``commit`` cost what the change costs: the core reads this
+        directory only. Without, the core compares the whole mounted root with the image
+        (docker's naive differ) and builds the layer from that.
         """
         return None
 

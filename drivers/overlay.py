@@ -12,15 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydock.core import hookimpl
 from pydock.core.driver import Availability, Mount, StorageDriver
 from pydock.core.errors import PydockError
 from pydock.core.syscalls import OVERLAYFS_SUPER_MAGIC, statfs_type
-
-if TYPE_CHECKING:
-    from pydock.core.changes import Change
 
 # overlay's mount options are a comma-separated list and lowerdir a colon-separated one.
 _UNSAFE_PATH_CHARACTERS = frozenset(",:\\")
@@ -76,11 +72,9 @@ class OverlayDriver(StorageDriver):
                       (f"lowerdir={lowerdir}", f"upperdir={top / 'upper'}",
                        f"workdir={top / 'work'}"))]
 
-    def changes(self, container_id: str, layers: Sequence[Path]) -> list[Change]:
+    def changes_dir(self, container_id: str) -> Path:
         # The upper directory holds exactly what the container changed, in the layer format.
-        from pydock.core.changes import upper_changes
-
-        return upper_changes(self.container_dir(container_id) / "upper", layers)
+        return self.container_dir(container_id) / "upper"
 
     def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
         top = self.container_dir(container_id)

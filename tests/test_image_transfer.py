@@ -523,6 +523,31 @@ def test_podman_loads_pydock_archives(pydock: Pydock, tmp_path: Path,
         run(*podman, "rmi", "localhost/pd:1")
 
 
+def test_a_container_committed_in_pydock_shows_the_same_tree_in_podman(
+        pydock: Pydock, tmp_path: Path, podman: list[str]) -> None:
+    pydock.ok("run", "--storage", "copy", "--name", "src", "sh", "-c",
+              "echo committed > /etc/motd && rm /etc/group && mkdir -p /srv && touch /srv/x")
+    pydock.ok("commit", "src", "localhost/committed:1")
+    pydock.ok("export", "src", "-o", str(tmp_path / "pydock-view.tar"))
+    pydock.ok("image", "save", "localhost/committed:1", "-o", str(tmp_path / "saved.tar"))
+    run(*podman, "load", "-i", tmp_path / "saved.tar")
+    mounted = Path(run(*podman, "image", "mount", "localhost/committed:1").strip())
+    try:
+        expected = tmp_path / "expected"
+        expected.mkdir()
+        with tarfile.open(tmp_path / "pydock-view.tar") as tar:
+            tar.extractall(expected, filter="fully_trusted")
+        # The trees' own roots are the extraction directory and podman's mount point.
+        ours, theirs = manifest(expected, times=False), manifest(mounted, times=False)
+        del ours["/"], theirs["/"]
+        assert diff_manifests(ours, theirs) == []
+        assert (mounted / "etc" / "motd").read_text() == "committed\n"
+        assert not (mounted / "etc" / "group").exists()
+    finally:
+        run(*podman, "image", "unmount", "localhost/committed:1")
+    run(*podman, "rmi", "localhost/committed:1")
+
+
 def test_pydock_loads_podman_archives(pydock: Pydock, tmp_path: Path,
                                       podman: list[str]) -> None:
     rootfs = busybox_rootfs(tmp_path / "rootfs")

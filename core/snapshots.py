@@ -1,0 +1,177 @@
+"""``diff``, ``commit`` and ``export``: a container's changes, as a list, a layer or a tarball.
+
+Each works for any driver. A driver that keeps its changes in a directory of the layer
+format (overlay's upper directory; ``StorageDriver.changes_dir``) is read directly, at a
+cost proportional to the change. For any other driver the container's root is mounted in a
+short-lived child (:func:`pydock.core.mounted.in_container_root`) and compared with the
+image, and a commit builds its layer there from the changes found: added and changed
+entries copied, deleted ones as whiteouts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydock.core.changes import Change, upper_changes, walk_changes
+from pydock.core.errors import PydockError
+from pydock.core.images import Image, normalize_reference, rfc3339
+from pydock.core.mounted import in_container_root
+
+if TYPE_CHECKING:
+    from pydock.core.containers import Containers
+    from pydock.core.driver import StorageDriver
+    from pydock.core.state import ContainerRecord
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def container_changes(containers: Containers, name: str) -> list[Change]:
+    record, driver, layers = _open(containers, name)
+    changes_dir = driver.changes_dir(record.id)
+    if changes_dir is not None:
+        return upper_changes(changes_dir, layers)
+    found = in_container_root(str(driver.rootfs_dir(record.id)), driver.mounts(record.id, layers),
+                              lambda root: [(c.path, c.kind)
+                                            for c in walk_changes(Path(root), layers)])
+    return [Change(path, kind) for path, kind in found]
+
+
+def commit(containers: Containers, name: str, reference: str) -> Image:
+    """A new image: the container's image plus one layer holding exactly its changes."""
+    from pydock.core.layers import write_layer_tar
+
+    target = normalize_reference(reference)  # a bad name fails before any work is done
+    record, driver, layers = _open(containers, name)
+    image = containers.images.resolve(record.image_id)
+    work = containers.root / f".commit-{secrets.token_hex(8)}"
+    work.mkdir(mode=0o700)
+    try:
+        changes_dir = driver.changes_dir(record.id)
+        if changes_dir is None:
+            changes_dir = work / "layer"
+            in_container_root(str(driver.rootfs_dir(record.id)),
+                              driver.mounts(record.id, layers),
+                              lambda root: build_change_layer(
+                                  Path(root), walk_changes(Path(root), layers), changes_dir))
+        with tempfile.TemporaryFile(dir=work) as tar:
+            write_layer_tar(tar, changes_dir)
+            tar.seek(0)
+            diff_id = containers.images.import_layer(tar)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    config = dict(image.config)
+    config["rootfs"] = {"type": "layers", "diff_ids": [*image.diff_ids, diff_id]}
+    created = rfc3339(int(time.time()))
+    config["created"] = created
+    config["history"] = [*config.get("history", []),
+                         {"created": created, "created_by": f"pydock commit {name}"}]
+    return containers.images.add_image(config, target)
+
+
+def export(containers: Containers, name: str, output: Path) -> None:
+    """The container's whole root, flattened, as a tar written to ``output``."""
+    from pydock.core.layers import write_layer_tar
+
+    record, driver, layers = _open(containers, name)
+    partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
+
+    def write(root: str) -> None:
+        with open(partial, "xb") as out:
+            write_layer_tar(out, Path(root))
+            out.flush()
+            os.fsync(out.fileno())
+
+    try:
+        in_container_root(str(driver.rootfs_dir(record.id)), driver.mounts(record.id, layers),
+                          write)
+        os.rename(partial, output)
+    except OSError as exc:
+        raise PydockError(f"cannot write {output}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> None:
+    """Write ``changes`` of the tree ``root`` as an overlay-format layer directory ``layer``:
+    added and changed entries copied with all their attributes, deleted ones as whiteouts.
+    Directories come before what they hold (``changes`` sorted by path) and get their final
+    attributes last."""
+    from pydock.core.treecopy import EntryCopier
+
+    copier = EntryCopier()
+    layer.mkdir(mode=0o755)
+    directories: list[tuple[str, os.stat_result, list[tuple[str, bytes]]]] = []
+    linked: dict[tuple[int, int], str] = {}
+    for change in sorted(changes):
+        parent, _, entry = change.path.strip("/").rpartition("/")
+        dst = _open_path(layer, parent)
+        try:
+            if change.kind == "D":
+                os.mknod(entry, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dst)
+                continue
+            src = _open_path(root, parent)
+            try:
+                st = os.stat(entry, dir_fd=src, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    os.mkdir(entry, 0o700, dir_fd=dst)
+                    fd = os.open(entry, _DIR_FLAGS, dir_fd=src)
+                    try:
+                        attrs = [(a, os.getxattr(fd, a)) for a in os.listxattr(fd)
+                                 if not a.startswith("trusted.overlay.")]
+                    finally:
+                        os.close(fd)
+                    directories.append((change.path.strip("/"), st, attrs))
+                elif (st.st_dev, st.st_ino) in linked:
+                    # A second name of an inode this layer already holds: keep the hardlink.
+                    first_parent, _, first = linked[st.st_dev, st.st_ino].rpartition("/")
+                    first_fd = _open_path(layer, first_parent)
+                    try:
+                        os.link(first, entry, src_dir_fd=first_fd, dst_dir_fd=dst,
+                                follow_symlinks=False)
+                    finally:
+                        os.close(first_fd)
+                else:
+                    copier.copy(src, dst, entry, st)
+                    if st.st_nlink > 1:
+                        linked[st.st_dev, st.st_ino] = change.path.strip("/")
+            finally:
+                os.close(src)
+        finally:
+            os.close(dst)
+    for path, st, attrs in sorted(directories, key=lambda d: d[0].count("/"), reverse=True):
+        fd = _open_path(layer, path)
+        try:
+            os.chown(fd, st.st_uid, st.st_gid)
+            for attr, value in attrs:
+                os.setxattr(fd, attr, value)
+            os.chmod(fd, stat.S_IMODE(st.st_mode))
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
+
+
+def _open_path(top: Path, relative: str) -> int:
+    """A descriptor of directory ``relative`` under ``top``, never through a symlink."""
+    fd = os.open(top, _DIR_FLAGS)
+    for part in filter(None, relative.split("/")):
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
+def _open(containers: Containers,
+          name: str) -> tuple[ContainerRecord, StorageDriver, list[Path]]:
+    record = containers.state.load(name)
+    driver = containers.driver(record.driver)
+    return record, driver, containers.images.layer_paths(record.layers)
