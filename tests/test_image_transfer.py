@@ -565,3 +565,21 @@ def test_pydock_loads_podman_archives(pydock: Pydock, tmp_path: Path,
         assert inspect(fresh, "localhost/made-by-podman:1")["Id"] == f"sha256:{podman_id}"
         assert fresh.ok("run", "--rm", "--image", "localhost/made-by-podman:1",
                         "cat", "/from-podman.txt") == "made by podman\n"
+    # Every driver shows exactly the tree podman shows for the image.
+    mounted = Path(run(*podman, "image", "mount", "localhost/made-by-podman:1").strip())
+    try:
+        theirs = manifest(mounted, times=False)
+        for driver in DRIVERS:
+            fresh.ok("run", "--storage", driver, "--image", "localhost/made-by-podman:1",
+                     "--name", driver, "true")
+            fresh.ok("export", driver, "-o", str(tmp_path / f"{driver}.tar"))
+            ours_dir = tmp_path / f"ours-{driver}"
+            ours_dir.mkdir()
+            with tarfile.open(tmp_path / f"{driver}.tar") as tar:
+                tar.extractall(ours_dir, filter="fully_trusted")
+            ours = manifest(ours_dir, times=False)
+            assert diff_manifests({k: v for k, v in ours.items() if k != "/"},
+                                  {k: v for k, v in theirs.items() if k != "/"}) == [], driver
+            fresh.ok("rm", driver)
+    finally:
+        run(*podman, "image", "unmount", "localhost/made-by-podman:1")
