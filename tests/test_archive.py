@@ -17,57 +17,15 @@ from pathlib import Path
 
 import pytest
 import xattr
+from tar_members import Member, dir_, link, make_tar, node, reg, sym
 
 from pydock.core.archive import extract_tar, open_tarball
 from pydock.core.errors import PydockError
 
-MTIME = 1_600_000_000
 UP = "../" * 20  # more than enough to climb from any test directory to /
 
-Entry = tuple[tarfile.TarInfo, bytes | None]
 
-
-def _info(name: str, type_: bytes, mode: int, **attrs: object) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = type_
-    info.mode = mode
-    info.mtime = MTIME
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info
-
-
-def reg(name: str, data: bytes = b"", mode: int = 0o644, **attrs: object) -> Entry:
-    info = _info(name, tarfile.REGTYPE, mode, **attrs)
-    info.size = len(data)
-    return info, data
-
-
-def dir_(name: str, mode: int = 0o755, **attrs: object) -> Entry:
-    return _info(name, tarfile.DIRTYPE, mode, **attrs), None
-
-
-def sym(name: str, target: str, **attrs: object) -> Entry:
-    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target, **attrs), None
-
-
-def link(name: str, target: str, **attrs: object) -> Entry:
-    return _info(name, tarfile.LNKTYPE, 0o644, linkname=target, **attrs), None
-
-
-def node(name: str, type_: bytes, mode: int, **attrs: object) -> Entry:
-    return _info(name, type_, mode, **attrs), None
-
-
-def make_tar(entries: list[Entry], format: int = tarfile.PAX_FORMAT) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=format) as tar:
-        for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def extract(entries: list[Entry], dest: Path) -> str:
+def extract(entries: list[Member], dest: Path) -> str:
     return extract_tar(io.BytesIO(make_tar(entries)), dest)
 
 
@@ -109,7 +67,7 @@ def _snapshot(root: Path, skip: Path) -> dict[str, tuple[object, ...]]:
     return result
 
 
-Breakout = Callable[[str], list[Entry]]
+Breakout = Callable[[str], list[Member]]
 
 BREAKOUTS: list[tuple[str, Breakout, str | None]] = [
     (
@@ -349,7 +307,7 @@ def test_writing_a_hardlinked_symlink_replaces_it(tmp_path: Path, dest: Path) ->
         "nul-in-linkname",
     ],
 )
-def test_refused_member_is_named(dest: Path, entries: list[Entry], message: str) -> None:
+def test_refused_member_is_named(dest: Path, entries: list[Member], message: str) -> None:
     with pytest.raises(PydockError, match=message) as excinfo:
         extract(entries, dest)
     assert "\n" not in str(excinfo.value)
@@ -491,7 +449,7 @@ def test_entry_after_its_own_whiteout(dest: Path) -> None:
     ],
 )
 def test_refused_whiteouts_and_overlay_metadata(
-    dest: Path, entries: list[Entry], message: str
+    dest: Path, entries: list[Member], message: str
 ) -> None:
     with pytest.raises(PydockError, match=message) as excinfo:
         extract(entries, dest)

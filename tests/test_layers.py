@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tar_members import Member, dir_, link, make_tar, node, reg, sym
 from tree_manifest import Entry as ManifestEntry
 from tree_manifest import diff_manifests, manifest
 
@@ -30,41 +31,7 @@ from pydock.core.errors import PydockError
 from pydock.core.layers import OPAQUE_XATTR, apply_layer, is_whiteout, write_layer_tar
 from pydock.core.treecopy import copy_tree
 
-MTIME = 1_600_000_000
 NO_ID = 2**32 - 1
-Member = tuple[tarfile.TarInfo, bytes | None]
-
-
-def _info(name: str, type_: bytes, mode: int, **attrs: object) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = type_
-    info.mode = mode
-    info.mtime = MTIME
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info
-
-
-def reg(name: str, data: bytes = b"", mode: int = 0o644, **attrs: object) -> Member:
-    info = _info(name, tarfile.REGTYPE, mode, **attrs)
-    info.size = len(data)
-    return info, data
-
-
-def dir_(name: str, mode: int = 0o755, **attrs: object) -> Member:
-    return _info(name, tarfile.DIRTYPE, mode, **attrs), None
-
-
-def sym(name: str, target: str) -> Member:
-    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target), None
-
-
-def link(name: str, target: str) -> Member:
-    return _info(name, tarfile.LNKTYPE, 0o644, linkname=target), None
-
-
-def node(name: str, type_: bytes, mode: int, **attrs: object) -> Member:
-    return _info(name, type_, mode, **attrs), None
 
 
 def user_xattrs(**values: str) -> dict[str, str]:
@@ -72,12 +39,8 @@ def user_xattrs(**values: str) -> dict[str, str]:
 
 
 def make_layer(members: list[Member], dest: Path) -> Path:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
     dest.mkdir()
-    extract_tar(io.BytesIO(buffer.getvalue()), dest)
+    extract_tar(io.BytesIO(make_tar(members)), dest)
     return dest
 
 
