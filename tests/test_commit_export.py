@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import DRIVERS, Pydock
-from tree_manifest import diff_manifests, manifest
 
 from pydock.core.archive import extract_tar
+from pydock.testing.manifest import diff_manifests, manifest
 
 CHANGES = ("mkdir /added && echo new > /added/file && echo more >> /etc/hosts"
            " && rm /etc/group && rm -r /usr/sbin && mkdir /usr/sbin && echo only > /usr/sbin/only"

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from conftest import DRIVERS, Pydock, busybox_rootfs, mounts_under
-from tree_manifest import diff_manifests, manifest
+
+from pydock.testing.manifest import diff_manifests, manifest
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

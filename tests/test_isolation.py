@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DRIVERS, Pydock
-from tree_manifest import diff_manifests, manifest
+
+from pydock.testing.manifest import diff_manifests, manifest
 
 WRITE = ("mkdir /test && echo secret > /test/file && echo changed > /etc/hosts "
          "&& rm /etc/passwd && chmod 700 /bin")

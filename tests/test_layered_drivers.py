@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 from conftest import DRIVERS, Pydock, busybox_rootfs
-from tree_manifest import manifest
 
 from pydock.core.containers import Containers
 from pydock.core.driver import Mount
 from pydock.core.images import ImageStore, image_config
 from pydock.core.mounted import in_container_root
+from pydock.testing.manifest import manifest
 
 Build = Callable[[tarfile.TarFile], None]
 MTIME = 1_700_000_000  # whole seconds: layer tars carry no finer times

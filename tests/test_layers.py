@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 from tar_members import Member, dir_, link, make_tar, node, reg, sym
-from tree_manifest import Entry as ManifestEntry
-from tree_manifest import diff_manifests, manifest
 
 from pydock.core.archive import extract_tar
 from pydock.core.errors import PydockError
 from pydock.core.layers import OPAQUE_XATTR, apply_layer, is_whiteout, write_layer_tar
 from pydock.core.treecopy import copy_tree
+from pydock.testing.manifest import Entry as ManifestEntry
+from pydock.testing.manifest import diff_manifests, manifest
 
 NO_ID = 2**32 - 1
 

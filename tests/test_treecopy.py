@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tree_manifest import diff_manifests, manifest
 
 from pydock.core.treecopy import copy_tree
+from pydock.testing.manifest import diff_manifests, manifest
 
 ATIME_NS = 1_000_000_000_123_456_789
 MTIME_NS = 1_100_000_000_987_654_321
