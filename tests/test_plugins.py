@@ -178,6 +178,9 @@ def site(tmp_path: Path, pydock: Pydock) -> Path:
         def register_storage_drivers(register):
             register(ShakyDriver)
         """, {"shaky": "pydock_shaky"})
+    install_distribution(site, "pydock-notaplugin", "pydock_notaplugin",
+                         "VERSION = '1.0'  # a module, but no hook implementations\n",
+                         {"notaplugin": "pydock_notaplugin"})
     install_distribution(site, "pydock-broken", "pydock_broken",
                          "raise ImportError('missing dependency frobnicate')\n",
                          {"broken": "pydock_broken"})
@@ -195,9 +198,11 @@ def test_storage_ls_shows_every_driver_its_origin_and_availability(pydock: Pydoc
         "never": ("pydock-never", False), "shaky": ("pydock-shaky", False)}
     assert drivers["never"]["Reason"] == "needs a flux capacitor"
     assert drivers["shaky"]["Reason"] == "available() failed: OSError: probe crashed"
-    assert listing["failed_plugins"] == [{
-        "Plugin": "broken", "Origin": "pydock-broken",
-        "Error": "cannot be imported: ImportError('missing dependency frobnicate')"}]
+    assert listing["failed_plugins"] == [
+        {"Plugin": "broken", "Origin": "pydock-broken",
+         "Error": "cannot be imported: ImportError('missing dependency frobnicate')"},
+        {"Plugin": "notaplugin", "Origin": "pydock-notaplugin",
+         "Error": "provides no pydock hooks (is this the right module?)"}]
 
 
 def test_storage_ls_table_reports_a_failed_plugin_by_name(pydock: Pydock, site: Path) -> None:
