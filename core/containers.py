@@ -84,8 +84,12 @@ class Containers:
 
     # -- run -------------------------------------------------------------
 
-    def create(self, options: RunOptions) -> ContainerRecord:
-        """Validate everything, record the container and prepare its storage."""
+    def create(self, options: RunOptions) -> tuple[ContainerRecord, int]:
+        """Validate everything, record the container and prepare its storage.
+
+        Returns the record and the descriptor holding its lock (close it once the
+        container is running or has failed to start).
+        """
         image = self._image(options.image)
         driver = self.driver(options.driver)
         name = options.name if options.name is not None else self.state.generate_name()
@@ -110,34 +114,40 @@ class Containers:
             command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
             workdir=workdir, hostname=hostname, network=options.network,
             read_only=options.read_only, user=user)
-        self.state.create(record)
+        lock = self.state.create(record)
         try:
             driver.prepare(record.id, self.images.layer_paths(record.layers))
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 driver.remove(record.id)
             self.state.delete(name)
+            os.close(lock)
             if isinstance(exc, Exception) and not isinstance(exc, PydockError):
                 raise PydockError(f"preparing storage ({driver.name}) failed: {exc}") from exc
             raise
-        return record
+        return record, lock
 
     def run(self, options: RunOptions) -> tuple[int, str]:
         """Create and run a container in the foreground; (exit code, error message)."""
         from pydock.core import runtime
 
-        record = self.create(options)
+        record, lock = self.create(options)
         try:
-            driver = self.driver(record.driver)
-            layers = self.images.layer_paths(record.layers)
-            spec = runtime.ProcessSpec(
-                argv=record.command, env=dict(e.split("=", 1) for e in record.env),
-                workdir=record.workdir, hostname=record.hostname, network=record.network,
-                read_only=record.read_only, user=record.user)
-            started = runtime.start(spec, str(driver.rootfs_dir(record.id)),
-                                    driver.mounts(record.id, layers))
-            self._update(record, status=RUNNING, pid=started.pid,
-                         pid_start=process_start_time(started.pid), started=now())
+            try:
+                driver = self.driver(record.driver)
+                layers = self.images.layer_paths(record.layers)
+                spec = runtime.ProcessSpec(
+                    argv=record.command, env=dict(e.split("=", 1) for e in record.env),
+                    workdir=record.workdir, hostname=record.hostname, network=record.network,
+                    read_only=record.read_only, user=record.user)
+                started = runtime.start(spec, str(driver.rootfs_dir(record.id)),
+                                        driver.mounts(record.id, layers))
+                # Still under the lock taken at creation: rm and prune see it running.
+                record.status, record.pid, record.started = RUNNING, started.pid, now()
+                record.pid_start = process_start_time(started.pid)
+                self.state.save(record)
+            finally:
+                os.close(lock)
             exited = runtime.wait(started)
             self._update(record, status=EXITED, pid=0, exit_code=exited.code,
                          error=exited.error, finished=now())

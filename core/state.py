@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import random
@@ -110,20 +111,28 @@ class StateStore:
     def path(self, name: str) -> Path:
         return self.dir / name
 
-    def create(self, record: ContainerRecord) -> None:
-        """Write a new record; :class:`PydockError` if the name is taken."""
+    def create(self, record: ContainerRecord) -> int:
+        """Write a new record, already locked; :class:`PydockError` if the name is taken.
+
+        Returns the descriptor holding the record's lock: close it to let ``rm`` and
+        ``prune`` at the container. The lock is taken before the record appears under
+        its name, so no other command ever sees a container that is still being set up.
+        """
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.dir / f".new-{secrets.token_hex(8)}"
         tmp.mkdir(mode=0o700)
+        lock = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            (tmp / "lock").touch()
+            fcntl.flock(lock, fcntl.LOCK_EX)
             write_json_atomic(tmp / "state.json", asdict(record))
             rename_noreplace(str(tmp), str(self.path(record.name)))
         except OSError as exc:
+            os.close(lock)
             shutil.rmtree(tmp, ignore_errors=True)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise PydockError(f"container name {record.name!r} is already in use") from None
             raise
+        return lock
 
     def load(self, name: str) -> ContainerRecord:
         path = self.path(name) / "state.json"
