@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydock.core.layers import OPAQUE_XATTR, is_whiteout
 
+T = TypeVar("T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -90,7 +92,11 @@ def walk_changes(root: Path, layers: Sequence[Path]) -> list[Change]:
                     changes.extend(Change(p, "A") for p in _subtree(entry.path, path, st))
                     continue
                 changed = _differs(st, below, entry.path, layers, path)
-                if stat.S_ISDIR(st.st_mode) and stat.S_ISDIR(below.st_mode):
+                if stat.S_ISDIR(st.st_mode) and not stat.S_ISDIR(below.st_mode):
+                    # A directory where the image has a file: all it holds is new.
+                    changes.extend(Change(p, "A") for p in _subtree(entry.path, path, st)
+                                   if p != path)
+                elif stat.S_ISDIR(st.st_mode):
                     before = len(changes)
                     visit(entry.path, path)
                     # As docker does: a directory with changes inside counts as changed
@@ -178,6 +184,10 @@ def _differs(st: os.stat_result, below: os.stat_result, path: str, layers: Seque
             or stat.S_IMODE(st.st_mode) != stat.S_IMODE(below.st_mode)
             or (st.st_uid, st.st_gid) != (below.st_uid, below.st_gid)):
         return True
+    # Unlike docker's, extended attributes count too: an xattr-only change (setcap, a
+    # user.* label) must reach a commit. It moves ctime only, not mtime.
+    if _xattrs(path) != _image_xattrs(layers, relative):
+        return True
     if stat.S_ISDIR(st.st_mode):
         return False
     if stat.S_ISLNK(st.st_mode):
@@ -187,20 +197,43 @@ def _differs(st: os.stat_result, below: os.stat_result, path: str, layers: Seque
     return st.st_size != below.st_size or st.st_mtime_ns != below.st_mtime_ns
 
 
+def _xattrs(path: str) -> dict[str, bytes]:
+    """The xattrs a layer carries for an entry: all but overlay's own ``trusted.overlay.*``."""
+    try:
+        return {name: os.getxattr(path, name, follow_symlinks=False)
+                for name in os.listxattr(path, follow_symlinks=False)
+                if not name.startswith("trusted.overlay.")}
+    except OSError:
+        return {}
+
+
+def _image_xattrs(layers: Sequence[Path], relative: str) -> dict[str, bytes]:
+    return _in_top_layer(layers, relative,
+                         lambda fd, name: _xattrs(f"/proc/self/fd/{fd}/{name}"), {})
+
+
 def _image_readlink(layers: Sequence[Path], relative: str) -> str:
+    return _in_top_layer(layers, relative, lambda fd, name: os.readlink(name, dir_fd=fd), "")
+
+
+def _in_top_layer(layers: Sequence[Path], relative: str, read: Callable[[int, str], T],
+                  default: T) -> T:
+    """``read(parent_fd, name)`` in the topmost layer that has ``relative``."""
     parent, _, name = relative.rpartition("/")
     parts = [p for p in parent.split("/") if p]
     for layer in reversed(layers):
         _found, fd, hides_below = _probe(str(layer), parts, want_fd=True)
         if fd is not None:
             try:
-                with contextlib.suppress(OSError):
-                    return os.readlink(name, dir_fd=fd)
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+                return read(fd, name)
+            except FileNotFoundError:
+                pass
             finally:
                 os.close(fd)
         if hides_below:
             break
-    return ""
+    return default
 
 
 def _subtree(path: str, relative: str, st: os.stat_result) -> Iterator[str]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import DRIVERS, Pydock
+
+from pydock.core.containers import Containers
+from pydock.core.mounted import in_container_root
 
 CHANGES = ("mkdir /new && echo x > /new/f && echo y >> /etc/hosts && rm /etc/group"
            " && rm -r /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only"
@@ -38,3 +43,26 @@ def test_an_unchanged_container_has_an_empty_diff(pydock: Pydock, driver: str) -
 def test_diff_of_an_unknown_container_is_one_line_125(pydock: Pydock) -> None:
     result = pydock("diff", "ghost")
     assert (result.returncode, result.stderr) == (125, "pydock: no such container: ghost\n")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_file_replaced_by_a_directory_reports_what_it_holds(pydock: Pydock,
+                                                             driver: str) -> None:
+    pydock.ok("run", "--storage", driver, "--name", "swap", "sh", "-c",
+              "rm /etc/hosts && mkdir /etc/hosts && echo in > /etc/hosts/inner")
+    assert pydock.ok("diff", "swap").splitlines() == ["C /etc", "C /etc/hosts",
+                                                      "A /etc/hosts/inner"]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_xattr_only_change_is_a_change(pydock: Pydock, driver: str) -> None:
+    # The default image has no setfattr: label the file from the host side, through the
+    # container's own mounts, as a process inside it would.
+    pydock.ok("run", "--storage", driver, "--name", "labelled", "true")
+    containers = Containers(pydock.root)
+    record = containers.state.load("labelled")
+    storage = containers.driver(driver)
+    in_container_root(str(storage.rootfs_dir(record.id)),
+                      storage.mounts(record.id, containers.images.layer_paths(record.layers)),
+                      lambda root: os.setxattr(f"{root}/etc/hosts", "user.tag", b"x"))
+    assert pydock.ok("diff", "labelled").splitlines() == ["C /etc", "C /etc/hosts"]
