@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydock.core.changes import Change, upper_changes, walk_changes
 from pydock.core.errors import PydockError
-from pydock.core.images import Image, normalize_reference, rfc3339
+from pydock.core.images import Image, ImageStore, normalize_reference, rfc3339
 from pydock.core.mounted import in_container_root
 
 if TYPE_CHECKING:
@@ -35,38 +35,51 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def container_changes(containers: Containers, name: str) -> list[Change]:
     record, driver, layers = _open(containers, name)
-    changes_dir = driver.changes_dir(record.id)
+    return changes(driver, record.id, layers)
+
+
+def changes(driver: StorageDriver, container_id: str, layers: Sequence[Path]) -> list[Change]:
+    """What a container changed against its layers, from its driver's changes directory or,
+    without one, by comparing its mounted root with the image."""
+    changes_dir = driver.changes_dir(container_id)
     if changes_dir is not None:
         return upper_changes(changes_dir, layers)
-    found = in_container_root(str(driver.rootfs_dir(record.id)), driver.mounts(record.id, layers),
+    found = in_container_root(str(driver.rootfs_dir(container_id)),
+                              driver.mounts(container_id, layers),
                               lambda root: [(c.path, c.kind)
                                             for c in walk_changes(Path(root), layers)])
     return [Change(path, kind) for path, kind in found]
 
 
-def commit(containers: Containers, name: str, reference: str) -> Image:
-    """A new image: the container's image plus one layer holding exactly its changes."""
+def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path],
+                 store: ImageStore) -> str:
+    """Store a container's changes as one new layer; its diff_id."""
     from pydock.core.layers import write_layer_tar
 
-    target = normalize_reference(reference)  # a bad name fails before any work is done
-    record, driver, layers = _open(containers, name)
-    image = containers.images.resolve(record.image_id)
-    work = containers.root / f".commit-{secrets.token_hex(8)}"
+    work = store.root / f".commit-{secrets.token_hex(8)}"
     work.mkdir(mode=0o700)
     try:
-        changes_dir = driver.changes_dir(record.id)
+        changes_dir = driver.changes_dir(container_id)
         if changes_dir is None:
             changes_dir = work / "layer"
-            in_container_root(str(driver.rootfs_dir(record.id)),
-                              driver.mounts(record.id, layers),
+            in_container_root(str(driver.rootfs_dir(container_id)),
+                              driver.mounts(container_id, layers),
                               lambda root: build_change_layer(
                                   Path(root), walk_changes(Path(root), layers), changes_dir))
         with tempfile.TemporaryFile(dir=work) as tar:
             write_layer_tar(tar, changes_dir)
             tar.seek(0)
-            diff_id = containers.images.import_layer(tar)
+            return store.import_layer(tar)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def commit(containers: Containers, name: str, reference: str) -> Image:
+    """A new image: the container's image plus one layer holding exactly its changes."""
+    target = normalize_reference(reference)  # a bad name fails before any work is done
+    record, driver, layers = _open(containers, name)
+    image = containers.images.resolve(record.image_id)
+    diff_id = commit_layer(driver, record.id, layers, containers.images)
     config = dict(image.config)
     config["rootfs"] = {"type": "layers", "diff_ids": [*image.diff_ids, diff_id]}
     created = rfc3339(int(time.time()))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydock.core import hookimpl
-from pydock.core.driver import Mount, StorageDriver
+from pydock.core.driver import Mount, StorageDriver, Usage, tree_usage
 from pydock.core.files import flocked
 from pydock.core.layers import flatten
 
@@ -68,6 +68,17 @@ class BindDriver(StorageDriver):
             if shared is not None and not self._users(shared):
                 with contextlib.suppress(FileNotFoundError):
                     shutil.rmtree(shared)
+
+    def usage(self, container_id: str) -> Usage:
+        """The shared root's usage: every write lands there, whichever container made it.
+
+        Containers of one image report the same figure; summing over them overcounts.
+        """
+        try:
+            shared = Path(os.readlink(self.container_dir(container_id) / "shared"))
+        except FileNotFoundError:
+            return Usage(0, 0)
+        return tree_usage(shared)
 
     def metadata(self, container_id: str, layers: Sequence[Path]) -> dict[str, str]:
         return {"SharedDir": str(self.shared_dir(layers) / "rootfs"),

@@ -33,4 +33,5 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e plugins_example
 echo "pydock is installed: $(pwd)/.venv/bin/pydock"

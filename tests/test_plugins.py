@@ -115,12 +115,23 @@ def test_a_hook_that_raises_is_reported() -> None:
 
 
 def test_an_unknown_driver_names_the_known_ones() -> None:
-    with pytest.raises(PydockError, match=r"unknown storage driver 'nope' \(available: bind, "
-                                          r"copy, overlay"):
+    with pytest.raises(PydockError, match=r"unknown storage driver 'nope' \(available: ") as e:
         DriverRegistry().driver_class("nope")
+    assert {"bind", "copy", "overlay"} <= set(str(e.value).split("(available: ")[1][:-1]
+                                              .split(", "))
 
 
 # -- third-party distributions, installed for real via dist-info on the path ---------------
+
+# Drivers other distributions in this environment register (the btrfs example that
+# scripts/setup.sh installs, say): the listings below may show them too.
+def _installed_third_party_drivers() -> set[str]:
+    registry = DriverRegistry()
+    registry.load_entry_points()
+    return {e.name for e in registry.entries() if e.origin != "built-in"}
+
+
+OTHERS_INSTALLED = _installed_third_party_drivers()
 
 def install_distribution(site: Path, dist: str, module: str, source: str,
                          entry_points: dict[str, str]) -> None:
@@ -191,7 +202,7 @@ def site(tmp_path: Path, pydock: Pydock) -> Path:
 def test_storage_ls_shows_every_driver_its_origin_and_availability(pydock: Pydock,
                                                                    site: Path) -> None:
     listing = json.loads(pydock.ok("storage", "ls", "--format", "json"))
-    drivers = {d["Name"]: d for d in listing["drivers"]}
+    drivers = {d["Name"]: d for d in listing["drivers"] if d["Name"] not in OTHERS_INSTALLED}
     assert {n: (d["Origin"], d["Available"]) for n, d in drivers.items()} == {
         "bind": ("built-in", True), "copy": ("built-in", True),
         "overlay": ("built-in", True), "mirror": ("pydock-mirror", True),
@@ -208,7 +219,8 @@ def test_storage_ls_shows_every_driver_its_origin_and_availability(pydock: Pydoc
 def test_storage_ls_table_reports_a_failed_plugin_by_name(pydock: Pydock, site: Path) -> None:
     result = pydock("storage", "ls")
     assert result.returncode == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+    assert [line.split()[0] for line in result.stdout.splitlines()
+            if line.split()[0] not in OTHERS_INSTALLED] == [
         "NAME", "bind", "copy", "mirror", "never", "overlay", "shaky"]
     assert "plugin broken (pydock-broken) failed" in result.stderr
 
