@@ -71,6 +71,7 @@ reason a user can act on; ``pydock storage ls`` shows it, and ``pydock run
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -185,6 +186,12 @@ class StorageDriver:
     def make_home(self) -> None:
         """Create :attr:`home` readable by root only: container files are private."""
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def chain_key(layers: Sequence[Path]) -> str:
+    """A short name, stable across runs, for a layer chain: for drivers that keep one thing
+    per image (a flattened tree, a base snapshot) and share it between its containers."""
+    return hashlib.sha256("\n".join(map(str, layers)).encode()).hexdigest()[:16]
 
 
 def tree_usage(top: Path) -> Usage:

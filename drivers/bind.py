@@ -13,14 +13,13 @@ itself stays pristine for the other drivers.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydock.core import hookimpl
-from pydock.core.driver import Mount, StorageDriver, Usage, tree_usage
+from pydock.core.driver import Mount, StorageDriver, Usage, chain_key, tree_usage
 from pydock.core.files import flocked
 from pydock.core.layers import flatten
 
@@ -30,8 +29,7 @@ class BindDriver(StorageDriver):
 
     def shared_dir(self, layers: Sequence[Path]) -> Path:
         """The one directory every container of this layer chain binds as its root."""
-        key = hashlib.sha256("\n".join(map(str, layers)).encode()).hexdigest()[:16]
-        return self.home / "shared" / key
+        return self.home / "shared" / chain_key(layers)
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
         self.make_home()

@@ -108,6 +108,7 @@ from pydock.core.mounted import in_container_root
 from pydock.core.plugins import DriverRegistry, availability_of, driver_home
 from pydock.core.syscalls import MNT_DETACH, umount2
 from pydock.core.treecopy import copy_tree
+from pydock.testing.cli import mounts_under
 from pydock.testing.manifest import Entry, diff_manifests, manifest
 
 BUILTIN_DRIVERS = ("overlay", "copy", "bind")
@@ -338,19 +339,6 @@ def registry_factory(name: str) -> DriverFactory:
     """``root -> driver`` for the driver registered as ``name`` (entry points scanned if needed)."""
     cls = DriverRegistry().driver_class(name)
     return lambda root: cls(driver_home(root, name))
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in this process's mount namespace."""
-    prefix = os.fspath(path)
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return found
 
 
 def readonly(mounts: Sequence[Mount], rootfs: Path) -> list[Mount]:

@@ -14,82 +14,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pydock.core.cli import DEFAULT_ROOT
+from pydock.testing.cli import Pydock, mounts_under
 
-PYDOCK = str(Path(sys.executable).with_name("pydock"))
 DRIVERS = ("overlay", "copy", "bind")
-TIMEOUT = 60
 
 if os.geteuid() != 0:
     pytest.exit("pydock's tests run real containers and need root", returncode=1)
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in this process's mount namespace."""
-    prefix = str(path)
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-            mount_point = line.split()[4].encode().decode("unicode_escape")
-            if mount_point == prefix or mount_point.startswith(prefix + "/"):
-                found.append(mount_point)
-    return found
-
-
-@dataclass
-class Pydock:
-    """Runs the ``pydock`` CLI against one storage root."""
-
-    root: Path
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
-
-    def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYDOCK, "--root", str(self.root), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**self.env, **(env or {})},
-                              stdin=None if input is not None else subprocess.DEVNULL)
-
-    def ok(self, *args: str, input: str | None = None) -> str:
-        """Run, insist on exit status 0, return stdout."""
-        result = self(*args, input=input)
-        assert result.returncode == 0, (
-            f"pydock {' '.join(args)} exited {result.returncode}\n"
-            f"stdout: {result.stdout}\nstderr: {result.stderr}")
-        return result.stdout
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([PYDOCK, "--root", str(self.root), *args], text=True,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=self.env)
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.ok("inspect", name))[0]
-        return result
-
-    def wait_running(self, name: str, timeout: float = 10) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = self("inspect", name)
-            if result.returncode == 0:
-                info: dict[str, Any] = json.loads(result.stdout)[0]
-                if info["State"]["Running"]:
-                    return info
-            time.sleep(0.05)
-        raise AssertionError(f"container {name} did not start within {timeout}s")
-
-    def container_names(self) -> list[str]:
-        return [row["Names"] for row in json.loads(self.ok("ps", "-a", "--format", "json"))]
 
 
 @pytest.fixture(scope="session", autouse=True)

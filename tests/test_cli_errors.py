@@ -6,8 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PYDOCK, Pydock
 from test_state import storage_entries
+
+from pydock.testing.cli import PYDOCK, Pydock
 
 BAD_RUNS = [
     (["--bogus"], "No such option"),

@@ -6,9 +6,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, Pydock
+from conftest import DRIVERS
 
 from pydock.core.archive import extract_tar
+from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 
 CHANGES = ("mkdir /added && echo new > /added/file && echo more >> /etc/hosts"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import DRIVERS, Pydock
+from conftest import DRIVERS
 
 from pydock.core.containers import Containers
 from pydock.core.mounted import in_container_root
+from pydock.testing.cli import Pydock
 
 CHANGES = ("mkdir /new && echo x > /new/f && echo y >> /etc/hosts && rm /etc/group"
            " && rm -r /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only"

@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import Pydock
 
 from pydock.core.images import DEFAULT_IMAGE, ImageStore
+from pydock.testing.cli import Pydock
 
 
 def tag_with_config(pydock: Pydock, name: str, **run_config: Any) -> None:

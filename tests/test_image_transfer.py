@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DRIVERS, Pydock, busybox_rootfs, mounts_under
+from conftest import DRIVERS, busybox_rootfs
 
+from pydock.testing.cli import Pydock, mounts_under
 from pydock.testing.manifest import diff_manifests, manifest
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -8,10 +8,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Pydock, busybox_rootfs
+from conftest import busybox_rootfs
 
 from pydock.core.default_image import write_host_tools_layer
 from pydock.core.images import ImageStore
+from pydock.testing.cli import Pydock
 
 
 def test_the_default_image_is_built_on_first_use_without_network(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_the_default_image_is_built_on_first_use_without_network(tmp_path: Path)
 
 
 def cli_args(cli: Pydock) -> list[str]:
-    from conftest import PYDOCK
+    from pydock.testing.cli import PYDOCK
 
     return [PYDOCK, "--root", str(cli.root)]
 

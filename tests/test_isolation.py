@@ -11,8 +11,9 @@ import itertools
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, Pydock
+from conftest import DRIVERS
 
+from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 
 WRITE = ("mkdir /test && echo secret > /test/file && echo changed > /etc/hosts "

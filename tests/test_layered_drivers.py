@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, Pydock, busybox_rootfs
+from conftest import DRIVERS, busybox_rootfs
 
 from pydock.core.containers import Containers
 from pydock.core.driver import Mount
 from pydock.core.images import ImageStore, image_config
 from pydock.core.mounted import in_container_root
+from pydock.testing.cli import Pydock
 from pydock.testing.manifest import manifest
 
 Build = Callable[[tarfile.TarFile], None]

@@ -7,9 +7,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, Pydock, busybox_rootfs, mounts_under
+from conftest import DRIVERS, busybox_rootfs
 
 from pydock.core.rootfs import MASKED_PATHS, READ_ONLY_PATHS
+from pydock.testing.cli import Pydock, mounts_under
 
 NAMESPACES = ("mnt", "uts", "ipc", "pid", "net")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Pydock
 
 from pydock.core import hookimpl
 from pydock.core.driver import StorageDriver
@@ -17,6 +16,7 @@ from pydock.core.errors import PydockError
 from pydock.core.plugins import DriverRegistry
 from pydock.drivers.copy import CopyDriver
 from pydock.drivers.overlay import OverlayDriver
+from pydock.testing.cli import Pydock
 
 Register = Callable[[type[StorageDriver]], None]
 

@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DRIVERS, PYDOCK, Pydock
+from conftest import DRIVERS
+
+from pydock.testing.cli import PYDOCK, Pydock
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

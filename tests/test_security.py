@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DRIVERS, Pydock
+from conftest import DRIVERS
 
 from pydock.core.capabilities import DOCKER_DEFAULT, mask
+from pydock.testing.cli import Pydock
 
 DEFAULT_MASK = mask(DOCKER_DEFAULT)
 

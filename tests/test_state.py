@@ -8,10 +8,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, Pydock
+from conftest import DRIVERS
 
 from pydock.core.errors import PydockError
 from pydock.core.state import validate_name
+from pydock.testing.cli import Pydock
 
 
 def storage_entries(root: Path) -> list[Path]:

@@ -6,10 +6,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Pydock, busybox_rootfs
+from conftest import busybox_rootfs
 
 from pydock.core.errors import PydockError
 from pydock.core.users import Credentials, resolve
+from pydock.testing.cli import Pydock
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "app:x:1000:1000:App:/home/app:/bin/sh\n"

@@ -34,13 +34,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pydock.core.driver import Availability, Mount, StorageDriver, Usage
+from pydock.core.driver import Availability, Mount, StorageDriver, Usage, chain_key
 from pydock.core.files import flocked
 from pydock.core.layers import flatten
 from pydock.core.syscalls import statfs_type
@@ -88,8 +87,7 @@ class BtrfsDriver(StorageDriver):
 
     def base_dir(self, layers: Sequence[Path]) -> Path:
         """The read-only subvolume holding this layer chain flattened (at ``rootfs``)."""
-        key = hashlib.sha256("\n".join(map(str, layers)).encode()).hexdigest()[:16]
-        return self.home / "bases" / key
+        return self.home / "bases" / chain_key(layers)
 
     def snapshot_dir(self, container_id: str) -> Path:
         """The container's writable snapshot of its base: its root is ``rootfs`` inside."""

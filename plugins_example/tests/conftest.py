@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-PYDOCK = str(Path(sys.executable).with_name("pydock"))
-TIMEOUT = 60
+from pydock.testing.cli import Pydock, mounts_under
 
 if os.geteuid() != 0:
     pytest.exit("pydock-btrfs's tests mount filesystems and run containers: they need root",
@@ -40,15 +34,6 @@ def installed() -> None:
         importlib.metadata.distribution("pydock-btrfs")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("pydock-btrfs is not installed: pip install -e plugins_example")
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points strictly below ``path`` in this process's mount namespace."""
-    prefix = f"{path}/"
-    with open("/proc/self/mountinfo") as f:
-        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
-    return [point for point in points if point.startswith(prefix)]
 
 
 @contextlib.contextmanager
@@ -74,7 +59,7 @@ def loop_filesystem(directory: Path, mkfs: list[str], size_mib: int) -> Iterator
         try:
             yield mount_point
         finally:
-            leaked = mounts_under(mount_point)
+            leaked = [p for p in mounts_under(mount_point) if p != str(mount_point)]
             for point in reversed(leaked):
                 subprocess.run(["umount", "--lazy", point], check=True)
             subprocess.run(["umount", str(mount_point)], check=True)
@@ -96,34 +81,6 @@ def ext4(tmp_path: Path) -> Iterator[Path]:
     """The mount point of a fresh, empty ext4 filesystem."""
     with loop_filesystem(tmp_path / "ext4", ["mkfs.ext4", "-q"], 16) as mount_point:
         yield mount_point
-
-
-@dataclass
-class Pydock:
-    """Runs the ``pydock`` CLI against one storage root."""
-
-    root: Path
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYDOCK, "--root", str(self.root), *args], capture_output=True,
-                              text=True, timeout=TIMEOUT, env=self.env,
-                              stdin=subprocess.DEVNULL)
-
-    def ok(self, *args: str) -> str:
-        """Run, insist on exit status 0, return stdout."""
-        result = self(*args)
-        assert result.returncode == 0, (
-            f"pydock {' '.join(args)} exited {result.returncode}\n"
-            f"stdout: {result.stdout}\nstderr: {result.stderr}")
-        return result.stdout
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        info: dict[str, Any] = json.loads(self.ok("inspect", name))[0]
-        return info
-
-    def container_names(self) -> list[str]:
-        return [row["Names"] for row in json.loads(self.ok("ps", "-a", "--format", "json"))]
 
 
 @pytest.fixture(scope="session")

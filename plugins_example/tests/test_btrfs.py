@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Pydock
 from pydock.core.containers import Containers
 from pydock.core.driver import Availability, Mount
 from pydock.core.images import ImageStore, image_config
 from pydock.core.mounted import in_container_root
+from pydock.testing.cli import Pydock
 from pydock.testing.manifest import manifest
 
 if TYPE_CHECKING:
