@@ -21,7 +21,6 @@ from pathlib import Path
 from pydock.core import hookimpl
 from pydock.core.driver import Mount, StorageDriver, Usage, chain_key, tree_usage
 from pydock.core.files import flocked
-from pydock.core.layers import flatten
 
 
 class BindDriver(StorageDriver):
@@ -32,6 +31,10 @@ class BindDriver(StorageDriver):
         return self.home / "shared" / chain_key(layers)
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        # Imported here: it brings tarfile and the copier, which `run` on other drivers
+        # must not pay for (every built-in driver module is imported on the run path).
+        from pydock.core.layers import flatten
+
         self.make_home()
         top = self.container_dir(container_id)
         top.mkdir(mode=0o700)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from pydock.core import hookimpl
 from pydock.core.driver import Mount, StorageDriver
-from pydock.core.layers import flatten
 
 
 class CopyDriver(StorageDriver):
@@ -23,6 +22,10 @@ class CopyDriver(StorageDriver):
         return self.container_dir(container_id) / "rootfs"
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        # Imported here: it brings tarfile and the copier, which `run` on other drivers
+        # must not pay for (every built-in driver module is imported on the run path).
+        from pydock.core.layers import flatten
+
         self.make_home()
         top = self.container_dir(container_id)
         top.mkdir(mode=0o700)
