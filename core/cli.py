@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -103,7 +104,11 @@ def ps(ctx: Context, show_all: bool, fmt: str) -> None:
 def inspect(ctx: Context, names: tuple[str, ...]) -> None:
     """Show containers in detail (JSON, docker's keys)."""
     containers = ctx.containers()
-    click.echo(json.dumps([containers.inspect(name) for name in names], indent=2))
+    found: list[Any] = []
+    failed = _for_each(names, lambda name: found.append(containers.inspect(name)))
+    click.echo(json.dumps(found, indent=2))
+    if failed:
+        sys.exit(PydockError.exit_code)
 
 
 @cli.command()
@@ -114,15 +119,12 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
     """Remove containers and their storage."""
     _require_root()
     containers = ctx.containers()
-    failed = False
-    for name in names:
-        try:
-            containers.remove(name, force)
-            click.echo(name)
-        except (PydockError, OSError) as exc:
-            click.echo(f"pydock: {exc}", err=True)
-            failed = True
-    if failed:
+
+    def remove(name: str) -> None:
+        containers.remove(name, force)
+        click.echo(name)
+
+    if _for_each(names, remove):
         sys.exit(PydockError.exit_code)
 
 
@@ -239,9 +241,13 @@ def image_rm(ctx: Context, references: tuple[str, ...]) -> None:
     """Remove images (refused while a container uses them)."""
     _require_root()
     containers = ctx.containers()
-    for reference in references:
+
+    def remove(reference: str) -> None:
         removed = containers.images.remove(reference, containers.users_of)
         click.echo(f"Untagged: {reference} ({removed.id})")
+
+    if _for_each(references, remove):
+        sys.exit(PydockError.exit_code)
 
 
 @image.command("inspect")
@@ -286,6 +292,19 @@ def storage_info(ctx: Context, driver: str) -> None:
     from pydock.core.views import storage_details
 
     click.echo(json.dumps(storage_details(ctx.containers(), driver), indent=2))
+
+
+def _for_each(items: tuple[str, ...], action: Callable[[str], None]) -> bool:
+    """Run ``action`` on every item, as docker does for several names: a failure is one
+    line on stderr and does not stop the others. True if any failed."""
+    failed = False
+    for item in items:
+        try:
+            action(item)
+        except (PydockError, OSError) as exc:
+            click.echo(f"pydock: {' '.join(str(exc).split())}", err=True)
+            failed = True
+    return failed
 
 
 def _require_root() -> None:

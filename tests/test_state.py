@@ -210,3 +210,16 @@ def test_a_record_that_is_not_an_object_is_reported(pydock: Pydock) -> None:
     result = pydock("ps", "-a")
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "corrupt record" in pydock("inspect", "listy").stderr
+
+
+def test_inspect_and_image_rm_report_each_bad_name_and_go_on(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "real", "true")
+    result = pydock("inspect", "ghost", "real", "phantom")
+    assert result.returncode == 125
+    assert [info["Name"] for info in json.loads(result.stdout)] == ["real"]
+    assert result.stderr == ("pydock: no such container: ghost\n"
+                             "pydock: no such container: phantom\n")
+    result = pydock("image", "rm", "nothing", "pydock/default")
+    assert result.returncode == 125
+    assert "no such image: nothing:latest" in result.stderr
+    assert "in use by container(s) real" in result.stderr
