@@ -72,6 +72,8 @@ class ProcessSpec:
 class Started:
     pid: int
     error_fd: int
+    # The CLI's own handlers, replaced by forwarding ones from the fork until wait() returns.
+    previous_handlers: dict[int, signal._HANDLER]
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,11 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
         setns(own_pid_namespace, CLONE_NEWPID)
     finally:
         os.close(own_pid_namespace)
+    # Forwarding starts at once: a SIGTERM before wait() must reach the container, not
+    # kill the CLI and leave the container orphaned.
+    previous = _forward_signals(pid)
     os.close(write_end)
-    return Started(pid, read_end)
+    return Started(pid, read_end, previous)
 
 
 def _ensure_stdio() -> None:
@@ -116,13 +121,12 @@ def _ensure_stdio() -> None:
 
 def wait(started: Started) -> Exited:
     """Wait for the container's first process, forwarding signals sent to the CLI."""
-    previous = _forward_signals(started.pid)
     try:
         with os.fdopen(started.error_fd, "rb") as pipe:
             report = pipe.read().decode(errors="replace")
         _, status = os.waitpid(started.pid, 0)
     finally:
-        for signum, handler in previous.items():
+        for signum, handler in started.previous_handlers.items():
             signal.signal(signum, handler)
     if report:
         reported_code, _, message = report.partition(" ")
