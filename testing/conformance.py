@@ -109,6 +109,7 @@ from pydock.core.plugins import DriverRegistry, availability_of, driver_home
 from pydock.core.syscalls import MNT_DETACH, umount2
 from pydock.core.treecopy import copy_tree
 from pydock.testing.cli import mounts_under
+from pydock.testing.layers import import_built_layers
 from pydock.testing.manifest import Entry, diff_manifests, manifest
 
 BUILTIN_DRIVERS = ("overlay", "copy", "bind")
@@ -424,11 +425,8 @@ class Harness:
 
     def import_tar(self, build: Callable[[tarfile.TarFile], None]) -> str:
         """A layer from a tar written by ``build`` (the image-import path); its diff_id."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            build(tar)
-        buffer.seek(0)
-        return self._imported(self.store.import_layer(buffer))
+        [diff_id] = import_built_layers(self.store, [build])
+        return self._imported(diff_id)
 
     def layer_paths(self, chain: Sequence[str]) -> list[Path]:
         return self.store.layer_paths(list(chain))

@@ -21,6 +21,7 @@ import pytest
 
 from pydock.core.cli import DEFAULT_ROOT
 from pydock.testing.cli import Pydock, mounts_under
+from pydock.testing.layers import default_image_root
 
 DRIVERS = ("overlay", "copy", "bind")
 
@@ -44,12 +45,7 @@ def host_storage_untouched() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A storage root holding only the default image, built once per test session."""
-    from pydock.core.default_image import build_default_image
-    from pydock.core.images import ImageStore
-
-    root = tmp_path_factory.mktemp("template") / "root"
-    build_default_image(ImageStore(root))
-    return root
+    return default_image_root(tmp_path_factory.mktemp("template") / "root")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,10 @@ from pydock.core.driver import Mount
 from pydock.core.images import ImageStore, image_config
 from pydock.core.mounted import in_container_root
 from pydock.testing.cli import Pydock
+from pydock.testing.layers import LayerBuild, import_built_layers
 from pydock.testing.manifest import manifest
 
-Build = Callable[[tarfile.TarFile], None]
+Build = LayerBuild
 MTIME = 1_700_000_000  # whole seconds: layer tars carry no finer times
 
 
@@ -91,17 +91,6 @@ def _fixed_time(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def import_chain(store: ImageStore, builds: list[Build]) -> list[str]:
-    diff_ids = []
-    for build in builds:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            build(tar)
-        buffer.seek(0)
-        diff_ids.append(store.import_layer(buffer))
-    return diff_ids
-
-
 def view(rootfs: Path, mounts: list[Mount]) -> str:
     """The manifest of a root as the given mounts make it, taken in a private mount namespace."""
     return str(in_container_root(str(rootfs), mounts,
@@ -112,7 +101,7 @@ def test_every_driver_matches_the_kernels_overlay_after_every_layer(pydock: Pydo
                                                                    tmp_path: Path) -> None:
     containers = Containers(pydock.root)
     builds = [base_layer(tmp_path), second_layer, third_layer, fourth_layer]
-    diff_ids = import_chain(containers.images, builds)
+    diff_ids = import_built_layers(containers.images, builds)
     empty, mountpoint = tmp_path / "empty", tmp_path / "mnt"
     empty.mkdir()
     mountpoint.mkdir()
@@ -143,7 +132,7 @@ def test_overlay_mounts_the_kernels_limit_of_500_layers_and_refuses_501(pydock: 
     def one_file(index: int) -> Build:
         return lambda tar: entry(tar, f"layers/f{index:03d}", data=f"layer {index}\n".encode())
 
-    extra = import_chain(store, [one_file(i) for i in range(500)])
+    extra = import_built_layers(store, [one_file(i) for i in range(500)])
     store.add_image(image_config(base + extra[:499], int(time.time()), "deep"), "deep:500")
     store.add_image(image_config(base + extra, int(time.time()), "deep"), "deep:501")
     out = pydock.ok("run", "--rm", "--image", "deep:500", "sh", "-c",
@@ -159,7 +148,7 @@ def test_overlay_mounts_the_kernels_limit_of_500_layers_and_refuses_501(pydock: 
 def test_flattening_drivers_take_long_chains_too(pydock: Pydock, driver: str) -> None:
     store = ImageStore(pydock.root)
     base = store.resolve("pydock/default").diff_ids
-    extra = import_chain(store, [
+    extra = import_built_layers(store, [
         lambda tar, i=i: entry(tar, f"f{i}", data=b"x", mode=0o600 + i) for i in range(40)])
     store.add_image(image_config(base + extra, int(time.time()), "long"), "long")
     out = pydock.ok("run", "--rm", "--storage", driver, "--image", "long", "stat", "-c", "%a",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from pydock.testing.cli import Pydock, mounts_under
+from pydock.testing.layers import default_image_root
 
 if os.geteuid() != 0:
     pytest.exit("pydock-btrfs's tests mount filesystems and run containers: they need root",
@@ -86,12 +87,7 @@ def ext4(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A storage root holding only pydock's default image, built once per session."""
-    from pydock.core.default_image import build_default_image
-    from pydock.core.images import ImageStore
-
-    root = tmp_path_factory.mktemp("template") / "root"
-    build_default_image(ImageStore(root))
-    return root
+    return default_image_root(tmp_path_factory.mktemp("template") / "root")
 
 
 @pytest.fixture

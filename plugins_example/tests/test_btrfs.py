@@ -18,6 +18,7 @@ from pydock.core.driver import Availability, Mount
 from pydock.core.images import ImageStore, image_config
 from pydock.core.mounted import in_container_root
 from pydock.testing.cli import Pydock
+from pydock.testing.layers import import_built_layers
 from pydock.testing.manifest import manifest
 
 if TYPE_CHECKING:
@@ -58,13 +59,7 @@ def add_file(tar: tarfile.TarFile, name: str, data: bytes = b"",
 def add_image(root: Path, name: str, builds: list[Build]) -> None:
     """Image ``name``: pydock's default image with one more layer per build on top."""
     store = ImageStore(root)
-    diff_ids = list(store.resolve("pydock/default").diff_ids)
-    for build in builds:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            build(tar)
-        buffer.seek(0)
-        diff_ids.append(store.import_layer(buffer))
+    diff_ids = [*store.resolve("pydock/default").diff_ids, *import_built_layers(store, builds)]
     store.add_image(image_config(diff_ids, MTIME, "pydock-btrfs tests"), name)
 
 
