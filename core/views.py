@@ -10,7 +10,7 @@ import click
 
 from pydock.core.containers import Containers, live_status
 from pydock.core.images import ImageStore
-from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+from pydock.core.plugins import DriverEntry, DriverRegistry, availability_of, driver_home
 from pydock.core.state import RUNNING
 
 
@@ -62,14 +62,15 @@ def image_details(store: ImageStore, reference: str) -> dict[str, Any]:
 
 
 def storage_rows(containers: Containers) -> list[dict[str, Any]]:
-    rows = []
-    for entry in containers.registry.entries():
-        availability = availability_of(entry.cls, driver_home(containers.root, entry.name))
-        ok = availability.ok and not entry.conflict
-        rows.append({"Name": entry.name, "Origin": entry.origin, "Available": ok,
-                     "Reason": entry.conflict or availability.reason,
-                     "Class": f"{entry.cls.__module__}.{entry.cls.__qualname__}"})
-    return rows
+    return [_storage_row(containers, entry) for entry in containers.registry.entries()]
+
+
+def _storage_row(containers: Containers, entry: DriverEntry) -> dict[str, Any]:
+    availability = availability_of(entry.cls, driver_home(containers.root, entry.name))
+    return {"Name": entry.name, "Origin": entry.origin,
+            "Available": availability.ok and not entry.conflict,
+            "Reason": entry.conflict or availability.reason,
+            "Class": f"{entry.cls.__module__}.{entry.cls.__qualname__}"}
 
 
 def plugin_failure_rows(registry: DriverRegistry) -> list[dict[str, str]]:
@@ -78,8 +79,10 @@ def plugin_failure_rows(registry: DriverRegistry) -> list[dict[str, str]]:
 
 
 def storage_details(containers: Containers, name: str) -> dict[str, Any]:
+    # driver_class() raises the one-line error for an unknown or clashing name.
     cls = containers.registry.driver_class(name)
-    row = next(r for r in storage_rows(containers) if r["Name"] == name)
+    row = _storage_row(containers, next(e for e in containers.registry.entries()
+                                        if e.name == name))
     users = [r.name for r in containers.records() if r.driver == name]
     return {**row, "Home": str(driver_home(containers.root, name)), "Containers": users,
             "Description": (cls.__doc__ or "").strip().split("\n\n")[0]}
