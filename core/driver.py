@@ -71,13 +71,13 @@ reason a user can act on; ``pydock storage ls`` shows it, and ``pydock run
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+
+from pydock.core.files import remove_tree, sha256_hex
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class StorageDriver:
     def remove(self, container_id: str) -> None:
         """Delete everything :meth:`prepare` created. Idempotent; never touches layers."""
         with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(self.container_dir(container_id))
+            remove_tree(self.container_dir(container_id))
 
     def usage(self, container_id: str) -> Usage:
         """Disk used by the container's own files (allocated blocks, not apparent size)."""
@@ -191,7 +191,7 @@ class StorageDriver:
 def chain_key(layers: Sequence[Path]) -> str:
     """A short name, stable across runs, for a layer chain: for drivers that keep one thing
     per image (a flattened tree, a base snapshot) and share it between its containers."""
-    return hashlib.sha256("\n".join(map(str, layers)).encode()).hexdigest()[:16]
+    return sha256_hex("\n".join(map(str, layers)).encode())[:16]
 
 
 def tree_usage(top: Path) -> Usage:

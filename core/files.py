@@ -1,5 +1,9 @@
 """Small-file primitives: atomic replacement (readers see the old content or the new,
-never a mix) and advisory locks."""
+never a mix), advisory locks, and tree removal.
+
+Everything here is on the path of every ``pydock run``, so it sticks to ``os``: the
+``secrets`` and ``shutil`` modules would cost milliseconds of imports per run.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,44 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+def random_suffix() -> str:
+    """A name suffix that no concurrent writer will pick as well."""
+    return os.urandom(8).hex()
+
+
+def remove_tree(path: Path | str) -> None:
+    """Delete ``path`` and everything below it, as ``shutil.rmtree`` does.
+
+    Works through directory descriptors and never follows a symlink, so a link placed in
+    the tree (by a container, say) cannot redirect the removal outside it.
+    """
+    for _top, dirs, files, top_fd in os.fwalk(path, topdown=False):
+        for name in files:
+            os.unlink(name, dir_fd=top_fd)
+        for name in dirs:
+            try:
+                os.rmdir(name, dir_fd=top_fd)
+            except NotADirectoryError:  # a symlink to a directory: fwalk lists it, never enters
+                os.unlink(name, dir_fd=top_fd)
+    os.rmdir(path)
+
+
+def sha256_hex(data: bytes) -> str:
+    # hashlib is imported here, on first use: loading it (OpenSSL) costs milliseconds that a
+    # plain `pydock run` of an existing image never needs.
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    tmp = path.with_name(f".{path.name}.{random_suffix()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -18,20 +18,24 @@ An image that loses its last name to another image stays, addressable by id, as 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
 import re
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from pydock.core.errors import PydockError
-from pydock.core.files import flocked, write_bytes_atomic, write_json_atomic
+from pydock.core.files import (
+    flocked,
+    random_suffix,
+    remove_tree,
+    sha256_hex,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 DEFAULT_IMAGE = "pydock/default:latest"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -126,7 +130,7 @@ class ImageStore:
         from pydock.core.archive import extract_tar
 
         self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.layers_dir / f".tmp-{secrets.token_hex(8)}"
+        tmp = self.layers_dir / f".tmp-{random_suffix()}"
         tmp.mkdir(mode=0o700, parents=True)
         # The layer root becomes the container's "/": 0755 unless the tar's "." entry says
         # otherwise (the private 0700 belongs to the directory above it).
@@ -142,7 +146,8 @@ class ImageStore:
                 if not (self.layers_dir / digest / "diff").is_dir():
                     raise
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
         return f"sha256:{digest}"
 
     def add_image(self, config: dict[str, Any], name: str) -> Image:
@@ -166,7 +171,7 @@ class ImageStore:
             repositories = self._read_repositories()
             ids = []
             for blob, names in blobs:
-                image_id = hashlib.sha256(blob).hexdigest()
+                image_id = sha256_hex(blob)
                 config_path = self.configs_dir / f"{image_id}.json"
                 if not config_path.exists():
                     write_bytes_atomic(config_path, blob)
@@ -215,10 +220,10 @@ class ImageStore:
     def _remove_layer(self, diff_id: str) -> None:
         # Rename first so that a crash half-way never leaves a partial layer under its digest.
         layer = self.layers_dir / diff_id.removeprefix("sha256:")
-        doomed = self.layers_dir / f".rm-{secrets.token_hex(8)}"
+        doomed = self.layers_dir / f".rm-{random_suffix()}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(layer, doomed)
-            shutil.rmtree(doomed)
+            remove_tree(doomed)
 
     def _image_ids(self) -> list[str]:
         """Ids of all stored images: one config file each."""

@@ -24,7 +24,6 @@ import contextlib
 import errno
 import os
 import signal
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
@@ -39,6 +38,7 @@ from pydock.core.syscalls import (
     CLONE_NEWPID,
     CLONE_NEWUTS,
     set_link_up,
+    sethostname,
     setns,
     unshare,
 )
@@ -177,7 +177,7 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
     prepare_root(rootfs, mounts)
-    socket.sethostname(spec.hostname)
+    sethostname(spec.hostname)
     if spec.network == "none":
         set_link_up("lo")
     # Like docker: a missing working directory is created, by root and before the root

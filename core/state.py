@@ -15,10 +15,7 @@ import errno
 import fcntl
 import json
 import os
-import random
 import re
-import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydock.core.errors import PydockError
-from pydock.core.files import flocked, write_json_atomic
+from pydock.core.files import flocked, random_suffix, remove_tree, write_json_atomic
 from pydock.core.syscalls import rename_noreplace
 
 NAME_RULE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -119,7 +116,7 @@ class StateStore:
         its name, so no other command ever sees a container that is still being set up.
         """
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.dir / f".new-{secrets.token_hex(8)}"
+        tmp = self.dir / f".new-{random_suffix()}"
         tmp.mkdir(mode=0o700)
         lock = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -128,7 +125,8 @@ class StateStore:
             rename_noreplace(str(tmp), str(self.path(record.name)))
         except OSError as exc:
             os.close(lock)
-            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise PydockError(f"container name {record.name!r} is already in use") from None
             raise
@@ -157,12 +155,13 @@ class StateStore:
     def delete(self, name: str) -> None:
         # Renamed out of the way first: a crash during the removal then leaves a hidden
         # directory, never a half-deleted record squatting on the name.
-        doomed = self.dir / f".rm-{secrets.token_hex(8)}"
+        doomed = self.dir / f".rm-{random_suffix()}"
         try:
             os.rename(self.path(name), doomed)
         except FileNotFoundError:
             return
-        shutil.rmtree(doomed, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(doomed)
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
@@ -176,14 +175,20 @@ class StateStore:
     def generate_name(self) -> str:
         """A free docker-style name such as ``brave_turing``."""
         for _ in range(100):
-            name = f"{random.choice(_ADJECTIVES)}_{random.choice(_SURNAMES)}"
+            name = f"{_pick(_ADJECTIVES)}_{_pick(_SURNAMES)}"
             if not self.path(name).exists():
                 return name
-        return f"pydock_{secrets.token_hex(6)}"
+        return f"pydock_{os.urandom(6).hex()}"
 
 
 def new_container_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
+
+
+def _pick(choices: tuple[str, ...]) -> str:
+    # os.urandom rather than the random module, which costs milliseconds to import on every
+    # run; the slight modulo bias does not matter for a name.
+    return choices[int.from_bytes(os.urandom(2)) % len(choices)]
 
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydock.core import hookimpl
 from pydock.core.driver import Mount, StorageDriver, Usage, chain_key, tree_usage
-from pydock.core.files import flocked
+from pydock.core.files import flocked, remove_tree
 
 
 class BindDriver(StorageDriver):
@@ -68,7 +67,7 @@ class BindDriver(StorageDriver):
             super().remove(container_id)
             if shared is not None and not self._users(shared):
                 with contextlib.suppress(FileNotFoundError):
-                    shutil.rmtree(shared)
+                    remove_tree(shared)
 
     def usage(self, container_id: str) -> Usage:
         """The shared root's usage: every write lands there, whichever container made it.

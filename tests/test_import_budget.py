@@ -14,6 +14,8 @@ from pydock.testing.cli import Pydock
 NOT_ON_THE_RUN_PATH = (
     "importlib.metadata",  # entry-point scanning: only for drivers that are not built in
     "tarfile", "xattr", "concurrent.futures", "subprocess",
+    # Each a few milliseconds, with what they import in turn (shutil loads bz2 and lzma):
+    "hashlib", "secrets", "random", "shutil", "socket",
     "pydock.core.archive", "pydock.core.layers", "pydock.core.treecopy",
     "pydock.core.default_image", "pydock.core.image_transfer", "pydock.core.image_import",
     "pydock.core.snapshots", "pydock.core.changes", "pydock.core.views",
