@@ -70,17 +70,107 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
               show_default=True, help="none: a private network with only lo; host: the host's.")
 @click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
 @click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the image's User).")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background and print the container's name.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="With -t: send what you type to the container's terminal.")
+@click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
-    """Run COMMAND in a new container (default: the image's command)."""
+    """Run COMMAND in a new container (default: the image's command).
+
+    In the foreground, the container reads pydock's stdin (a terminal with -i -t), and
+    its output is shown and kept in its log (`pydock logs`).
+    """
     from pydock.core.containers import RunOptions
 
     _require_root()
-    code, error = ctx.containers().run(RunOptions(command=command, **options))
+    if options["tty"] and options["interactive"] and not os.isatty(0):
+        raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
+    name, code, error = ctx.containers().run(RunOptions(command=command, **options))
+    if error:
+        click.echo(f"pydock: {error}", err=True)
+    elif options["detach"]:
+        click.echo(name)
+    sys.exit(code)
+
+
+@cli.command("exec", context_settings=RUN_CONTEXT)
+@click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory (default: the container's).")
+@click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the container's).")
+@click.option("-i", "--interactive", is_flag=True,
+              help="With -t: send what you type to the command's terminal.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def exec_(ctx: Context, /, name: str, command: tuple[str, ...], **options: Any) -> None:
+    """Run COMMAND in a running container, with its namespaces, root and environment."""
+    from pydock.core.containers import ExecOptions
+
+    _require_root()
+    if options["tty"] and options["interactive"] and not os.isatty(0):
+        raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
+    code, error = ctx.containers().exec(name, ExecOptions(command=command, **options))
     if error:
         click.echo(f"pydock: {error}", err=True)
     sys.exit(code)
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the container ends.")
+@click.argument("name")
+@pass_context
+def logs(ctx: Context, follow: bool, name: str) -> None:
+    """Show a container's output: stdout and stderr, in the order it wrote them."""
+    from pydock.core.logs import STDERR, STDOUT
+
+    outputs = {STDOUT: sys.stdout.buffer, STDERR: sys.stderr.buffer}
+    try:
+        for stream, data in ctx.containers().log_frames(name, follow):
+            outputs[stream].write(data)
+            outputs[stream].flush()
+    except BrokenPipeError:  # `pydock logs NAME | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@cli.command()
+@click.option("-t", "--time", "grace", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def stop(ctx: Context, grace: int, names: tuple[str, ...]) -> None:
+    """Stop running containers: SIGTERM, then SIGKILL after the grace period."""
+    _require_root()
+    containers = ctx.containers()
+
+    def stop_one(name: str) -> None:
+        containers.stop(name, grace)
+        click.echo(name)
+
+    if _for_each(names, stop_one):
+        sys.exit(PydockError.exit_code)
+
+
+@cli.command()
+@click.option("-s", "--signal", "signal_name", default="KILL", show_default=True,
+              help="Signal to send: a name (TERM, SIGTERM) or a number.")
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def kill(ctx: Context, signal_name: str, names: tuple[str, ...]) -> None:
+    """Send a signal to running containers."""
+    _require_root()
+    signum = _parse_signal(signal_name)
+    containers = ctx.containers()
+
+    def kill_one(name: str) -> None:
+        containers.kill(name, signum)
+        click.echo(name)
+
+    if _for_each(names, kill_one):
+        sys.exit(PydockError.exit_code)
 
 
 @cli.command()
@@ -307,6 +397,18 @@ def _for_each(items: tuple[str, ...], action: Callable[[str], None]) -> bool:
     return failed
 
 
+def _parse_signal(text: str) -> int:
+    """TERM, SIGTERM, term or 15: docker's spellings of a signal."""
+    import signal
+
+    name = text.upper().removeprefix("SIG")
+    if name.isdigit() and 0 < int(name) <= signal.SIGRTMAX:
+        return int(name)
+    if f"SIG{name}" in signal.Signals.__members__:
+        return int(signal.Signals[f"SIG{name}"])
+    raise PydockError(f"invalid signal {text!r}: expected a name such as TERM or a number")
+
+
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise PydockError("pydock needs root for this command (rootless mode is not "
@@ -316,6 +418,7 @@ def _require_root() -> None:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the ``pydock`` console script: maps every failure to one line + 125."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _ensure_stdio()
     try:
         # Without standalone mode click returns the code of --help/--version exits and
         # raises everything else, so every error gets the same one-line treatment.
@@ -339,6 +442,19 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if debug:
             raise
         _die(f"internal error: {exc!r} (run with --debug for a traceback)")
+
+
+def _ensure_stdio() -> None:
+    """Put /dev/null on any of fds 0-2 the caller closed: otherwise the next files pydock
+    opens would land there, and a container would get one as its stdin or stdout."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _die(message: str, code: int = PydockError.exit_code) -> NoReturn:

@@ -14,10 +14,10 @@ import contextlib
 import os
 import re
 import signal
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
@@ -34,6 +34,11 @@ from pydock.core.state import (
     validate_name,
 )
 from pydock.core.users import validate_user_spec
+
+if TYPE_CHECKING:  # imported for real on the way to a container only
+    from pydock.core import runtime
+    from pydock.core.monitor import Session
+    from pydock.core.runtime import Exited
 
 DEFAULT_DRIVER = "overlay"
 _ENV_KEY = re.compile(r"[^=\x00]+")
@@ -57,6 +62,21 @@ class RunOptions:
     read_only: bool = False
     remove: bool = False
     user: str | None = None
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """``pydock exec``'s options, as given on the command line."""
+
+    command: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    interactive: bool = False
+    tty: bool = False
 
 
 class Containers:
@@ -127,35 +147,105 @@ class Containers:
             raise
         return record, lock
 
-    def run(self, options: RunOptions) -> tuple[int, str]:
-        """Create and run a container in the foreground; (exit code, error message)."""
-        from pydock.core import runtime
+    def run(self, options: RunOptions) -> tuple[str, int, str]:
+        """Create a container and start it under its monitor: (name, exit code, error).
+
+        In the foreground, that is once the container has ended; detached, once it runs
+        (exit code 0), or has failed to start."""
+        from pydock.core import monitor, runtime
 
         record, lock = self.create(options)
         try:
-            try:
-                driver = self.driver(record.driver)
-                layers = self.images.layer_paths(record.layers)
-                spec = runtime.ProcessSpec(
+            driver = self.driver(record.driver)
+            request = monitor.Launch(
+                spec=runtime.ProcessSpec(
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
                     workdir=record.workdir, hostname=record.hostname, network=record.network,
-                    read_only=record.read_only, user=record.user)
-                started = runtime.start(spec, str(driver.rootfs_dir(record.id)),
-                                        driver.mounts(record.id, layers))
-                # Still under the lock taken at creation: rm and prune see it running.
-                record.status, record.pid, record.started = RUNNING, started.pid, now()
-                record.pid_start = process_start_time(started.pid)
-                self.state.save(record)
-            finally:
+                    read_only=record.read_only, user=record.user),
+                rootfs=str(driver.rootfs_dir(record.id)),
+                mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
+                log_path=str(self.state.log_path(record.name)),
+                attach=not options.detach, pty=_open_pty() if options.tty else None)
+            hooks = monitor.Hooks(started=lambda pid: self._record_started(record, pid),
+                                  exited=lambda exited: self._record_exited(
+                                      record, exited, options.remove))
+            with _signals_blocked():
+                session = monitor.launch(request, hooks, lock)
+                lock = -1
+                previous = _forward_signals(session.monitor_pid, request.pty)
+        except BaseException:
+            if lock >= 0:
                 os.close(lock)
-            exited = runtime.wait(started)
-            self._update(record, status=EXITED, pid=0, exit_code=exited.code,
-                         error=exited.error, finished=now())
+            with contextlib.suppress(PydockError, OSError):
+                self.remove(record.name, force=True, only_id=record.id)
+            raise
+        try:
+            if request.pty is not None:
+                os.close(request.pty[1])
+            exited = self._follow(session, record, options, request.pty)
         finally:
-            if options.remove:
-                with contextlib.suppress(PydockError, OSError):
-                    self.remove(record.name, force=True, only_id=record.id)
-        return exited.code, exited.error
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            session.close()
+            if request.pty is not None:
+                os.close(request.pty[0])
+        if exited is None:  # detached and running
+            return record.name, 0, ""
+        # Reaped only now: the monitor exits right after its last report.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(session.monitor_pid, 0)
+        return record.name, exited.code, exited.error
+
+    def _follow(self, session: Session, record: ContainerRecord, options: RunOptions,
+                pty: tuple[int, int] | None) -> Exited | None:
+        """Wait for the monitor's reports: None once running if detached, else the exit."""
+        from pydock.core import monitor, terminal
+
+        raw = (terminal.raw_mode(0) if pty is not None and options.interactive
+               else contextlib.nullcontext())
+        with raw:
+            while True:
+                if pty is not None and not options.detach:
+                    terminal.forward_input(pty[0], session.status_fd,
+                                           0 if options.interactive else None)
+                kind, rest = session.next_message()
+                if kind == "started":
+                    if options.detach:
+                        return None
+                    continue
+                if kind == "exited":
+                    return monitor.parse_exit(rest)
+                return self._lost_monitor(session, record)
+
+    def _lost_monitor(self, session: Session, ours: ContainerRecord) -> Exited:
+        """The monitor died before its last report (it was killed): what the record knows."""
+        from pydock.core import monitor, runtime
+
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(session.monitor_pid, 0)
+        with contextlib.suppress(PydockError):
+            record = self.state.load(ours.name)
+            if record.id == ours.id and record.exit_code is not None:
+                return runtime.Exited(record.exit_code, record.error)
+        return runtime.Exited(monitor.EXIT_MONITOR_LOST, "the container's monitor died before "
+                              "the container ended; see `pydock ps -a`")
+
+    def _record_started(self, record: ContainerRecord, pid: int) -> None:
+        # In the monitor, still under the lock taken at creation: rm and prune see the
+        # container running from the moment they can see it at all.
+        record.status, record.pid, record.started = RUNNING, pid, now()
+        record.pid_start = process_start_time(pid)
+        record.monitor_pid = os.getpid()
+        record.monitor_start = process_start_time(record.monitor_pid)
+        self.state.save(record)
+
+    def _record_exited(self, record: ContainerRecord, exited: Exited, remove: bool) -> None:
+        if remove:
+            with contextlib.suppress(PydockError, OSError):
+                self.remove(record.name, force=True, only_id=record.id)
+            return
+        self._update(record, status=EXITED, pid=0, exit_code=exited.code,
+                     error=exited.error, finished=now())
 
     def _update(self, ours: ContainerRecord, **changes: Any) -> None:
         """Change our container's record, unless it was removed meanwhile (``rm -f`` during
@@ -194,11 +284,113 @@ class Containers:
                 if not force:
                     raise PydockError(f"container {name} is running: stop it first or use "
                                       "rm -f")
-                _kill_and_wait(record)
+                _kill(record)
             driver = self.registry.driver_class(record.driver)(
                 driver_home(self.root, record.driver))
             driver.remove(record.id)
             self.state.delete(name)
+
+    # -- exec --------------------------------------------------------------
+
+    def exec(self, name: str, options: ExecOptions) -> tuple[int, str]:
+        """Run a command in a running container, in the foreground: (exit code, error)."""
+        from pydock.core import processes, runtime
+
+        record = self.state.load(name)
+        if not options.command:
+            raise PydockError("no command given")
+        user = options.user if options.user is not None else record.user
+        if user:
+            validate_user_spec(user)
+        workdir = options.workdir or record.workdir
+        if not workdir.startswith("/"):
+            raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        env = build_env(record.env, options.env, record.hostname)
+        spec = runtime.ProcessSpec(
+            argv=list(options.command), env=dict(e.split("=", 1) for e in env), workdir=workdir,
+            hostname=record.hostname, network=record.network, read_only=record.read_only,
+            user=user)
+        with processes.opened(record.pid, record.pid_start) as container:
+            if record.status != RUNNING or container is None:
+                raise PydockError(f"container {name} is not running")
+            pty = _open_pty() if options.tty else None
+            try:
+                return self._exec_in(container, spec, options, pty)
+            finally:
+                if pty is not None:
+                    os.close(pty[0])
+
+    def _exec_in(self, container: int, spec: runtime.ProcessSpec, options: ExecOptions,
+                 pty: tuple[int, int] | None) -> tuple[int, str]:
+        from pydock.core import runtime, terminal
+
+        stdio = (runtime.Stdio(pty[1], pty[1], pty[1], tty=True) if pty is not None
+                 else runtime.Stdio(0, 1, 2))
+        with _signals_blocked():
+            started = runtime.start_in(container, spec, stdio)
+            # Our own child: its pid cannot be reused before we reap it.
+            previous = _forward_signals(started.pid, pty)
+        try:
+            if pty is not None:
+                os.close(pty[1])
+            failed = runtime.exec_report(started)
+            if failed is None and pty is not None:
+                process = os.pidfd_open(started.pid)
+                with terminal.raw_mode(0) if options.interactive else contextlib.nullcontext():
+                    terminal.relay(pty[0], 0 if options.interactive else None, process)
+                os.close(process)
+            _, status = os.waitpid(started.pid, 0)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        exited = failed or runtime.Exited(runtime.exit_status(status))
+        return exited.code, exited.error
+
+    # -- signals and logs ----------------------------------------------------
+
+    def kill(self, name: str, signum: int) -> None:
+        """Send ``signum`` to the container's first process."""
+        from pydock.core import processes
+
+        record = self.state.load(name)
+        with processes.opened(record.pid, record.pid_start) as pidfd:
+            if record.status != RUNNING or pidfd is None:
+                raise PydockError(f"container {name} is not running")
+            processes.send(pidfd, signum)
+
+    def stop(self, name: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the container's
+        end is recorded (or, with --rm, once it is removed). Stopped already: nothing."""
+        from pydock.core import processes
+
+        record = self.state.load(name)
+        with processes.opened(record.pid, record.pid_start) as pidfd:
+            if record.status == RUNNING and pidfd is not None:
+                processes.send(pidfd, signal.SIGTERM)
+                if not processes.wait_for_exit(pidfd, grace):
+                    processes.send(pidfd, signal.SIGKILL)
+                    if not processes.wait_for_exit(pidfd, KILL_TIMEOUT):
+                        raise PydockError(f"container {name} (pid {record.pid}) did not die "
+                                          f"within {KILL_TIMEOUT:.0f}s of SIGKILL")
+        # The monitor still drains the output and records the exit code.
+        with processes.opened(record.monitor_pid, record.monitor_start) as monitor:
+            if monitor is not None:
+                processes.wait_for_exit(monitor, KILL_TIMEOUT)
+
+    def log_frames(self, name: str, follow: bool) -> Iterator[tuple[int, bytes]]:
+        """The container's output so far as (stream, data); with ``follow``, until it ends."""
+        from pydock.core.logs import read_frames
+
+        record = self.state.load(name)
+        path = self.state.log_path(name)
+        if not path.exists():  # never started
+            return iter(())
+
+        def monitor_alive() -> bool:
+            return (record.monitor_pid > 0 and process_start_time(record.monitor_pid)
+                    == record.monitor_start)
+
+        return read_frames(str(path), follow, monitor_alive)
 
     def prune(self) -> list[str]:
         removed = []
@@ -265,6 +457,48 @@ class Containers:
         }
 
 
+def _open_pty() -> tuple[int, int]:
+    from pydock.core import terminal
+
+    return terminal.open_pty()
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Hold the signals meant for the container while its monitor is forked: they are
+    delivered once forwarding is in place, never to a half-made monitor."""
+    from pydock.core.runtime import FORWARDED_SIGNALS
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+
+def _forward_signals(monitor_pid: int,
+                     pty: tuple[int, int] | None) -> dict[int, signal._HANDLER]:
+    """Signals sent to the CLI go to the monitor, which passes them to the container.
+    With a terminal, SIGWINCH resizes the container's terminal instead."""
+    from pydock.core.runtime import FORWARDED_SIGNALS
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(monitor_pid, signum)
+
+    def resize(_signum: int, _frame: object) -> None:
+        from pydock.core import terminal
+
+        if pty is not None:
+            terminal.copy_window_size(pty[0])
+
+    previous: dict[int, signal._HANDLER] = {}
+    for signum in FORWARDED_SIGNALS:
+        handler = resize if signum == signal.SIGWINCH and pty is not None else forward
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
 def is_running(record: ContainerRecord) -> bool:
     """Whether the recorded process is alive: the pid *and* its start time must match."""
     return (record.status == RUNNING and record.pid_start != 0
@@ -305,12 +539,13 @@ def validate_hostname(hostname: str) -> None:
                           f"at most {HOSTNAME_MAX} characters")
 
 
-def _kill_and_wait(record: ContainerRecord) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_TIMEOUT
-    while process_start_time(record.pid) == record.pid_start:
-        if time.monotonic() > deadline:
+def _kill(record: ContainerRecord) -> None:
+    from pydock.core import processes
+
+    with processes.opened(record.pid, record.pid_start) as pidfd:
+        if pidfd is None:
+            return
+        processes.send(pidfd, signal.SIGKILL)
+        if not processes.wait_for_exit(pidfd, KILL_TIMEOUT):
             raise PydockError(f"container {record.name} (pid {record.pid}) did not die "
                               f"within {KILL_TIMEOUT:.0f}s of SIGKILL")
-        time.sleep(0.01)

@@ -12,7 +12,8 @@ The order matters and is the one runc uses:
    command, which thereby runs as PID 1.
 
 The parent never shares the container's mount namespace (pivot_root moves the
-root of every process in the namespace it runs in).
+root of every process in the namespace it runs in). The parent is the container's
+monitor (:mod:`pydock.core.monitor`), which owns the container's stdio and its signals.
 
 Errors in the child are reported to the parent through a close-on-exec pipe:
 a successful exec closes it unread; a failure writes ``CODE MESSAGE`` to it.
@@ -20,8 +21,8 @@ a successful exec closes it unread; a failure writes ``CODE MESSAGE`` to it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import fcntl
 import os
 import signal
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ from pydock.core.syscalls import (
     CLONE_NEWNS,
     CLONE_NEWPID,
     CLONE_NEWUTS,
+    PR_SET_DUMPABLE,
+    prctl,
     set_link_up,
     sethostname,
     setns,
@@ -47,12 +50,9 @@ EXIT_PYDOCK_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
-# Signals a user sends to the CLI with kill(1) are meant for the container.
-_FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
-              signal.SIGUSR1, signal.SIGUSR2)
-# ... except those the terminal itself sends to its whole foreground process group,
-# which the container (started in that group) already receives once.
-_TERMINAL_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+# Signals a user sends to the CLI or the monitor with kill(1) are meant for the container.
+FORWARDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
+                               signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH})
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,23 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class Stdio:
+    """The descriptors that become the container's fds 0, 1 and 2.
+
+    With ``tty``, they are all the slave side of a pseudo-terminal, which the container
+    takes as its controlling terminal.
+    """
+
+    stdin: int
+    stdout: int
+    stderr: int
+    tty: bool = False
+
+
+@dataclass(frozen=True)
 class Started:
     pid: int
     error_fd: int
-    # The CLI's own handlers, replaced by forwarding ones from the fork until wait() returns.
-    previous_handlers: dict[int, signal._HANDLER]
 
 
 @dataclass(frozen=True)
@@ -82,9 +94,13 @@ class Exited:
     error: str = ""
 
 
-def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
-    """Fork the container's first process; it sets up its root and execs ``spec.argv``."""
-    _ensure_stdio()
+def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio) -> Started:
+    """Fork the container's first process; it sets up its root and execs ``spec.argv``.
+
+    The caller blocks :data:`FORWARDED_SIGNALS` around this call and installs its
+    forwarding once the pid is known: the child keeps them blocked until just before
+    exec, so a signal sent at any moment reaches the container once, never the setup code.
+    """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     # The CLI's own PID namespace, to return to right after the fork: once the container's
     # PID 1 exits, a CLI left in "pid_for_children" of that namespace could not fork again
@@ -95,75 +111,90 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _child(spec, rootfs, mounts, write_end)
+            _child(spec, rootfs, mounts, stdio, write_end)
         setns(own_pid_namespace, CLONE_NEWPID)
     finally:
         os.close(own_pid_namespace)
-    # Forwarding starts at once: a SIGTERM before wait() must reach the container, not
-    # kill the CLI and leave the container orphaned.
-    previous = _forward_signals(pid)
     os.close(write_end)
-    return Started(pid, read_end, previous)
+    return Started(pid, read_end)
 
 
-def _ensure_stdio() -> None:
-    """Put /dev/null on any of fds 0-2 the caller closed: otherwise the next files opened
-    would land there and reach the container as its stdin, stdout or stderr."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+def start_in(container: int, spec: ProcessSpec, stdio: Stdio) -> Started:
+    """Fork a process into the running container whose first process is the pidfd
+    ``container``, joining all its namespaces; it execs ``spec.argv`` there.
 
-
-def wait(started: Started) -> Exited:
-    """Wait for the container's first process, forwarding signals sent to the CLI."""
+    Same signal contract as :func:`start`; ``spec``'s hostname, network and read-only
+    setting are the container's already and are not applied again.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with os.fdopen(started.error_fd, "rb") as pipe:
-            report = pipe.read().decode(errors="replace")
-        _, status = os.waitpid(started.pid, 0)
+        # As in start(): the PID namespace applies to the next child, and the CLI goes back.
+        setns(container, CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _joining_child(container, spec, stdio, write_end)
+        setns(own_pid_namespace, CLONE_NEWPID)
     finally:
-        for signum, handler in started.previous_handlers.items():
-            signal.signal(signum, handler)
-    if report:
-        reported_code, _, message = report.partition(" ")
-        return Exited(int(reported_code), message)
+        os.close(own_pid_namespace)
+    os.close(write_end)
+    return Started(pid, read_end)
+
+
+def exec_report(started: Started) -> Exited | None:
+    """Block until the container's command is exec'd (None) or its setup failed (why)."""
+    with os.fdopen(started.error_fd, "rb") as pipe:
+        report = pipe.read().decode(errors="replace")
+    if not report:
+        return None
+    reported_code, _, message = report.partition(" ")
+    return Exited(int(reported_code), message)
+
+
+def exit_status(status: int) -> int:
+    """Docker's exit code for a wait status: the process's own code, or 128+N if killed."""
     code = os.waitstatus_to_exitcode(status)
-    return Exited(128 - code if code < 0 else code)
+    return 128 - code if code < 0 else code
 
 
-def _forward_signals(pid: int) -> dict[int, signal._HANDLER]:
-    try:
-        in_terminal_foreground = os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:  # stdin is not a terminal
-        in_terminal_foreground = False
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-    previous: dict[int, signal._HANDLER] = {}
-    for signum in _FORWARDED:
-        if in_terminal_foreground and signum in _TERMINAL_SIGNALS:
-            handler: signal._HANDLER = signal.SIG_IGN
-        else:
-            handler = forward
-        previous[signum] = signal.signal(signum, handler)
-    return previous
-
-
-def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: int) -> NoReturn:
+def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
+           error_fd: int) -> NoReturn:
     """The container's first process, from fork to exec. Never returns: whatever happens,
-    it must not fall back into the CLI's code (which would clean up, print, exit twice)."""
+    it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # no KeyboardInterrupt in here
+        # The parent's Python handlers must not run here, and none is needed: until the
+        # mask is lifted right before exec, a signal waits, and then acts as it would on
+        # the command (the default action: a stop before the start ends the container).
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        _take_stdio(stdio)
         env = _set_up(spec, rootfs, mounts, error_fd)
         _exec(spec.argv, env, error_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {exc}")
+    finally:
+        os._exit(EXIT_PYDOCK_ERROR)
+
+
+def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int) -> NoReturn:
+    try:
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        _take_stdio(stdio)
+        # Not dumpable before it joins: this process still holds the host's files and
+        # memory, and the container's root may otherwise ptrace it or open its /proc files.
+        prctl(PR_SET_DUMPABLE, 0)
+        # One call through the pidfd: all namespaces of that very process, or none. Joining
+        # the mount namespace also moves root and working directory to the container's root.
+        setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+        capabilities.limit_to(capabilities.DOCKER_DEFAULT)
+        env = _become_user(spec.user or "0", spec.env)
+        os.chdir(spec.workdir)
+        _reset_process_state(keep_fd=error_fd)
+        _exec(spec.argv, env, error_fd)
+    except BaseException as exc:
+        _fail(error_fd, EXIT_PYDOCK_ERROR, f"exec setup failed: {exc}")
     finally:
         os._exit(EXIT_PYDOCK_ERROR)
 
@@ -228,6 +259,20 @@ def _reset_process_state(keep_fd: int) -> None:
     # Only stdin, stdout and stderr reach the container.
     os.closerange(3, keep_fd)
     os.closerange(keep_fd + 1, 1 << 20)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _take_stdio(stdio: Stdio) -> None:
+    for target, fd in enumerate((stdio.stdin, stdio.stdout, stdio.stderr)):
+        if fd != target:
+            os.dup2(fd, target)
+    if stdio.tty:
+        import termios
+
+        # A session of its own, with the pty as its controlling terminal: job control and
+        # ^C work inside the container, and only there.
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _fail(error_fd: int, code: int, message: str) -> NoReturn:

@@ -64,10 +64,14 @@ class ContainerRecord:
     network: str
     read_only: bool
     user: str = ""
+    tty: bool = False
     created: str = field(default_factory=now)
     status: str = CREATED
     pid: int = 0
     pid_start: int = 0
+    # The monitor that records the container's exit: while it lives, more output may come.
+    monitor_pid: int = 0
+    monitor_start: int = 0
     exit_code: int | None = None
     error: str = ""
     started: str = ""
@@ -107,6 +111,9 @@ class StateStore:
 
     def path(self, name: str) -> Path:
         return self.dir / name
+
+    def log_path(self, name: str) -> Path:
+        return self.dir / name / "container.log"
 
     def create(self, record: ContainerRecord) -> int:
         """Write a new record, already locked; :class:`PydockError` if the name is taken.

@@ -190,6 +190,7 @@ def setns(fd: int, nstype: int) -> None:
 
 
 # prctl(2) options.
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4

@@ -151,7 +151,7 @@ def test_the_runtime_can_fork_again_after_its_container_exits(pydock: Pydock) ->
     # later subprocess must still work once the container's PID 1 is gone.
     script = ("import subprocess, sys; from pathlib import Path;"
               "from pydock.core.containers import Containers, RunOptions;"
-              "code, _ = Containers(Path(sys.argv[1])).run(RunOptions(command=('true',),"
+              "_, code, _ = Containers(Path(sys.argv[1])).run(RunOptions(command=('true',),"
               " remove=True));"
               "print(code, subprocess.run(['echo', 'forked'], capture_output=True,"
               " text=True).stdout.strip())")

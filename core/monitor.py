@@ -1,0 +1,286 @@
+"""The monitor: one small process per container, what conmon is to podman.
+
+``pydock run`` forks it once the container's record and storage exist. The monitor
+leaves the CLI's session (so a closed terminal or a killed CLI does not reach it),
+starts the container (:func:`pydock.core.runtime.start`) and owns it until it exits:
+
+- the container's stdout and stderr are pipes, or a pseudo-terminal with ``-t``, read by
+  the monitor alone: every chunk goes to the container's log and, while a CLI is
+  attached, to that CLI's stdout or stderr as well;
+- it has the container recorded as running, then as exited with its exit code (and
+  removed, with ``--rm``), through the callbacks in :class:`Hooks`;
+- it tells the CLI over a pipe: ``started PID``, then ``exited CODE MESSAGE``.
+
+An attached CLI that dies stops only the copy to its terminal: the output still goes to
+the log and the exit code to the record. Signals sent to the CLI go to the monitor,
+its parent, and from there to the container, its own child: neither pid can be reused
+while the process that signals it has not reaped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from pydock.core import runtime
+from pydock.core.driver import Mount
+from pydock.core.logs import STDERR, STDOUT, LogWriter
+
+EXIT_MONITOR_LOST = 125
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the monitor starts, and how the container's stdio is wired."""
+
+    spec: runtime.ProcessSpec
+    rootfs: str
+    mounts: Sequence[Mount]
+    log_path: str
+    # The CLI's stdin, stdout and stderr reach the container (stdin directly, the others
+    # through the monitor); a detached container gets /dev/null and writes to its log only.
+    attach: bool
+    # A pseudo-terminal: (master, slave), opened by the CLI so that it can write input
+    # to it and set its window size.
+    pty: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the monitor has done at each step; it runs these in its own process."""
+
+    started: Callable[[int], None]  # the container's pid, once its command is exec'd
+    exited: Callable[[runtime.Exited], None]  # its exit; with --rm, remove it here
+
+
+class Session:
+    """The CLI's side: the monitor's pid and the pipe it reports on."""
+
+    def __init__(self, monitor_pid: int, status_fd: int) -> None:
+        self.monitor_pid = monitor_pid
+        self.status_fd = status_fd
+        self._pending = b""
+
+    def next_message(self) -> tuple[str, str]:
+        """The next ``(kind, rest)`` report; ``("lost", "")`` if the monitor died first."""
+        while b"\n" not in self._pending:
+            chunk = os.read(self.status_fd, 4096)
+            if not chunk:
+                return "lost", ""
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        kind, _, rest = line.decode(errors="replace").partition(" ")
+        return kind, rest
+
+    def close(self) -> None:
+        os.close(self.status_fd)
+
+
+def parse_exit(rest: str) -> runtime.Exited:
+    code, _, message = rest.partition(" ")
+    return runtime.Exited(int(code), message.replace("\\n", "\n"))
+
+
+def launch(request: Launch, hooks: Hooks, lock_fd: int) -> Session:
+    """Fork the monitor, which starts the container; returns at once.
+
+    ``lock_fd`` holds the record's lock: the monitor inherits it and lets go once the
+    container is recorded as running; the CLI's copy is closed here. The caller has
+    :data:`runtime.FORWARDED_SIGNALS` blocked, and forwards them to
+    ``Session.monitor_pid`` once this returns.
+    """
+    status_read, status_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(status_read)
+        _monitor(request, hooks, lock_fd, status_write)
+    os.close(status_write)
+    os.close(lock_fd)
+    return Session(pid, status_read)
+
+
+def _monitor(request: Launch, hooks: Hooks, lock_fd: int, status_fd: int) -> NoReturn:
+    """The monitor process, from fork to exit; never returns into the CLI's code."""
+    try:
+        os.setsid()
+        stdin, outputs = _detach_from_cli(request)
+        _Monitor(request, hooks, lock_fd, status_fd, stdin, outputs).run()
+    except BaseException as exc:  # nothing must escape: report, then leave
+        _report(status_fd, f"exited {EXIT_MONITOR_LOST} monitor failed: {exc}")
+    finally:
+        os._exit(0)
+
+
+def _detach_from_cli(request: Launch) -> tuple[int, dict[int, int]]:
+    """Put /dev/null on fds 0-2 and keep private copies of what the container is to use:
+    the CLI's stdin, and its stdout and stderr to copy output to while it is attached.
+
+    Otherwise a detached container would hold the CLI's stdout open, and whoever reads it
+    (``$(pydock run -d ...)``) would wait for the container's end.
+    """
+    if request.attach:
+        stdin = _dup_or_null(0)
+        outputs = {STDOUT: _dup_or_null(1), STDERR: _dup_or_null(2)}
+    else:
+        stdin, outputs = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), {}
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    return stdin, outputs
+
+
+def _dup_or_null(fd: int) -> int:
+    try:
+        return os.dup(fd)  # close-on-exec: only the container's own fds 0-2 are passed on
+    except OSError:  # the CLI was started with this fd closed
+        return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+class _Monitor:
+    def __init__(self, request: Launch, hooks: Hooks, lock_fd: int, status_fd: int,
+                 stdin: int, outputs: dict[int, int]) -> None:
+        self.request = request
+        self.hooks = hooks
+        self.lock_fd = lock_fd
+        self.status_fd = status_fd
+        self.stdin = stdin
+        self.outputs = outputs  # stream -> the attached CLI's fd; emptied when it leaves
+        self.log: LogWriter | None = LogWriter(request.log_path)
+
+    def run(self) -> None:
+        sources, stdio = self._container_stdio()
+        try:
+            started = runtime.start(self.request.spec, self.request.rootfs,
+                                    self.request.mounts, stdio)
+        finally:
+            for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
+                os.close(fd)
+        _forward_signals_to(started.pid)
+        try:
+            exited = runtime.exec_report(started)
+            if exited is None:
+                self._attend(started.pid, sources)
+        except BaseException as exc:
+            # The container must not outlive the monitor that would record its end.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(started.pid, signal.SIGKILL)
+            exited = runtime.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
+        _, status = os.waitpid(started.pid, 0)
+        self._finish(exited or runtime.Exited(runtime.exit_status(status)))
+
+    def _attend(self, pid: int, sources: dict[int, int]) -> None:
+        """The container runs: record it, tell the CLI, copy its output until it closes."""
+        self.hooks.started(pid)
+        self._unlock()
+        _report(self.status_fd, f"started {pid}")
+        self._copy_output(sources)
+
+    def _unlock(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def _container_stdio(self) -> tuple[dict[int, int], runtime.Stdio]:
+        """The fds the monitor reads (fd -> stream), and the container's ends."""
+        if self.request.pty is not None:
+            master, slave = self.request.pty
+            os.close(self.stdin)
+            return {master: STDOUT}, runtime.Stdio(slave, slave, slave, tty=True)
+        out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        return ({out_read: STDOUT, err_read: STDERR},
+                runtime.Stdio(self.stdin, out_write, err_write))
+
+    def _copy_output(self, sources: dict[int, int]) -> None:
+        """Copy the container's output to the log (and the CLI) until it closes it."""
+        poller = select.poll()
+        for fd in sources:
+            poller.register(fd, select.POLLIN)
+        if self.outputs:
+            # No events asked for: POLLERR alone, which a pipe's write end reports once
+            # its reader, the attached CLI, is gone.
+            poller.register(self.status_fd, 0)
+        while sources:
+            for fd, _events in poller.poll():
+                if fd == self.status_fd:
+                    poller.unregister(fd)
+                    self._cli_left()
+                    continue
+                data = _read(fd)
+                if not data:
+                    poller.unregister(fd)
+                    del sources[fd]
+                    continue
+                stream = sources[fd]
+                self._log(stream, data)
+                if stream in self.outputs:
+                    try:
+                        _write_all(self.outputs[stream], data)
+                    except OSError:  # EPIPE, EIO: the CLI's terminal or pipe has gone
+                        self._cli_left()
+
+    def _log(self, stream: int, data: bytes) -> None:
+        if self.log is None:
+            return
+        try:
+            self.log.write(stream, data)
+        except OSError:
+            # A full disk stops the log, never the container (nor the copy to the CLI).
+            self.log.close()
+            self.log = None
+
+    def _cli_left(self) -> None:
+        for fd in self.outputs.values():
+            os.close(fd)
+        self.outputs = {}
+
+    def _finish(self, exited: runtime.Exited) -> None:
+        # From here on, nothing is forwarded: the container's pid is free for reuse.
+        for signum in runtime.FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if self.log is not None:
+            self.log.close()
+        self._cli_left()
+        self._unlock()  # the hook may remove the container, which takes the lock anew
+        self.hooks.exited(exited)
+        _report(self.status_fd, f"exited {exited.code} {exited.error}")
+
+
+def _forward_signals_to(pid: int) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for signum in runtime.FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.FORWARDED_SIGNALS)
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, _CHUNK)
+    except OSError as exc:
+        if exc.errno == errno.EIO:  # a pty's master once the last slave fd is closed
+            return b""
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _report(status_fd: int, message: str) -> None:
+    # The CLI may be gone (detached, or killed): then nobody needs to hear it.
+    with contextlib.suppress(OSError):
+        os.write(status_fd, (message.replace("\n", "\\n") + "\n").encode())

@@ -1,0 +1,45 @@
+"""Signalling and waiting for a recorded process, never a stranger that reused its pid.
+
+A pid names a process only until its parent reaps it; pydock's records outlive that. So
+a recorded process is opened as a pidfd and then checked against its recorded start
+time: from then on the descriptor names that process alone, whatever happens to the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+from collections.abc import Iterator
+
+from pydock.core.state import process_start_time
+
+
+@contextlib.contextmanager
+def opened(pid: int, start_time: int) -> Iterator[int | None]:
+    """A pidfd for the process ``pid`` started at ``start_time``; None if it has ended."""
+    fd = None
+    if pid > 0 and start_time:
+        with contextlib.suppress(ProcessLookupError):
+            fd = os.pidfd_open(pid)
+        if fd is not None and process_start_time(pid) != start_time:
+            os.close(fd)
+            fd = None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def send(pidfd: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+        signal.pidfd_send_signal(pidfd, signum)
+
+
+def wait_for_exit(pidfd: int, timeout: float) -> bool:
+    """Whether the process ended within ``timeout`` seconds (a pidfd reads as ready then)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
