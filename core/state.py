@@ -67,6 +67,7 @@ class ContainerRecord:
     network: str
     read_only: bool
     user: str = ""
+    volumes: list[str] = field(default_factory=list)  # each -v as given (docker's Binds)
     created: str = field(default_factory=now)
     status: str = CREATED
     pid: int = 0
