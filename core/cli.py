@@ -70,6 +70,8 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
               show_default=True, help="none: a private network with only lo; host: the host's.")
 @click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
 @click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the image's User).")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
+              help="Bind mount host path SRC at DST (repeatable; SRC is created if missing).")
 @click.option("-d", "--detach", is_flag=True,
               help="Run in the background and print the container's name.")
 @click.option("-i", "--interactive", is_flag=True,

@@ -34,6 +34,7 @@ from pydock.core.state import (
     validate_name,
 )
 from pydock.core.users import validate_user_spec
+from pydock.core.volumes import create_sources, parse_volumes
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core import runtime
@@ -65,6 +66,7 @@ class RunOptions:
     detach: bool = False
     interactive: bool = False
     tty: bool = False
+    volumes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,15 +130,17 @@ class Containers:
         workdir = options.workdir or config.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
             raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        volumes = parse_volumes(options.volumes)
         record = ContainerRecord(
             id=new_container_id(), name=name, driver=driver.name,
             image=options.image or DEFAULT_IMAGE, image_id=image.id, layers=image.diff_ids,
             command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
             workdir=workdir, hostname=hostname, network=options.network,
-            read_only=options.read_only, user=user)
+            read_only=options.read_only, user=user, volumes=list(options.volumes))
         lock = self.state.create(record)
         try:
             driver.prepare(record.id, self.images.layer_paths(record.layers))
+            create_sources(volumes)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 driver.remove(record.id)
@@ -161,7 +165,8 @@ class Containers:
                 spec=runtime.ProcessSpec(
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
                     workdir=record.workdir, hostname=record.hostname, network=record.network,
-                    read_only=record.read_only, user=record.user),
+                    read_only=record.read_only, user=record.user,
+                    volumes=parse_volumes(record.volumes)),
                 rootfs=str(driver.rootfs_dir(record.id)),
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
@@ -453,7 +458,10 @@ class Containers:
                 "WorkingDir": record.workdir,
                 "User": record.user,
             },
-            "HostConfig": {"NetworkMode": record.network, "ReadonlyRootfs": record.read_only},
+            "Mounts": [volume.describe() for volume in parse_volumes(record.volumes)],
+            "HostConfig": {"NetworkMode": record.network, "ReadonlyRootfs": record.read_only,
+                           # docker's null when there are none
+                           "Binds": record.volumes or None},
         }
 
 

@@ -10,7 +10,8 @@ Every mount point inside the container's root is resolved with
 ``openat2(RESOLVE_IN_ROOT)`` and mounted through its file descriptor
 (``/proc/self/fd/N``), never by a path string: an image can plant symlinks
 (``/proc -> /``, ``/dev -> /host/dev``) and a path string would follow them
-out of the root, onto the host.
+out of the root, onto the host. Volume destinations, which may not exist yet,
+are created and opened under the same rule (:mod:`pydock.core.inroot`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pydock.core.syscalls import (
     pivot_root,
     umount2,
 )
+from pydock.core.volumes import Volume, mount_volumes
 
 # mount(2) copies at most one page of options; longer ones go through fsconfig(2).
 _PAGE_SIZE = 4096
@@ -63,8 +65,9 @@ _DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
                  "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 
 
-def prepare_root(rootfs: str, mounts: Sequence[Mount]) -> None:
-    """Build the container's root at ``rootfs`` from the driver's mounts and switch to it.
+def prepare_root(rootfs: str, mounts: Sequence[Mount], volumes: Sequence[Volume] = ()) -> None:
+    """Build the container's root at ``rootfs`` from the driver's mounts, add the
+    volumes, and switch to it.
 
     Afterwards ``/`` is the container's root, the host's root is unreachable,
     and the working directory is ``/``.
@@ -79,6 +82,7 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount]) -> None:
         mount_dev(root_fd)
         mount_sys(root_fd)
         mask_paths(root_fd)
+        mount_volumes(root_fd, volumes)
     finally:
         os.close(root_fd)
     pivot_to(rootfs)

@@ -45,6 +45,7 @@ from pydock.core.syscalls import (
     setns,
     unshare,
 )
+from pydock.core.volumes import Volume
 
 EXIT_PYDOCK_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -66,6 +67,7 @@ class ProcessSpec:
     network: str  # "none": a new network namespace with only lo; "host": the host's
     read_only: bool
     user: str = ""  # NAME|UID[:GROUP|GID], resolved in the image; "" is root
+    volumes: tuple[Volume, ...] = ()  # in mounting order
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     if spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
-    prepare_root(rootfs, mounts)
+    prepare_root(rootfs, mounts, spec.volumes)
     sethostname(spec.hostname)
     if spec.network == "none":
         set_link_up("lo")

@@ -64,6 +64,7 @@ class ContainerRecord:
     network: str
     read_only: bool
     user: str = ""
+    volumes: list[str] = field(default_factory=list)  # each -v as given (docker's Binds)
     tty: bool = False
     created: str = field(default_factory=now)
     status: str = CREATED

@@ -69,6 +69,10 @@ FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 0x1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+OPEN_TREE_CLONE = 0x1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
@@ -78,11 +82,13 @@ _AT_FDCWD = -100
 # Syscall numbers glibc has no wrapper for (or only recent glibc has). Syscalls added
 # after the per-architecture tables were unified have one number everywhere.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_FSOPEN = 430
 _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
 _SYS_OPENAT2 = 437
+_SYS_MOUNT_SETATTR = 442
 
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
 
@@ -173,6 +179,37 @@ def _kernel_log(fs_fd: int) -> str:
         except OSError:
             break
     return f" ({'; '.join(messages)})" if messages else ""
+
+
+def open_tree_clone(path: str) -> int:
+    """open_tree(OPEN_TREE_CLONE | AT_RECURSIVE): a detached copy of the mount tree at
+    ``path`` (what ``mount --rbind`` would attach), as a descriptor. Nothing is mounted
+    until :func:`move_mount_onto` attaches it; closing it unattached discards it."""
+    flags = OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC
+    return _check(_libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(path),
+                                ctypes.c_uint(flags)), f"open_tree {path}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64))
+
+
+def mount_setattr_recursive(mount_fd: int, attr_set: int) -> None:
+    """mount_setattr(AT_RECURSIVE): set ``MOUNT_ATTR_*`` flags on the mount ``mount_fd``
+    refers to and on every mount below it, in one call (a remount changes one mount)."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, mount_fd, b"",
+                         ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+
+
+def move_mount_onto(mount_fd: int, target_fd: int) -> None:
+    """move_mount(2) of the (detached) mount ``mount_fd`` onto the file or directory
+    ``target_fd`` refers to: mounting by descriptor, with no path to resolve again."""
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, mount_fd, b"", target_fd, b"",
+                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)),
+           "move_mount")
 
 
 def umount2(target: str, flags: int = 0) -> None:
