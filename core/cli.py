@@ -70,6 +70,10 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
               show_default=True, help="none: a private network with only lo; host: the host's.")
 @click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
 @click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the image's User).")
+@click.option("-m", "--memory", metavar="SIZE",
+              help="Memory limit, e.g. 512m or 1g (units b, k, m, g; no swap on top).")
+@click.option("--cpus", metavar="N", help="CPU limit, e.g. 0.5 or 1.5 CPUs.")
+@click.option("--pids-limit", metavar="N", help="Limit on processes and threads (-1: none).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:

@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
@@ -34,6 +34,9 @@ from pydock.core.state import (
     validate_name,
 )
 from pydock.core.users import validate_user_spec
+
+if TYPE_CHECKING:
+    from pydock.core.cgroups import Cgroup
 
 DEFAULT_DRIVER = "overlay"
 _ENV_KEY = re.compile(r"[^=\x00]+")
@@ -57,6 +60,9 @@ class RunOptions:
     read_only: bool = False
     remove: bool = False
     user: str | None = None
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: str | None = None
 
 
 class Containers:
@@ -108,12 +114,20 @@ class Containers:
         workdir = options.workdir or config.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
             raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        memory = nano_cpus = pids_limit = 0
+        if (options.memory, options.cpus, options.pids_limit) != (None, None, None):
+            # Only then: a run without limits does no cgroup work, not even this import.
+            from pydock.core import cgroups
+
+            limits = cgroups.parse_limits(options.memory, options.cpus, options.pids_limit)
+            memory, nano_cpus, pids_limit = limits.memory, limits.nano_cpus, limits.pids
         record = ContainerRecord(
             id=new_container_id(), name=name, driver=driver.name,
             image=options.image or DEFAULT_IMAGE, image_id=image.id, layers=image.diff_ids,
             command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
             workdir=workdir, hostname=hostname, network=options.network,
-            read_only=options.read_only, user=user)
+            read_only=options.read_only, user=user, memory=memory, nano_cpus=nano_cpus,
+            pids_limit=pids_limit)
         lock = self.state.create(record)
         try:
             driver.prepare(record.id, self.images.layer_paths(record.layers))
@@ -132,6 +146,7 @@ class Containers:
         from pydock.core import runtime
 
         record, lock = self.create(options)
+        cgroup: Cgroup | None = None
         try:
             try:
                 driver = self.driver(record.driver)
@@ -140,18 +155,31 @@ class Containers:
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
                     workdir=record.workdir, hostname=record.hostname, network=record.network,
                     read_only=record.read_only, user=record.user)
+                if record.has_limits:  # otherwise no cgroup work at all
+                    from pydock.core import cgroups
+
+                    cgroup = cgroups.create(record.id, cgroups.Limits(
+                        record.memory, record.nano_cpus, record.pids_limit))
                 started = runtime.start(spec, str(driver.rootfs_dir(record.id)),
-                                        driver.mounts(record.id, layers))
+                                        driver.mounts(record.id, layers),
+                                        cgroup.join if cgroup is not None else None)
                 # Still under the lock taken at creation: rm and prune see it running.
                 record.status, record.pid, record.started = RUNNING, started.pid, now()
                 record.pid_start = process_start_time(started.pid)
                 self.state.save(record)
             finally:
                 os.close(lock)
+                if cgroup is not None:
+                    cgroup.close()
             exited = runtime.wait(started)
             self._update(record, status=EXITED, pid=0, exit_code=exited.code,
-                         error=exited.error, finished=now())
+                         error=exited.error, finished=now(),
+                         oom_killed=cgroup is not None and cgroup.oom_killed())
         finally:
+            if cgroup is not None:
+                # Should this fail, rm and prune try again.
+                with contextlib.suppress(PydockError):
+                    cgroup.remove()
             if options.remove:
                 with contextlib.suppress(PydockError, OSError):
                     self.remove(record.name, force=True, only_id=record.id)
@@ -195,6 +223,10 @@ class Containers:
                     raise PydockError(f"container {name} is running: stop it first or use "
                                       "rm -f")
                 _kill_and_wait(record)
+            if record.has_limits:
+                from pydock.core import cgroups
+
+                cgroups.remove(record.id)
             driver = self.registry.driver_class(record.driver)(
                 driver_home(self.root, record.driver))
             driver.remove(record.id)
@@ -245,6 +277,7 @@ class Containers:
             "State": {
                 "Status": status,
                 "Running": status == RUNNING,
+                "OOMKilled": record.oom_killed,
                 "Pid": record.pid if status == RUNNING else 0,
                 "ExitCode": record.exit_code if record.exit_code is not None else 0,
                 "Error": record.error,
@@ -261,7 +294,13 @@ class Containers:
                 "WorkingDir": record.workdir,
                 "User": record.user,
             },
-            "HostConfig": {"NetworkMode": record.network, "ReadonlyRootfs": record.read_only},
+            "HostConfig": {
+                "NetworkMode": record.network,
+                "ReadonlyRootfs": record.read_only,
+                "Memory": record.memory,
+                "NanoCpus": record.nano_cpus,
+                "PidsLimit": record.pids_limit or None,  # docker shows no limit as null
+            },
         }
 
 

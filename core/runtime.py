@@ -25,7 +25,7 @@ import errno
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -82,8 +82,12 @@ class Exited:
     error: str = ""
 
 
-def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
-    """Fork the container's first process; it sets up its root and execs ``spec.argv``."""
+def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
+          join_cgroup: Callable[[], None] | None = None) -> Started:
+    """Fork the container's first process; it sets up its root and execs ``spec.argv``.
+
+    ``join_cgroup`` (:meth:`pydock.core.cgroups.Cgroup.join`) is the child's first step.
+    """
     _ensure_stdio()
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     # The CLI's own PID namespace, to return to right after the fork: once the container's
@@ -95,7 +99,7 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount]) -> Started:
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _child(spec, rootfs, mounts, write_end)
+            _child(spec, rootfs, mounts, write_end, join_cgroup)
         setns(own_pid_namespace, CLONE_NEWPID)
     finally:
         os.close(own_pid_namespace)
@@ -155,10 +159,14 @@ def _forward_signals(pid: int) -> dict[int, signal._HANDLER]:
     return previous
 
 
-def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: int) -> NoReturn:
+def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], error_fd: int,
+           join_cgroup: Callable[[], None] | None) -> NoReturn:
     """The container's first process, from fork to exec. Never returns: whatever happens,
     it must not fall back into the CLI's code (which would clean up, print, exit twice)."""
     try:
+        # First of all, so that the limits cover all the container does and forks.
+        if join_cgroup is not None:
+            join_cgroup()
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # no KeyboardInterrupt in here
         env = _set_up(spec, rootfs, mounts, error_fd)
         _exec(spec.argv, env, error_fd)
