@@ -77,6 +77,10 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
 @click.option("-i", "--interactive", is_flag=True,
               help="With -t: send what you type to the container's terminal.")
 @click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
+@click.option("-m", "--memory", metavar="SIZE",
+              help="Memory limit, e.g. 512m or 1g (units b, k, m, g; no swap on top).")
+@click.option("--cpus", metavar="N", help="CPU limit, e.g. 0.5 or 1.5 CPUs.")
+@click.option("--pids-limit", metavar="N", help="Limit on processes and threads (-1: none).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:

@@ -38,6 +38,7 @@ from pydock.core.volumes import create_sources, parse_volumes
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core import runtime
+    from pydock.core.cgroups import Cgroup
     from pydock.core.monitor import Session
     from pydock.core.runtime import Exited
 
@@ -67,6 +68,9 @@ class RunOptions:
     interactive: bool = False
     tty: bool = False
     volumes: tuple[str, ...] = ()
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,12 +135,20 @@ class Containers:
         if not workdir.startswith("/"):
             raise PydockError(f"working directory {workdir!r} must be an absolute path")
         volumes = parse_volumes(options.volumes)
+        memory = nano_cpus = pids_limit = 0
+        if (options.memory, options.cpus, options.pids_limit) != (None, None, None):
+            # Only then: a run without limits does no cgroup work, not even this import.
+            from pydock.core import cgroups
+
+            limits = cgroups.parse_limits(options.memory, options.cpus, options.pids_limit)
+            memory, nano_cpus, pids_limit = limits.memory, limits.nano_cpus, limits.pids
         record = ContainerRecord(
             id=new_container_id(), name=name, driver=driver.name,
             image=options.image or DEFAULT_IMAGE, image_id=image.id, layers=image.diff_ids,
             command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
             workdir=workdir, hostname=hostname, network=options.network,
-            read_only=options.read_only, user=user, volumes=list(options.volumes))
+            read_only=options.read_only, user=user, volumes=list(options.volumes),
+            memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit)
         lock = self.state.create(record)
         try:
             driver.prepare(record.id, self.images.layer_paths(record.layers))
@@ -159,8 +171,14 @@ class Containers:
         from pydock.core import monitor, runtime
 
         record, lock = self.create(options)
+        cgroup: Cgroup | None = None
         try:
             driver = self.driver(record.driver)
+            if record.has_limits:  # otherwise no cgroup work at all
+                from pydock.core import cgroups
+
+                cgroup = cgroups.create(record.id, cgroups.Limits(
+                    record.memory, record.nano_cpus, record.pids_limit))
             request = monitor.Launch(
                 spec=runtime.ProcessSpec(
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
@@ -170,7 +188,8 @@ class Containers:
                 rootfs=str(driver.rootfs_dir(record.id)),
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
-                attach=not options.detach, pty=_open_pty() if options.tty else None)
+                attach=not options.detach, pty=_open_pty() if options.tty else None,
+                cgroup=cgroup)
             hooks = monitor.Hooks(started=lambda pid: self._record_started(record, pid),
                                   exited=lambda exited: self._record_exited(
                                       record, exited, options.remove))
@@ -181,10 +200,14 @@ class Containers:
         except BaseException:
             if lock >= 0:
                 os.close(lock)
+            if cgroup is not None:
+                cgroup.close()
             with contextlib.suppress(PydockError, OSError):
                 self.remove(record.name, force=True, only_id=record.id)
             raise
         try:
+            if cgroup is not None:
+                cgroup.close()  # the monitor has its own copy, for the container to join
             if request.pty is not None:
                 os.close(request.pty[1])
             exited = self._follow(session, record, options, request.pty)
@@ -250,7 +273,7 @@ class Containers:
                 self.remove(record.name, force=True, only_id=record.id)
             return
         self._update(record, status=EXITED, pid=0, exit_code=exited.code,
-                     error=exited.error, finished=now())
+                     error=exited.error, finished=now(), oom_killed=exited.oom_killed)
 
     def _update(self, ours: ContainerRecord, **changes: Any) -> None:
         """Change our container's record, unless it was removed meanwhile (``rm -f`` during
@@ -290,6 +313,10 @@ class Containers:
                     raise PydockError(f"container {name} is running: stop it first or use "
                                       "rm -f")
                 _kill(record)
+            if record.has_limits:
+                from pydock.core import cgroups
+
+                cgroups.remove(record.id)
             driver = self.registry.driver_class(record.driver)(
                 driver_home(self.root, record.driver))
             driver.remove(record.id)
@@ -318,21 +345,29 @@ class Containers:
         with processes.opened(record.pid, record.pid_start) as container:
             if record.status != RUNNING or container is None:
                 raise PydockError(f"container {name} is not running")
+            cgroup = None
+            if record.has_limits:
+                from pydock.core import cgroups
+
+                cgroup = cgroups.attach(record.id)
             pty = _open_pty() if options.tty else None
             try:
-                return self._exec_in(container, spec, options, pty)
+                return self._exec_in(container, spec, options, pty, cgroup)
             finally:
                 if pty is not None:
                     os.close(pty[0])
+                if cgroup is not None:
+                    cgroup.close()
 
     def _exec_in(self, container: int, spec: runtime.ProcessSpec, options: ExecOptions,
-                 pty: tuple[int, int] | None) -> tuple[int, str]:
+                 pty: tuple[int, int] | None, cgroup: Cgroup | None) -> tuple[int, str]:
         from pydock.core import runtime, terminal
 
         stdio = (runtime.Stdio(pty[1], pty[1], pty[1], tty=True) if pty is not None
                  else runtime.Stdio(0, 1, 2))
         with _signals_blocked():
-            started = runtime.start_in(container, spec, stdio)
+            started = runtime.start_in(container, spec, stdio,
+                                       cgroup.join if cgroup is not None else None)
             # Our own child: its pid cannot be reused before we reap it.
             previous = _forward_signals(started.pid, pty)
         try:
@@ -442,6 +477,7 @@ class Containers:
             "State": {
                 "Status": status,
                 "Running": status == RUNNING,
+                "OOMKilled": record.oom_killed,
                 "Pid": record.pid if status == RUNNING else 0,
                 "ExitCode": record.exit_code if record.exit_code is not None else 0,
                 "Error": record.error,
@@ -459,9 +495,14 @@ class Containers:
                 "User": record.user,
             },
             "Mounts": [volume.describe() for volume in parse_volumes(record.volumes)],
-            "HostConfig": {"NetworkMode": record.network, "ReadonlyRootfs": record.read_only,
-                           # docker's null when there are none
-                           "Binds": record.volumes or None},
+            "HostConfig": {
+                "NetworkMode": record.network,
+                "ReadonlyRootfs": record.read_only,
+                "Binds": record.volumes or None,  # docker's null when there are none
+                "Memory": record.memory,
+                "NanoCpus": record.nano_cpus,
+                "PidsLimit": record.pids_limit or None,  # docker shows no limit as null
+            },
         }
 
 

@@ -20,17 +20,22 @@ while the process that signals it has not reaped it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import select
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pydock.core import runtime
 from pydock.core.driver import Mount
+from pydock.core.errors import PydockError
 from pydock.core.logs import STDERR, STDOUT, LogWriter
+
+if TYPE_CHECKING:
+    from pydock.core.cgroups import Cgroup
 
 EXIT_MONITOR_LOST = 125
 _CHUNK = 1 << 16
@@ -50,6 +55,9 @@ class Launch:
     # A pseudo-terminal: (master, slave), opened by the CLI so that it can write input
     # to it and set its window size.
     pty: tuple[int, int] | None = None
+    # With resource limits: the container's first step is to join it; the monitor reads
+    # whether the OOM killer struck, then removes it, once the container has ended.
+    cgroup: Cgroup | None = None
 
 
 @dataclass(frozen=True)
@@ -158,12 +166,16 @@ class _Monitor:
 
     def run(self) -> None:
         sources, stdio = self._container_stdio()
+        cgroup = self.request.cgroup
         try:
             started = runtime.start(self.request.spec, self.request.rootfs,
-                                    self.request.mounts, stdio)
+                                    self.request.mounts, stdio,
+                                    cgroup.join if cgroup is not None else None)
         finally:
             for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
                 os.close(fd)
+            if cgroup is not None:
+                cgroup.close()
         _forward_signals_to(started.pid)
         try:
             exited = runtime.exec_report(started)
@@ -175,7 +187,12 @@ class _Monitor:
                 os.kill(started.pid, signal.SIGKILL)
             exited = runtime.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
         _, status = os.waitpid(started.pid, 0)
-        self._finish(exited or runtime.Exited(runtime.exit_status(status)))
+        exited = exited or runtime.Exited(runtime.exit_status(status))
+        if cgroup is not None:
+            exited = dataclasses.replace(exited, oom_killed=cgroup.oom_killed())
+            with contextlib.suppress(PydockError):  # rm and prune try again
+                cgroup.remove()
+        self._finish(exited)
 
     def _attend(self, pid: int, sources: dict[int, int]) -> None:
         """The container runs: record it, tell the CLI, copy its output until it closes."""

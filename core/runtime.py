@@ -25,7 +25,7 @@ import errno
 import fcntl
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -94,11 +94,14 @@ class Started:
 class Exited:
     code: int
     error: str = ""
+    oom_killed: bool = False  # by the kernel, at its cgroup's memory limit
 
 
-def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio) -> Started:
+def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
+          join_cgroup: Callable[[], None] | None = None) -> Started:
     """Fork the container's first process; it sets up its root and execs ``spec.argv``.
 
+    ``join_cgroup`` (:meth:`pydock.core.cgroups.Cgroup.join`) is the child's first step.
     The caller blocks :data:`FORWARDED_SIGNALS` around this call and installs its
     forwarding once the pid is known: the child keeps them blocked until just before
     exec, so a signal sent at any moment reaches the container once, never the setup code.
@@ -113,7 +116,7 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio)
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _child(spec, rootfs, mounts, stdio, write_end)
+            _child(spec, rootfs, mounts, stdio, write_end, join_cgroup)
         setns(own_pid_namespace, CLONE_NEWPID)
     finally:
         os.close(own_pid_namespace)
@@ -121,7 +124,8 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio)
     return Started(pid, read_end)
 
 
-def start_in(container: int, spec: ProcessSpec, stdio: Stdio) -> Started:
+def start_in(container: int, spec: ProcessSpec, stdio: Stdio,
+             join_cgroup: Callable[[], None] | None = None) -> Started:
     """Fork a process into the running container whose first process is the pidfd
     ``container``, joining all its namespaces; it execs ``spec.argv`` there.
 
@@ -136,7 +140,7 @@ def start_in(container: int, spec: ProcessSpec, stdio: Stdio) -> Started:
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _joining_child(container, spec, stdio, write_end)
+            _joining_child(container, spec, stdio, write_end, join_cgroup)
         setns(own_pid_namespace, CLONE_NEWPID)
     finally:
         os.close(own_pid_namespace)
@@ -161,10 +165,13 @@ def exit_status(status: int) -> int:
 
 
 def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
-           error_fd: int) -> NoReturn:
+           error_fd: int, join_cgroup: Callable[[], None] | None) -> NoReturn:
     """The container's first process, from fork to exec. Never returns: whatever happens,
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
+        # First of all, so that the limits cover all the container does and forks.
+        if join_cgroup is not None:
+            join_cgroup()
         # The parent's Python handlers must not run here, and none is needed: until the
         # mask is lifted right before exec, a signal waits, and then acts as it would on
         # the command (the default action: a stop before the start ends the container).
@@ -179,8 +186,11 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
         os._exit(EXIT_PYDOCK_ERROR)
 
 
-def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int) -> NoReturn:
+def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int,
+                   join_cgroup: Callable[[], None] | None) -> NoReturn:
     try:
+        if join_cgroup is not None:
+            join_cgroup()
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         _take_stdio(stdio)

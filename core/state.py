@@ -66,6 +66,11 @@ class ContainerRecord:
     user: str = ""
     volumes: list[str] = field(default_factory=list)  # each -v as given (docker's Binds)
     tty: bool = False
+    # Resource limits in docker's units (inspect's HostConfig); 0 is no limit. Records
+    # written before limits existed have none, which is what they had.
+    memory: int = 0
+    nano_cpus: int = 0
+    pids_limit: int = 0
     created: str = field(default_factory=now)
     status: str = CREATED
     pid: int = 0
@@ -77,6 +82,12 @@ class ContainerRecord:
     error: str = ""
     started: str = ""
     finished: str = ""
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of the container
+
+    @property
+    def has_limits(self) -> bool:
+        """Whether the container has a cgroup of its own (pydock.core.cgroups)."""
+        return bool(self.memory or self.nano_cpus or self.pids_limit)
 
     @classmethod
     def from_json(cls, data: Any) -> ContainerRecord:

@@ -1,7 +1,8 @@
-"""Drive the ``pydock`` CLI from tests, and check the host for leftover mounts.
+"""Drive the ``pydock`` CLI from tests, and check the host for leftover mounts and cgroups.
 
 For pydock's own tests and for a driver author's: run containers through the command a
-user types, with a storage root of the test's own, and assert that nothing stays mounted.
+user types, with a storage root of the test's own, and assert that nothing stays mounted
+and no container's cgroup survives.
 """
 
 from __future__ import annotations
@@ -30,6 +31,33 @@ def mounts_under(path: Path) -> list[str]:
             if mount_point == prefix or mount_point.startswith(prefix + "/"):
                 found.append(mount_point)
     return found
+
+
+def cgroup_hierarchies() -> dict[str, Path]:
+    """Where each cgroup controller's hierarchy is mounted ("memory": /sys/fs/cgroup/memory),
+    whether cgroup v1 or v2 has it. The keys of a v1 mount are all its options, so names
+    like "rw" come along; only controllers are looked up."""
+    found: dict[str, Path] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype, _, options = fields[fields.index("-") + 1:][:3]
+            mount = Path(fields[4])
+            if fstype == "cgroup":
+                controllers = options.split(",")
+            elif fstype == "cgroup2":
+                controllers = (mount / "cgroup.controllers").read_text().split()
+            else:
+                continue
+            for controller in controllers:
+                found.setdefault(controller, mount)
+    return found
+
+
+def container_cgroups() -> list[Path]:
+    """Every container cgroup pydock has on this host (``<hierarchy>/pydock/<id>``)."""
+    return sorted(path for mount in set(cgroup_hierarchies().values())
+                  for path in (mount / "pydock").glob("*") if path.is_dir())
 
 
 @dataclass

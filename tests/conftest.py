@@ -5,14 +5,17 @@ Every test gets its own storage root under pytest's temporary directory (never
 rebuild it. After every test, containers left behind are force-removed and
 the test fails if any mount under its temporary directory survives: pydock
 promises that container mounts live and die in the container's own mount
-namespace, and this fixture is what holds it to that.
+namespace, and this fixture is what holds it to that. Likewise a test fails
+if a cgroup of one of its containers survives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pydock.core.cli import DEFAULT_ROOT
-from pydock.testing.cli import Pydock, mounts_under
+from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
 from pydock.testing.layers import default_image_root
 
 DRIVERS = ("overlay", "copy", "bind")
@@ -69,6 +72,35 @@ def no_mount_leaks(tmp_path: Path) -> Iterator[None]:
         for mount_point in reversed(leaked):
             umount2(mount_point, MNT_DETACH)
         pytest.fail(f"mounts left on the host under {tmp_path}: {leaked}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cgroup_parents_removed() -> Iterator[None]:
+    """The tests leave the cgroup tree as they found it: a ``pydock`` directory they
+    created below a hierarchy's root goes when they end (if no one else uses it by then)."""
+    parents = {mount / "pydock" for mount in cgroup_hierarchies().values()}
+    created = [parent for parent in parents if not parent.exists()]
+    yield
+    for parent in created:
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
+@pytest.fixture(autouse=True)
+def no_cgroup_leaks() -> Iterator[None]:
+    """A container's cgroup goes with the container: fail (and clean up) if one survives."""
+    before = set(container_cgroups())
+    yield
+    leaked = sorted(set(container_cgroups()) - before)
+    if leaked:
+        from pydock.core import cgroups
+
+        for cgroup in leaked:
+            for pid in (cgroup / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            cgroups.remove(cgroup.name)
+        pytest.fail(f"cgroups left on the host: {[str(c) for c in leaked]}")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ NOT_ON_THE_RUN_PATH = (
     "pydock.core.archive", "pydock.core.layers", "pydock.core.treecopy",
     "pydock.core.default_image", "pydock.core.image_transfer", "pydock.core.image_import",
     "pydock.core.snapshots", "pydock.core.changes", "pydock.core.views",
+    "pydock.core.cgroups",  # only for containers with resource limits
 )
 
 

@@ -1,0 +1,375 @@
+"""Resource limits (``run -m``, ``--cpus``, ``--pids-limit``) with cgroups v1 or v2.
+
+A container with limits gets a cgroup of its own, named after its id; one without
+limits gets none, and pydock does no cgroup work for it at all. A cgroup's life:
+
+1. :func:`parse_limits` turns the flags into :class:`Limits`, refusing what docker
+   refuses and what this host cannot enforce, before any record exists.
+2. :func:`create` makes the cgroup, writes the limits and opens its ``cgroup.procs``
+   files, in the runtime, before the container's first process is forked.
+3. :meth:`Cgroup.join`, in that forked process and before anything else it does, moves
+   it into the cgroup; :meth:`Cgroup.close` drops the runtime's copies of the files.
+4. :meth:`Cgroup.oom_killed`, once the container has exited, says whether the kernel's
+   OOM killer struck (``inspect``'s ``State.OOMKilled``).
+5. :meth:`Cgroup.remove` deletes it; :func:`remove` does the same from the container id
+   alone and is idempotent, so ``rm`` and ``prune`` clean up after a runtime that crashed.
+
+Where the cgroup lives: ``<hierarchy>/pydock/<container id>``, below the root of every
+hierarchy that holds a controller the limits need, and not below the cgroup of the
+process that runs pydock, because
+
+- the path then follows from the container id alone: ``rm`` run from another shell (or
+  a crashed run's cleanup) finds it whatever cgroup it runs in itself; the caller's
+  cgroup is arbitrary (a login session, a CI job, a sandbox's nested memory cgroup);
+- cgroup v2 lets a cgroup hand controllers to its children only while it has no
+  processes of its own (the "no internal processes" rule): below the cgroup of the
+  running CLI, enabling ``memory`` for the container's cgroup would fail with EBUSY,
+  whereas ``pydock/`` never holds a process;
+- docker's cgroupfs driver (``/docker/<id>``) and podman's (``libpod_parent``) do the same.
+
+The price, as with docker: what a container uses of a limited resource is no longer
+charged to the caller's cgroup.
+
+Which version: each controller is used where the kernel has it: in the cgroup v1
+hierarchy it is mounted with, else in the cgroup v2 hierarchy if that lists it in
+``cgroup.controllers`` (a controller is active in one hierarchy at a time, so the two
+never compete). A hybrid host (v1 controllers, plus an empty v2 ``unified`` mount) thus
+uses v1; a pure v2 host uses v2.
+
+Swap: docker lets a container swap as much again as its memory limit by default. pydock
+allows no swap, so that ``-m`` is what the container gets: memory+swap is set to the
+memory limit (v1 ``memory.memsw.limit_in_bytes``) or swap to 0 (v2 ``memory.swap.max``).
+A kernel without swap accounting has neither file, and then swap is not limited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydock.core.errors import PydockError
+
+PARENT = "pydock"  # the directory below each hierarchy's root that holds containers' cgroups
+
+MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum: less cannot even start a container runtime
+CPU_PERIOD_US = 100_000  # the CFS period docker uses; the quota is cpus x period
+NANO = 10**9  # docker counts CPUs in billionths (HostConfig.NanoCpus)
+MIN_NANO_CPUS = NANO // 100  # 0.01 CPU: a 1 ms quota, the kernel's smallest
+PIDS_MAX = 4 * 1024 * 1024  # PID_MAX_LIMIT: pids.max refuses more
+REMOVE_TIMEOUT = 5.0  # seconds for the last processes of a dead container to leave
+
+# docker's size syntax (go-units RAMInBytes): 512, 512b, 64k, 1.5g, 2GiB ... in powers of 1024.
+_SIZE = re.compile(r"(\d+)(?:\.(\d+))? ?(?:([kmgtp])i?)?b?", re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = "kmgtp"
+_CPUS = re.compile(r"(\d*)(?:\.(\d*))?", re.ASCII)
+_PIDS = re.compile(r"[+-]?\d+", re.ASCII)
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A container's limits, in docker's units; 0 is "no limit" for each."""
+
+    memory: int = 0  # bytes (HostConfig.Memory)
+    nano_cpus: int = 0  # CPUs x 1e9 (HostConfig.NanoCpus)
+    pids: int = 0  # tasks, threads included (HostConfig.PidsLimit)
+
+    def __bool__(self) -> bool:
+        return bool(self.memory or self.nano_cpus or self.pids)
+
+    def controllers(self) -> list[str]:
+        """The cgroup controllers these limits need."""
+        needed = {"memory": self.memory, "cpu": self.nano_cpus, "pids": self.pids}
+        return [controller for controller, limit in needed.items() if limit]
+
+
+def parse_limits(memory: str | None, cpus: str | None, pids_limit: str | None) -> Limits:
+    """The limits from ``-m``, ``--cpus`` and ``--pids-limit`` (None: not given).
+
+    :class:`PydockError` for a value docker refuses, or for a limit this host has no
+    cgroup controller to enforce (docker would drop it with a warning; a limit that
+    silently does nothing is worse than none).
+    """
+    limits = Limits(
+        memory=parse_memory(memory) if memory is not None else 0,
+        nano_cpus=parse_cpus(cpus) if cpus is not None else 0,
+        pids=parse_pids_limit(pids_limit) if pids_limit is not None else 0)
+    hierarchies = _hierarchies()
+    for controller in limits.controllers():
+        _hierarchy_with(controller, hierarchies)
+    return limits
+
+
+def parse_memory(text: str) -> int:
+    """``-m``: bytes, or a number with unit b, k, m, g, t or p (1024-based); 0 is no limit."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise PydockError(f"invalid memory size {text!r} for -m/--memory: expected a number of "
+                          "bytes or one with a unit, such as 64m or 1.5g (units b, k, m, g)")
+    whole, fraction, unit = match.groups()
+    multiplier = 1024 ** (_SIZE_UNITS.index(unit.lower()) + 1) if unit else 1
+    size = int(whole) * multiplier
+    if fraction:
+        size += int(float(f"0.{fraction}") * multiplier)
+    if 0 < size < MIN_MEMORY:
+        raise PydockError("Minimum memory limit allowed is 6MB")
+    if size >= 2**63:
+        raise PydockError(f"memory size {text!r} for -m/--memory is too large")
+    return size
+
+
+def parse_cpus(text: str) -> int:
+    """``--cpus``: a decimal number of CPUs, as billionths (exactly, no float rounding)."""
+    match = _CPUS.fullmatch(text)
+    if match is None or not any(c.isdigit() for c in text):
+        raise PydockError(f"invalid number of CPUs {text!r} for --cpus: expected a decimal "
+                          "number such as 1.5")
+    whole, fraction = match[1], (match[2] or "").rstrip("0")
+    if len(fraction) > 9:
+        raise PydockError(f"--cpus {text}: at most 9 decimal places")
+    nano_cpus = int(whole or "0") * NANO + int(fraction.ljust(9, "0"))
+    available = len(os.sched_getaffinity(0))
+    if not MIN_NANO_CPUS <= nano_cpus <= available * NANO:
+        raise PydockError(f"range of CPUs is from 0.01 to {available}.00, as there are only "
+                          f"{available} CPUs available")
+    return nano_cpus
+
+
+def parse_pids_limit(text: str) -> int:
+    """``--pids-limit``: at most this many tasks; 0 or less means no limit, as in docker."""
+    if _PIDS.fullmatch(text) is None:
+        raise PydockError(f"invalid --pids-limit {text!r}: expected a whole number "
+                          "(-1 for no limit)")
+    limit = max(int(text), 0)
+    if limit > PIDS_MAX:
+        raise PydockError(f"--pids-limit {text} is more than the kernel allows ({PIDS_MAX}); "
+                          "use -1 for no limit")
+    return limit
+
+
+@dataclass
+class Cgroup:
+    """A container's cgroup, made by :func:`create`: one directory per hierarchy used."""
+
+    container_id: str
+    directories: list[Path]
+    # memory.oom_control (v1) or memory.events (v2): both count the OOM killer's kills in a
+    # line "oom_kill N". None without a memory limit.
+    oom_events: Path | None
+    # The directories' cgroup.procs, opened for writing by the runtime before the fork.
+    procs: list[int] = field(default_factory=list)
+
+    def join(self) -> None:
+        """Move the calling process into the cgroup: for the container's first process,
+        right after the fork, so that the limits cover everything it does from then on.
+
+        It writes "0", which the kernel (v1 and v2) reads as "the writing process": its own
+        pid would be wrong, since in its new PID namespace the process is 1, and no pid has
+        to be passed from the parent, which would have to hold the child back until then.
+        """
+        for directory, fd in zip(self.directories, self.procs, strict=True):
+            try:
+                os.write(fd, b"0")
+            except OSError as exc:
+                raise OSError(exc.errno, f"joining cgroup {directory}: {exc.strerror}") from None
+        self.close()
+
+    def close(self) -> None:
+        """Close the cgroup.procs files (the runtime's copies, once the child is forked)."""
+        while self.procs:
+            os.close(self.procs.pop())
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of the container. Read it before
+        :func:`remove`; False once the cgroup is gone (``rm -f`` got there first)."""
+        if self.oom_events is None:
+            return False
+        try:
+            events = self.oom_events.read_text()
+        except OSError:
+            return False
+        for line in events.splitlines():
+            key, _, count = line.partition(" ")
+            if key == "oom_kill":
+                return int(count) > 0
+        return False
+
+    def remove(self) -> None:
+        """:func:`remove` for this cgroup."""
+        remove(self.container_id)
+
+
+def create(container_id: str, limits: Limits) -> Cgroup:
+    """Make the container's cgroup with ``limits`` and open it for :meth:`Cgroup.join`.
+
+    On failure nothing is left behind and :class:`PydockError` says what failed.
+    """
+    _check_id(container_id)
+    hierarchies = _hierarchies()
+    by_hierarchy: dict[_Hierarchy, list[str]] = {}
+    for controller in limits.controllers():
+        by_hierarchy.setdefault(_hierarchy_with(controller, hierarchies), []).append(controller)
+    cgroup = Cgroup(container_id, [], None)
+    try:
+        for hierarchy, controllers in by_hierarchy.items():
+            parent = hierarchy.mount / PARENT
+            if hierarchy.version == 2:
+                _delegate(hierarchy.mount, parent, controllers)
+            else:
+                parent.mkdir(exist_ok=True)
+            directory = parent / container_id
+            directory.mkdir()
+            cgroup.directories.append(directory)
+            for controller in controllers:
+                for name, value, required in _settings(limits, controller, hierarchy.version):
+                    if required or (directory / name).exists():
+                        _write(directory / name, value)
+            if "memory" in controllers:
+                cgroup.oom_events = directory / (
+                    "memory.oom_control" if hierarchy.version == 1 else "memory.events")
+        for directory in cgroup.directories:
+            cgroup.procs.append(os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        cgroup.close()
+        for directory in cgroup.directories:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise PydockError(f"setting up the container's cgroup failed: {exc}") from None
+    return cgroup
+
+
+def remove(container_id: str) -> None:
+    """Remove the container's cgroup from every hierarchy; nothing to remove is fine.
+
+    The container must be dead: its processes leave the cgroup as they exit (all of them
+    die with the PID 1 of their namespace), which this waits for, up to
+    ``REMOVE_TIMEOUT``, since the kernel refuses to remove a cgroup that is not empty.
+    """
+    _check_id(container_id)
+    deadline = time.monotonic() + REMOVE_TIMEOUT
+    for hierarchy in _hierarchies():
+        directory = hierarchy.mount / PARENT / container_id
+        delay = 0.001
+        while True:
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise PydockError(f"cannot remove cgroup {directory}: {exc.strerror} "
+                                      "(are processes still in it?)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+def attach(container_id: str) -> Cgroup:
+    """The cgroup of a running container, opened for :meth:`Cgroup.join`: a process
+    ``exec``'d into the container is held to the same limits as the rest of it."""
+    _check_id(container_id)
+    cgroup = Cgroup(container_id, [], None)
+    for mount in dict.fromkeys(hierarchy.mount for hierarchy in _hierarchies()):
+        directory = mount / PARENT / container_id
+        with contextlib.suppress(FileNotFoundError):
+            cgroup.procs.append(os.open(directory / "cgroup.procs",
+                                        os.O_WRONLY | os.O_CLOEXEC))
+            cgroup.directories.append(directory)
+    return cgroup
+
+
+def _settings(limits: Limits, controller: str, version: int) -> list[tuple[str, str, bool]]:
+    """(file, value, required) to write for one controller; optional files are written
+    only where the kernel has them."""
+    if controller == "memory":
+        if version == 1:
+            # memsw is memory+swap, so equal to the memory limit it allows no swap.
+            return [("memory.limit_in_bytes", str(limits.memory), True),
+                    ("memory.memsw.limit_in_bytes", str(limits.memory), False)]
+        return [("memory.max", str(limits.memory), True), ("memory.swap.max", "0", False)]
+    if controller == "cpu":
+        quota = limits.nano_cpus * CPU_PERIOD_US // NANO
+        if version == 1:
+            return [("cpu.cfs_period_us", str(CPU_PERIOD_US), True),
+                    ("cpu.cfs_quota_us", str(quota), True)]
+        return [("cpu.max", f"{quota} {CPU_PERIOD_US}", True)]
+    return [("pids.max", str(limits.pids), True)]
+
+
+def _delegate(root: Path, parent: Path, controllers: list[str]) -> None:
+    """cgroup v2: a cgroup has a controller's files only if its parent enabled the
+    controller for its children (cgroup.subtree_control), all the way down from the root."""
+    parent.mkdir(exist_ok=True)
+    for cgroup in (root, parent):
+        control = cgroup / "cgroup.subtree_control"
+        enabled = control.read_text().split()
+        missing = [f"+{c}" for c in controllers if c not in enabled]
+        if missing:
+            _write(control, " ".join(missing))
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise OSError(exc.errno, f"writing {value!r} to {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _check_id(container_id: str) -> None:
+    # The id becomes a path below the hierarchies' roots: never let a damaged record
+    # point elsewhere.
+    if not _CONTAINER_ID.fullmatch(container_id):
+        raise PydockError(f"invalid container id {container_id!r}")
+
+
+@dataclass(frozen=True)
+class _Hierarchy:
+    mount: Path
+    version: int
+    # v1: the superblock options, which name the hierarchy's controllers (among others,
+    # such as "rw"). v2 lists its controllers in cgroup.controllers instead: empty here.
+    options: frozenset[str]
+
+
+def _hierarchies() -> list[_Hierarchy]:
+    """The cgroup hierarchies mounted in this mount namespace, v1 and v2, in mount order."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            # "36 25 0:31 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory":
+            # the mount point is field 5; after the "-": type, source, superblock options.
+            fields = line.split()
+            fstype, _, options = fields[fields.index("-") + 1:][:3]
+            if fstype == "cgroup":
+                found.append(_Hierarchy(Path(_unescape(fields[4])), 1,
+                                        frozenset(options.split(","))))
+            elif fstype == "cgroup2":
+                found.append(_Hierarchy(Path(_unescape(fields[4])), 2, frozenset()))
+    return found
+
+
+def _hierarchy_with(controller: str, hierarchies: list[_Hierarchy]) -> _Hierarchy:
+    for hierarchy in hierarchies:
+        if hierarchy.version == 1 and controller in hierarchy.options:
+            return hierarchy
+    for hierarchy in hierarchies:
+        if hierarchy.version == 2:
+            with contextlib.suppress(OSError):
+                if controller in (hierarchy.mount / "cgroup.controllers").read_text().split():
+                    return hierarchy
+    flag = {"memory": "-m/--memory", "cpu": "--cpus", "pids": "--pids-limit"}[controller]
+    raise PydockError(f"{flag} needs the {controller} cgroup controller, which this host has "
+                      "neither in a cgroup v1 hierarchy nor in cgroup v2")
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
