@@ -227,13 +227,13 @@ class Containers:
     def _follow(self, session: Session, record: ContainerRecord, options: RunOptions,
                 pty: tuple[int, int] | None) -> Exited | None:
         """Wait for the monitor's reports: None once running if detached, else the exit."""
-        from pydock.core import monitor, terminal
+        from pydock.core import monitor
 
-        raw = (terminal.raw_mode(0) if pty is not None and options.interactive
-               else contextlib.nullcontext())
-        with raw:
+        with _raw_terminal(pty is not None and options.interactive):
             while True:
                 if pty is not None and not options.detach:
+                    from pydock.core import terminal
+
                     terminal.forward_input(pty[0], session.status_fd,
                                            0 if options.interactive else None)
                 kind, rest = session.next_message()
@@ -376,7 +376,7 @@ class Containers:
             failed = runtime.exec_report(started)
             if failed is None and pty is not None:
                 process = os.pidfd_open(started.pid)
-                with terminal.raw_mode(0) if options.interactive else contextlib.nullcontext():
+                with _raw_terminal(options.interactive):
                     terminal.relay(pty[0], 0 if options.interactive else None, process)
                 os.close(process)
             _, status = os.waitpid(started.pid, 0)
@@ -504,6 +504,15 @@ class Containers:
                 "PidsLimit": record.pids_limit or None,  # docker shows no limit as null
             },
         }
+
+
+def _raw_terminal(wanted: bool) -> contextlib.AbstractContextManager[None]:
+    """The user's terminal in raw mode while typed input goes to a container's terminal."""
+    if not wanted:
+        return contextlib.nullcontext()
+    from pydock.core import terminal
+
+    return terminal.raw_mode(0)
 
 
 def _open_pty() -> tuple[int, int]:
