@@ -86,6 +86,21 @@ def test_window_size_reaches_the_container(pydock: Pydock, terminals: list[Termi
     assert shell.exit_code() == 0
 
 
+def test_a_resized_terminal_resizes_the_containers(pydock: Pydock,
+                                                  terminals: list[Terminal]) -> None:
+    shell = Terminal(pydock, "run", "-it", "--rm", "sh", rows=33, cols=111)
+    terminals.append(shell)
+    shell.type("stty size\n")
+    shell.expect("33 111")
+    # As a terminal emulator does: the kernel sends SIGWINCH to pydock, in the foreground.
+    fcntl.ioctl(shell.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    time.sleep(0.3)
+    shell.type("stty size\n")
+    shell.expect("40 100")
+    shell.type("exit\n")
+    assert shell.exit_code() == 0
+
+
 def test_ctrl_c_interrupts_the_containers_command_not_pydock(
         pydock: Pydock, terminals: list[Terminal]) -> None:
     shell = Terminal(pydock, "run", "-it", "--rm", "sh")
