@@ -156,7 +156,7 @@ def parse_pids_limit(text: str) -> int:
 class Cgroup:
     """A container's cgroup, made by :func:`create`: one directory per hierarchy used."""
 
-    container_id: str
+    name: str  # the directory's name in each hierarchy: see cgroup_name()
     directories: list[Path]
     # memory.oom_control (v1) or memory.events (v2): both count the OOM killer's kills in a
     # line "oom_kill N". None without a memory limit.
@@ -201,20 +201,37 @@ class Cgroup:
 
     def remove(self) -> None:
         """:func:`remove` for this cgroup."""
-        remove(self.container_id)
+        _remove_named(self.name)
 
 
-def create(container_id: str, limits: Limits) -> Cgroup:
+def cgroup_name(root: Path, container_id: str) -> str:
+    """``<root key>-<container id>``: the name of the container's cgroup below ``pydock/``.
+
+    The key (a digest of the storage root's path) ties every cgroup to the storage root
+    its container lives in: ``prune`` of one root, or the test suite's leak check, then
+    only ever looks at, and removes, cgroups of its own containers, never those of another
+    root's containers running on the same host.
+    """
+    from pydock.core.files import sha256_hex
+
+    if not _CONTAINER_ID.fullmatch(container_id):
+        # The id becomes a path below the hierarchies' roots: never let a damaged record
+        # point elsewhere.
+        raise PydockError(f"invalid container id {container_id!r}")
+    return f"{sha256_hex(os.fsencode(root))[:12]}-{container_id}"
+
+
+def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
     """Make the container's cgroup with ``limits`` and open it for :meth:`Cgroup.join`.
 
     On failure nothing is left behind and :class:`PydockError` says what failed.
     """
-    _check_id(container_id)
+    name = cgroup_name(root, container_id)
     hierarchies = _hierarchies()
     by_hierarchy: dict[_Hierarchy, list[str]] = {}
     for controller in limits.controllers():
         by_hierarchy.setdefault(_hierarchy_with(controller, hierarchies), []).append(controller)
-    cgroup = Cgroup(container_id, [], None)
+    cgroup = Cgroup(name, [], None)
     try:
         for hierarchy, controllers in by_hierarchy.items():
             parent = hierarchy.mount / PARENT
@@ -222,7 +239,7 @@ def create(container_id: str, limits: Limits) -> Cgroup:
                 _delegate(hierarchy.mount, parent, controllers)
             else:
                 parent.mkdir(exist_ok=True)
-            directory = parent / container_id
+            directory = parent / name
             directory.mkdir()
             cgroup.directories.append(directory)
             for controller in controllers:
@@ -243,17 +260,20 @@ def create(container_id: str, limits: Limits) -> Cgroup:
     return cgroup
 
 
-def remove(container_id: str) -> None:
+def remove(root: Path, container_id: str) -> None:
     """Remove the container's cgroup from every hierarchy; nothing to remove is fine.
 
     The container must be dead: its processes leave the cgroup as they exit (all of them
     die with the PID 1 of their namespace), which this waits for, up to
     ``REMOVE_TIMEOUT``, since the kernel refuses to remove a cgroup that is not empty.
     """
-    _check_id(container_id)
+    _remove_named(cgroup_name(root, container_id))
+
+
+def _remove_named(name: str) -> None:
     deadline = time.monotonic() + REMOVE_TIMEOUT
     for hierarchy in _hierarchies():
-        directory = hierarchy.mount / PARENT / container_id
+        directory = hierarchy.mount / PARENT / name
         delay = 0.001
         while True:
             try:
@@ -269,13 +289,12 @@ def remove(container_id: str) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def attach(container_id: str) -> Cgroup:
+def attach(root: Path, container_id: str) -> Cgroup:
     """The cgroup of a running container, opened for :meth:`Cgroup.join`: a process
     ``exec``'d into the container is held to the same limits as the rest of it."""
-    _check_id(container_id)
-    cgroup = Cgroup(container_id, [], None)
+    cgroup = Cgroup(cgroup_name(root, container_id), [], None)
     for mount in dict.fromkeys(hierarchy.mount for hierarchy in _hierarchies()):
-        directory = mount / PARENT / container_id
+        directory = mount / PARENT / cgroup.name
         with contextlib.suppress(FileNotFoundError):
             cgroup.procs.append(os.open(directory / "cgroup.procs",
                                         os.O_WRONLY | os.O_CLOEXEC))
@@ -321,13 +340,6 @@ def _write(path: Path, value: str) -> None:
         raise OSError(exc.errno, f"writing {value!r} to {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
-
-
-def _check_id(container_id: str) -> None:
-    # The id becomes a path below the hierarchies' roots: never let a damaged record
-    # point elsewhere.
-    if not _CONTAINER_ID.fullmatch(container_id):
-        raise PydockError(f"invalid container id {container_id!r}")
 
 
 @dataclass(frozen=True)

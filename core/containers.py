@@ -15,9 +15,8 @@ import os
 import re
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
@@ -49,8 +48,7 @@ HOSTNAME_MAX = 64
 KILL_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     """``pydock run``'s options, as given on the command line."""
 
     command: tuple[str, ...]
@@ -73,8 +71,7 @@ class RunOptions:
     pids_limit: str | None = None
 
 
-@dataclass(frozen=True)
-class ExecOptions:
+class ExecOptions(NamedTuple):
     """``pydock exec``'s options, as given on the command line."""
 
     command: tuple[str, ...]
@@ -177,7 +174,7 @@ class Containers:
             if record.has_limits:  # otherwise no cgroup work at all
                 from pydock.core import cgroups
 
-                cgroup = cgroups.create(record.id, cgroups.Limits(
+                cgroup = cgroups.create(self.root, record.id, cgroups.Limits(
                     record.memory, record.nano_cpus, record.pids_limit))
             request = monitor.Launch(
                 spec=runtime.ProcessSpec(
@@ -316,7 +313,7 @@ class Containers:
             if record.has_limits:
                 from pydock.core import cgroups
 
-                cgroups.remove(record.id)
+                cgroups.remove(self.root, record.id)
             driver = self.registry.driver_class(record.driver)(
                 driver_home(self.root, record.driver))
             driver.remove(record.id)
@@ -349,7 +346,7 @@ class Containers:
             if record.has_limits:
                 from pydock.core import cgroups
 
-                cgroup = cgroups.attach(record.id)
+                cgroup = cgroups.attach(self.root, record.id)
             pty = _open_pty() if options.tty else None
             try:
                 return self._exec_in(container, spec, options, pty, cgroup)

@@ -54,10 +54,14 @@ def cgroup_hierarchies() -> dict[str, Path]:
     return found
 
 
-def container_cgroups() -> list[Path]:
-    """Every container cgroup pydock has on this host (``<hierarchy>/pydock/<id>``)."""
+def container_cgroups(root: Path) -> list[Path]:
+    """The cgroups of containers in storage root ``root`` (``<hierarchy>/pydock/<key>-<id>``;
+    see pydock.core.cgroups.cgroup_name): those of other roots on this host are not ours."""
+    from pydock.core.cgroups import cgroup_name
+
+    prefix = cgroup_name(root, "0" * 64).removesuffix("0" * 64)
     return sorted(path for mount in set(cgroup_hierarchies().values())
-                  for path in (mount / "pydock").glob("*") if path.is_dir())
+                  for path in (mount / "pydock").glob(f"{prefix}*") if path.is_dir())
 
 
 @dataclass

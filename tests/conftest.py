@@ -87,19 +87,21 @@ def cgroup_parents_removed() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def no_cgroup_leaks() -> Iterator[None]:
-    """A container's cgroup goes with the container: fail (and clean up) if one survives."""
-    before = set(container_cgroups())
+def no_cgroup_leaks(tmp_path: Path) -> Iterator[None]:
+    """A container's cgroup goes with the container: fail (and clean up) if one of the
+    test's own root survives it. Other roots' cgroups (a user's containers, another test
+    run) are never looked at."""
+    root = tmp_path / "root"
     yield
-    leaked = sorted(set(container_cgroups()) - before)
+    leaked = container_cgroups(root)
     if leaked:
-        from pydock.core import cgroups
-
         for cgroup in leaked:
             for pid in (cgroup / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-            cgroups.remove(cgroup.name)
+        for cgroup in leaked:
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
         pytest.fail(f"cgroups left on the host: {[str(c) for c in leaked]}")
 
 

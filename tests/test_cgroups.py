@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_state import storage_entries
 
+from pydock.core.cgroups import cgroup_name
 from pydock.testing.cli import PYDOCK, TIMEOUT, Pydock, cgroup_hierarchies
 
 HIERARCHIES = cgroup_hierarchies()
@@ -29,9 +30,9 @@ def requires(*controllers: str) -> pytest.MarkDecorator:
                               "cgroup controller (neither cgroup v1 nor v2)")
 
 
-def cgroup_of(container_id: str, controller: str) -> Path:
+def cgroup_of(pydock: Pydock, container_id: str, controller: str) -> Path:
     """Where pydock puts the container's cgroup for ``controller``."""
-    return HIERARCHIES[controller] / "pydock" / container_id
+    return HIERARCHIES[controller] / "pydock" / cgroup_name(pydock.root, container_id)
 
 
 def cgroups_of_process(pid: int) -> set[str]:
@@ -134,8 +135,8 @@ def test_the_cgroup_holds_the_limits_while_the_container_runs_and_goes_when_it_e
     assert proc.stdout.readline() == "ready\n"
     info = pydock.inspect("limited")
     container_id, pid = info["Id"], info["State"]["Pid"]
-    assert f"/pydock/{container_id}" in cgroups_of_process(pid)
-    memory, cpu, pids = (cgroup_of(container_id, c) for c in ("memory", "cpu", "pids"))
+    assert f"/pydock/{cgroup_name(pydock.root, container_id)}" in cgroups_of_process(pid)
+    memory, cpu, pids = (cgroup_of(pydock, container_id, c) for c in ("memory", "cpu", "pids"))
     if (memory / "memory.limit_in_bytes").exists():  # cgroup v1
         assert read(memory / "memory.limit_in_bytes") == str(64 * 1024 * 1024)
         if (memory / "memory.memsw.limit_in_bytes").exists():
@@ -173,9 +174,9 @@ def test_rm_f_of_a_running_container_removes_its_cgroup(pydock: Pydock) -> None:
     proc = pydock.popen("run", "--name", "doomed", "-m", "32m", "sleep", "60")
     try:
         container_id = pydock.wait_running("doomed")["Id"]
-        assert cgroup_of(container_id, "memory").is_dir()
+        assert cgroup_of(pydock, container_id, "memory").is_dir()
         pydock.ok("rm", "-f", "doomed")
-        assert not cgroup_of(container_id, "memory").exists()
+        assert not cgroup_of(pydock, container_id, "memory").exists()
         assert proc.wait(timeout=TIMEOUT) == 137
     finally:
         proc.kill()
@@ -188,7 +189,7 @@ def test_prune_removes_the_cgroup_a_crashed_monitor_left(pydock: Pydock) -> None
     info = pydock.inspect("orphan")
     record = json.loads((pydock.root / "containers" / "orphan" / "state.json").read_text())
     os.kill(record["monitor_pid"], signal.SIGKILL)  # dies without cleaning up
-    cgroup = cgroup_of(info["Id"], "pids")
+    cgroup = cgroup_of(pydock, info["Id"], "pids")
     assert cgroup.is_dir()
     os.kill(info["State"]["Pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -204,7 +205,8 @@ def test_prune_removes_the_cgroup_a_crashed_monitor_left(pydock: Pydock) -> None
 def test_exec_joins_the_containers_cgroup(pydock: Pydock) -> None:
     pydock.ok("run", "-d", "--name", "held", "--pids-limit", "20", "sleep", "60")
     container_id = pydock.inspect("held")["Id"]
-    assert f"/pydock/{container_id}" in pydock.ok("exec", "held", "cat", "/proc/self/cgroup")
+    in_cgroups = pydock.ok("exec", "held", "cat", "/proc/self/cgroup")
+    assert f"/pydock/{cgroup_name(pydock.root, container_id)}" in in_cgroups
 
 
 # -- the flags ---------------------------------------------------------------------------
