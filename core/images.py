@@ -23,9 +23,8 @@ import os
 import platform
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.files import (
@@ -63,8 +62,7 @@ def normalize_reference(ref: str) -> str:
     return f"{match['name']}:{match['tag'] or 'latest'}"
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     """One image: its id (sha256 of the config), the names pointing at it, and its config."""
 
     id: str

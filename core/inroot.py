@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Collection
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydock.core.errors import PydockError
 
@@ -30,8 +30,7 @@ MAX_SYMLINKS = 40
 _DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True)
-class Opened:
+class Opened(NamedTuple):
     """An O_PATH descriptor (the caller closes it) and where it is inside the root."""
 
     fd: int

@@ -20,14 +20,12 @@ while the process that signals it has not reaped it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import select
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from pydock.core import runtime
 from pydock.core.driver import Mount
@@ -41,8 +39,7 @@ EXIT_MONITOR_LOST = 125
 _CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """What the monitor starts, and how the container's stdio is wired."""
 
     spec: runtime.ProcessSpec
@@ -60,8 +57,7 @@ class Launch:
     cgroup: Cgroup | None = None
 
 
-@dataclass(frozen=True)
-class Hooks:
+class Hooks(NamedTuple):
     """What the monitor has done at each step; it runs these in its own process."""
 
     started: Callable[[int], None]  # the container's pid, once its command is exec'd
@@ -189,7 +185,7 @@ class _Monitor:
         _, status = os.waitpid(started.pid, 0)
         exited = exited or runtime.Exited(runtime.exit_status(status))
         if cgroup is not None:
-            exited = dataclasses.replace(exited, oom_killed=cgroup.oom_killed())
+            exited = exited._replace(oom_killed=cgroup.oom_killed())
             with contextlib.suppress(PydockError):  # rm and prune try again
                 cgroup.remove()
         self._finish(exited)

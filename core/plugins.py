@@ -19,9 +19,8 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -35,8 +34,7 @@ BUILTIN_ORIGIN = "built-in"
 DRIVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
-@dataclass(frozen=True)
-class DriverEntry:
+class DriverEntry(NamedTuple):
     """A registered driver name: its class and who registered it (more than one is a clash)."""
 
     name: str
@@ -55,8 +53,7 @@ class DriverEntry:
                 f"(by {self.origin}): uninstall all but one of them")
 
 
-@dataclass(frozen=True)
-class PluginFailure:
+class PluginFailure(NamedTuple):
     """A plugin that could not be used, by name, with the reason."""
 
     plugin: str

@@ -26,8 +26,7 @@ import fcntl
 import os
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from pydock.core import capabilities, users
 from pydock.core.driver import Mount
@@ -56,8 +55,7 @@ FORWARDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT, sig
                                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH})
 
 
-@dataclass(frozen=True)
-class ProcessSpec:
+class ProcessSpec(NamedTuple):
     """What the container's first process is: command, environment and surroundings."""
 
     argv: list[str]
@@ -70,8 +68,7 @@ class ProcessSpec:
     volumes: tuple[Volume, ...] = ()  # in mounting order
 
 
-@dataclass(frozen=True)
-class Stdio:
+class Stdio(NamedTuple):
     """The descriptors that become the container's fds 0, 1 and 2.
 
     With ``tty``, they are all the slave side of a pseudo-terminal, which the container
@@ -84,14 +81,12 @@ class Stdio:
     tty: bool = False
 
 
-@dataclass(frozen=True)
-class Started:
+class Started(NamedTuple):
     pid: int
     error_fd: int
 
 
-@dataclass(frozen=True)
-class Exited:
+class Exited(NamedTuple):
     code: int
     error: str = ""
     oom_killed: bool = False  # by the kernel, at its cgroup's memory limit

@@ -9,7 +9,7 @@ container's whatever symlinks the image holds: there is no way out of the root l
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydock.core.errors import PydockError
 
@@ -19,8 +19,7 @@ _MAX_ID = 2**32 - 2
 _MAX_FILE = 1 << 20
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     uid: int
     gid: int
     groups: tuple[int, ...]

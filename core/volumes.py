@@ -23,8 +23,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.inroot import open_or_create
@@ -42,8 +41,7 @@ MODES = ("ro", "rw")
 KERNEL_DIRS = ("/proc", "/sys")
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(NamedTuple):
     """One ``-v``, checked and with both paths normalised."""
 
     spec: str  # as given on the command line (docker's HostConfig.Binds)
