@@ -11,10 +11,11 @@ large one is that tree plus generated files (fixed seed: the same names, sizes a
 on every run). Each tool gets the tree in its own way: pydock and podman import a tar of
 it, runc runs the unpacked directory from an OCI bundle, and ``cp -a`` copies the directory.
 
-Every command is timed end to end, from fork to exit, as a user sees it. The commands for
-one image run interleaved, one of each per round and in a rotating order, so that
-background load on a shared machine falls on every tool alike; the first round warms the
-caches and is not counted.
+Every command is timed end to end, from fork to exit, as a user sees it, with the page
+cache warm and nothing left to write back (a sync, untimed, comes before each command).
+The commands for one image run interleaved, one of each per round and in a rotating
+order, so that background load on a shared machine falls on every tool alike; the first
+round warms the caches and is not counted.
 
 Everything the script creates lives in one temporary directory (pydock's storage root,
 podman's stores, runc's state and bundles, the trees) and is removed on exit, on an error
@@ -409,6 +410,9 @@ def measure(series: list[Series], rounds: int, image: str) -> None:
         for one in series[shift:] + series[:shift]:
             if one.error is not None:
                 continue
+            # Untimed: write back what the previous command (a copy, say) left dirty, so
+            # that no command pays for another's writes.
+            os.sync()
             try:
                 elapsed = time_command(one.command(round_))
                 if one.after is not None:
@@ -663,9 +667,10 @@ def parse_args() -> argparse.Namespace:
     if args.pydock is None:
         parser.error("no pydock on PATH: give one with --pydock PATH")
     # An absolute path, so that the report says exactly which pydock was measured.
-    args.pydock = shutil.which(args.pydock)
-    if args.pydock is None:
-        parser.error("--pydock: not an executable")
+    found = shutil.which(args.pydock)
+    if found is None:
+        parser.error(f"--pydock {args.pydock}: not an executable")
+    args.pydock = os.path.abspath(found)
     if args.repeat < 1 or args.large_repeat < 1:
         parser.error("--repeat and --large-repeat must be at least 1")
     return args
