@@ -13,9 +13,10 @@ it, runc runs the unpacked directory from an OCI bundle, and ``cp -a`` copies th
 
 Every command is timed end to end, from fork to exit, as a user sees it, with the page
 cache warm and nothing left to write back (a sync, untimed, comes before each command).
-The commands for one image run interleaved, one of each per round and in a rotating
-order, so that background load on a shared machine falls on every tool alike; the first
-round warms the caches and is not counted.
+All the commands, on both images, run interleaved, one of each per round and in a
+rotating order, so that background load on a shared machine falls on every tool alike;
+the first round warms the caches and is not counted. The commands that copy the large
+tree take part in fewer rounds (``--large-repeat``).
 
 Everything the script creates lives in one temporary directory (pydock's storage root,
 podman's stores, runc's state and bundles, the trees) and is removed on exit, on an error
@@ -391,25 +392,28 @@ class Series:
     image: str
     label: str
     command: Callable[[int], list[str]]  # the argv of run i: ids and paths differ per run
+    repeat: int  # counted runs
     after: Callable[[int], None] | None = None  # untimed clean-up after run i
     times: list[float] = field(default_factory=list)
     error: str | None = None
 
 
-def measure(series: list[Series], rounds: int, image: str) -> None:
-    """Run every series once per round, WARMUP_ROUNDS more rounds not counted.
+def measure(series: list[Series]) -> None:
+    """Run every series once per round until it has its runs, after WARMUP_ROUNDS
+    rounds that are not counted.
 
-    The order rotates each round, so no command always runs just after the same other
-    one (after the copy that filled the page cache, say).
+    All series share the rounds, both images included, so that a change in background
+    load between two minutes does not show up as a difference between two figures. The
+    order rotates each round, so no command always runs just after the same other one
+    (after the copy that filled the page cache, say).
     """
-    total = rounds + WARMUP_ROUNDS
+    total = WARMUP_ROUNDS + max(one.repeat for one in series)
     for round_ in range(total):
-        note(f"{image} image: round {round_ + 1}/{total}"
-             + (" (warm-up)" if round_ < WARMUP_ROUNDS else ""))
-        shift = round_ % len(series)
-        for one in series[shift:] + series[:shift]:
-            if one.error is not None:
-                continue
+        note(f"round {round_ + 1}/{total}" + (" (warm-up)" if round_ < WARMUP_ROUNDS else ""))
+        due = [one for one in series
+               if one.error is None and round_ < WARMUP_ROUNDS + one.repeat]
+        shift = round_ % len(due) if due else 0
+        for one in due[shift:] + due[:shift]:
             # Untimed: write back what the previous command (a copy, say) left dirty, so
             # that no command pays for another's writes.
             os.sync()
@@ -550,8 +554,13 @@ def version(argv: list[str]) -> str:
         return "version unknown"
 
 
-def series_for(tree: Tree, tools: Tools, work: Path) -> list[Series]:
-    """Every command measured on one tree, its images imported and bundles made."""
+def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
+               copy_repeat: int) -> list[Series]:
+    """Every command measured on one tree, its images imported and bundles made.
+
+    The commands that copy the whole tree (the copy driver, podman's vfs, cp -a) run
+    ``copy_repeat`` times, the others ``repeat`` times.
+    """
     pydock = tools.pydock
     image = pydock.import_image(tree)
     name = tree.name
@@ -567,30 +576,35 @@ def series_for(tree: Tree, tools: Tools, work: Path) -> list[Series]:
             run(pydock.argv("rm", f"bench-{name}-{storage}-keep-{i}"))
         return remove
 
-    series = [Series(name, PYDOCK_OVERLAY, pydock_run("overlay", True)),
-              Series(name, PYDOCK_COPY, pydock_run("copy", True))]
+    series = [Series(name, PYDOCK_OVERLAY, pydock_run("overlay", True), repeat),
+              Series(name, PYDOCK_COPY, pydock_run("copy", True), copy_repeat)]
     if name == LARGE:
-        series += [Series(name, PYDOCK_OVERLAY_KEEP, pydock_run("overlay", False),
+        series += [Series(name, PYDOCK_OVERLAY_KEEP, pydock_run("overlay", False), repeat,
                           pydock_rm("overlay")),
-                   Series(name, PYDOCK_COPY_KEEP, pydock_run("copy", False), pydock_rm("copy"))]
+                   Series(name, PYDOCK_COPY_KEEP, pydock_run("copy", False), copy_repeat,
+                          pydock_rm("copy"))]
     if tools.runc is not None:
         runc = tools.runc
-        series.append(prepared(name, RUNC, lambda: runc.command(tree, work / f"bundle-{name}")))
+        series.append(prepared(name, RUNC, repeat,
+                               lambda: runc.command(tree, work / f"bundle-{name}")))
     for podman in tools.podmans:
-        series.append(prepared(name, podman.label, functools.partial(podman.command, tree)))
+        series.append(prepared(name, podman.label,
+                               copy_repeat if podman.driver == "vfs" else repeat,
+                               functools.partial(podman.command, tree)))
     copy_target = work / f"cp-{name}"
     series.append(Series(name, CP_A,
                          same_every_run(["cp", "-a", str(tree.directory), str(copy_target)]),
-                         lambda _i: shutil.rmtree(copy_target)))
+                         copy_repeat, lambda _i: shutil.rmtree(copy_target)))
     return series
 
 
-def prepared(image: str, label: str, setup: Callable[[], Callable[[int], list[str]]]) -> Series:
+def prepared(image: str, label: str, repeat: int,
+             setup: Callable[[], Callable[[int], list[str]]]) -> Series:
     """A series whose set-up (an import, a bundle) may fail: then it is reported, not run."""
     try:
-        return Series(image, label, setup())
+        return Series(image, label, setup(), repeat)
     except CommandFailed as exc:
-        return Series(image, label, same_every_run([]), error=f"set-up failed: {exc}")
+        return Series(image, label, same_every_run([]), repeat, error=f"set-up failed: {exc}")
 
 
 def same_every_run(argv: list[str]) -> Callable[[int], list[str]]:
@@ -629,12 +643,10 @@ def compare(args: argparse.Namespace, work: Path, cleanup: Cleanup) -> str:
     small = export_small_tree(pydock, work)
     large = generate_large_tree(small, work)
     trees = [small, large]
-    all_series: list[Series] = []
-    for tree, rounds in ((small, args.repeat), (large, args.large_repeat)):
-        note(f"{tree.name} image: importing it and making bundles")
-        series = series_for(tree, tools, work)
-        measure(series, rounds, tree.name)
-        all_series += series
+    note("importing the images and making the bundles")
+    all_series = (series_for(small, tools, work, args.repeat, args.repeat)
+                  + series_for(large, tools, work, args.repeat, args.large_repeat))
+    measure(all_series)
     for one in all_series:
         if one.error is not None:
             notes.append(f"{one.image} image, {one.label} failed: {one.error}")
@@ -657,9 +669,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pydock", default=shutil.which("pydock"),
                         help="the pydock executable to measure (default: pydock on PATH)")
     parser.add_argument("--repeat", type=int, default=11,
-                        help="counted runs of each command on the small image (default 11)")
+                        help="counted runs of each command (default 11)")
     parser.add_argument("--large-repeat", type=int, default=5,
-                        help="counted runs of each command on the large image (default 5)")
+                        help="counted runs of the commands that copy the large image: the "
+                             "copy driver, podman's vfs, cp -a (default 5)")
     parser.add_argument("--format", choices=["text", "markdown"], default="text")
     parser.add_argument("--tmpdir", default="/var/tmp",
                         help="where the workspace is made (default /var/tmp)")
