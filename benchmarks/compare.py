@@ -14,7 +14,7 @@ it, runc runs the unpacked directory from an OCI bundle, and ``cp -a`` copies th
 Every command is timed end to end, from fork to exit, as a user sees it, with the page
 cache warm and nothing left to write back (a sync, untimed, comes before each command).
 All the commands, on both images, run interleaved, one of each per round and in a
-rotating order, so that background load on a shared machine falls on every tool alike;
+shuffled order, so that background load on a shared machine falls on every tool alike;
 the first round warms the caches and is not counted. The commands that copy the large
 tree take part in fewer rounds (``--large-repeat``).
 
@@ -50,6 +50,7 @@ from types import FrameType
 
 SMALL, LARGE = "small", "large"
 WARMUP_ROUNDS = 1
+ORDER_SEED = 1  # the order of the commands in each round: shuffled, the same every run
 
 # The large image: the small tree plus SMALL_FILE_COUNT files of 1-32 KiB and
 # BIG_FILE_COUNT files of 4 MiB under DATA_DIR, about 266 MB in about 8,600 entries.
@@ -403,17 +404,18 @@ def measure(series: list[Series]) -> None:
     rounds that are not counted.
 
     All series share the rounds, both images included, so that a change in background
-    load between two minutes does not show up as a difference between two figures. The
-    order rotates each round, so no command always runs just after the same other one
-    (after the copy that filled the page cache, say).
+    load between two minutes does not show up as a difference between two figures. Each
+    round runs them in a new order (shuffled, from a fixed seed), so that no command
+    always runs just after the same other one (the deletion of a large copy, say).
     """
+    order = random.Random(ORDER_SEED)
     total = WARMUP_ROUNDS + max(one.repeat for one in series)
     for round_ in range(total):
         note(f"round {round_ + 1}/{total}" + (" (warm-up)" if round_ < WARMUP_ROUNDS else ""))
         due = [one for one in series
                if one.error is None and round_ < WARMUP_ROUNDS + one.repeat]
-        shift = round_ % len(due) if due else 0
-        for one in due[shift:] + due[:shift]:
+        order.shuffle(due)
+        for one in due:
             # Untimed: write back what the previous command (a copy, say) left dirty, so
             # that no command pays for another's writes.
             os.sync()
