@@ -516,26 +516,31 @@ def report(all_series: list[Series], trees: list[Tree], header: list[str], notes
 
     images = "; ".join(f"{tree.name}: {tree.entries:,} entries, {tree.size / 1e6:.1f} MB"
                        for tree in trees)
+    # In markdown the header lines would run together into one paragraph: make them a
+    # list, and the titles bold.
+    def title(text: str) -> str:
+        return f"**{text}**" if markdown else text
+
     sections = [
-        *header,
-        f"images: {images}",
+        *(f"- {line}" if markdown else line for line in [*header, f"images: {images}"]),
         "",
-        "Times in ms (end to end, fork to exit; counted runs after "
-        f"{WARMUP_ROUNDS} warm-up round)",
+        title("Times in ms (end to end, fork to exit; counted runs after "
+              f"{WARMUP_ROUNDS} warm-up round)"),
         "",
         table(["image", "command", "median", "min", "max", "runs"], times_rows, markdown),
         "",
-        "pydock against the others (medians on the same image; below 1 is pydock faster)",
+        title("pydock against the others (medians on the same image; below 1 is pydock "
+              "faster)"),
         "",
         table(["image", "pydock", "median ms", *(f"/ {b}" for b in BASELINES)], ratio_rows,
               markdown),
         "",
-        "Targets",
+        title("Targets"),
         "",
         table(["target", "measured", "limit", "result"], target_rows, markdown),
     ]
     if notes:
-        sections += ["", "Notes", "", *(f"- {line}" for line in notes)]
+        sections += ["", title("Notes"), "", *(f"- {line}" for line in notes)]
     return "\n".join(sections)
 
 
