@@ -13,8 +13,9 @@ fi
 
 # busybox-static: the embedded default image; util-linux: unshare for a test that
 # runs pydock without network; btrfs-progs: the reflink test of the copy driver;
-# skopeo, umoci, podman: the interoperability tests; python3-venv: the virtualenv.
-packages=(busybox-static util-linux btrfs-progs skopeo umoci podman)
+# skopeo, umoci, podman: the interoperability tests; runc (and podman): what
+# benchmarks/compare.py measures pydock against; python3-venv: the virtualenv.
+packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc)
 if ! python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     packages+=(python3 python3-venv)
 fi
