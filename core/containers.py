@@ -262,7 +262,9 @@ class Containers:
         record.pid_start = process_start_time(pid)
         record.monitor_pid = os.getpid()
         record.monitor_start = process_start_time(record.monitor_pid)
-        self.state.save(record)
+        # Not fsync'd: this is on the way to every container's start, and after a power
+        # cut no container is running whatever the record says (its pid is checked).
+        self.state.save(record, durable=False)
 
     def _record_exited(self, record: ContainerRecord, exited: Exited, remove: bool) -> None:
         if remove:

@@ -46,15 +46,21 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    Not ``durable``: no fsync, for a state that a power cut makes moot anyway. Readers
+    still see the old content or the new, and ext4 writes a file renamed over another
+    before the rename itself reaches the disk.
+    """
     tmp = path.with_name(f".{path.name}.{random_suffix()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -62,8 +68,8 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_bytes_atomic(path, json.dumps(data, indent=1).encode())
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    write_bytes_atomic(path, json.dumps(data, indent=1).encode(), durable=durable)
 
 
 @contextlib.contextmanager

@@ -161,9 +161,9 @@ class StateStore:
         except (ValueError, TypeError) as exc:
             raise PydockError(f"container {name}: corrupt record {path}: {exc}") from None
 
-    def save(self, record: ContainerRecord) -> None:
+    def save(self, record: ContainerRecord, durable: bool = True) -> None:
         """Replace the record atomically; FileNotFoundError if it was removed meanwhile."""
-        write_json_atomic(self.path(record.name) / "state.json", asdict(record))
+        write_json_atomic(self.path(record.name) / "state.json", asdict(record), durable)
 
     def names(self) -> list[str]:
         try:
