@@ -92,7 +92,7 @@ MEASUREMENTS = (
 class BenchOptions:
     drivers: tuple[str, ...] = ()  # names, each possibly "a,b"; none: every available one
     images: tuple[str, ...] = ()  # none: the default image and the large one
-    repeat: int = 5
+    repeat: int = 3
     scale: int = 50
     large_size_mb: int = 256
 
@@ -378,7 +378,10 @@ def _allocated(top: Path) -> int:
 
 
 def _host(root: Path) -> dict[str, Any]:
+    # The load average when bench starts: on a machine busy with other work, every time
+    # measured is longer, and whoever reads the numbers should know.
     return {"kernel": os.uname().release, "cpus": os.cpu_count(),
+            "load": [round(load, 2) for load in os.getloadavg()],
             "filesystem": _filesystem_type(root)}
 
 

@@ -91,7 +91,8 @@ def _rows(run: BenchRun, facts: ImageFacts) -> list[list[str]]:
 def _heading(run: BenchRun) -> str:
     host = run.host
     return (f"pydock bench on {run.root} ({host['filesystem']}, kernel {host['kernel']}, "
-            f"{host['cpus']} CPUs): {run.options.repeat} repetitions, median (min-max)")
+            f"{host['cpus']} CPUs, load {host['load'][0]:.2f}): {run.options.repeat} "
+            "repetitions, median (min-max)")
 
 
 def _image_line(facts: ImageFacts, quote: str = "") -> str:

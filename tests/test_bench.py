@@ -133,7 +133,8 @@ def test_table_shows_a_block_per_image_and_progress_on_a_terminal(pydock: Pydock
         pydock, "bench", *SMALL, "--storage", "overlay,bind", "--image", DEFAULT_IMAGE)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith(f"pydock bench on {pydock.root} (")
+    assert re.fullmatch(rf"pydock bench on {pydock.root} \(\w+, kernel \S+, \d+ CPUs, load "
+                        r"\d+\.\d\d\): 2 repetitions, median \(min-max\)", lines[0]), lines[0]
     assert lines[2].startswith(f"{DEFAULT_IMAGE}: ") and "writes go to /" in lines[2]
     assert re.fullmatch(r"MEASUREMENT +OVERLAY +BIND", lines[3])
     labels = [m.label.format(scale=3) for m in MEASUREMENTS]
@@ -210,7 +211,7 @@ def test_a_driver_that_cannot_work_here_is_refused_by_name(pydock: Pydock) -> No
 def test_help_states_the_defaults(pydock: Pydock) -> None:
     help_text = " ".join(pydock.ok("bench", "--help").split())
     for default in ("--repeat INTEGER RANGE Repetitions of each measurement, shown as "
-                    "median (min-max). [default: 5; x>=1]", "[default: 50; x>=1]",
+                    "median (min-max). [default: 3; x>=1]", "[default: 50; x>=1]",
                     "[default: 256]", "[default: table]"):
         assert default in help_text
 
