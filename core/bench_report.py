@@ -19,7 +19,6 @@ from typing import Any
 from pydock.core.bench import BYTES, MEASUREMENTS, BenchRun, ImageFacts, Measurement, Result
 from pydock.core.errors import PydockError
 
-FORMATS = ("table", "json", "markdown")
 _TIME_UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "us"), (1.0, "ns"))
 _SIZE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "B"))
 
