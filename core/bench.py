@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pydock.core.bench_image import WRITE_TARGET, large_image, large_reference, plan
-from pydock.core.bench_storage import BenchStorage, bench_home
+from pydock.core.bench_storage import STOP_SIGNALS, BenchStorage, bench_home
 from pydock.core.containers import Containers
 from pydock.core.driver import StorageDriver, tree_usage
 from pydock.core.errors import PydockError
@@ -154,7 +154,7 @@ def run_bench(root: Path, options: BenchOptions) -> BenchRun:
     named = [(ref, containers.images.resolve(ref), "") for ref in dict.fromkeys(options.images)]
     status = StatusLine()
     try:
-        with _sigterm_as_interrupt(), BenchStorage(containers) as storage:
+        with _stop_signals_as_interrupt(), BenchStorage(containers) as storage:
             images = named or _bench_images(containers, options.large_size_mb, status)
             run = BenchRun(options, str(root), _host(root), [c.name for c in classes],
                            [_facts(containers, *image) for image in images], skipped)
@@ -400,13 +400,15 @@ def _filesystem_type(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM cleans up as Ctrl-C does (the CLI reports either as "interrupted")."""
+def _stop_signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM, and SIGHUP (the terminal closed), clean up as Ctrl-C does: by default they
+    would end the process on the spot, leaving bench's containers for the next bench."""
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,10 +8,10 @@ shared by every container of an image), and a "first container of an image" is r
 first. Those containers have no record, so ``pydock ps`` never lists them.
 
 :class:`BenchStorage` is a context manager that removes, on the way out, whatever way that
-is (an error, Ctrl-C, SIGTERM), every container it prepared and every container ``pydock run``
-made under one of its names, then the driver homes. Only SIGKILL can stop that; what such a
-run leaves is removed by the next bench on the same root, before it measures anything. One
-bench at a time per root: the lock in ``<root>/bench/lock`` says so.
+is (an error, Ctrl-C, SIGTERM, SIGHUP), every container it prepared and every container
+``pydock run`` made under one of its names, then the driver homes. Only SIGKILL can stop
+that; what such a run leaves is removed by the next bench on the same root, before it
+measures anything. One bench at a time per root: the lock in ``<root>/bench/lock`` says so.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pydock.core.errors import PydockError
 from pydock.core.state import new_container_id
 
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+# The signals that end a bench early: Ctrl-C, kill, and the terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 BENCH_DIR = "bench"
@@ -162,8 +164,8 @@ class BenchStorage:
 
 @contextlib.contextmanager
 def _signals_ignored() -> Iterator[None]:
-    """Ctrl-C or SIGTERM while cleaning up would leave half of it undone."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """Any of these while cleaning up would leave half of it undone."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

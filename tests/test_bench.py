@@ -240,7 +240,7 @@ def test_plot_draws_a_png(pydock: Pydock, tmp_path: Path) -> None:
     assert_nothing_left(pydock)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_an_interrupted_bench_removes_all_it_created(pydock: Pydock, sig: int) -> None:
     process = start_long_bench(pydock)
     process.send_signal(sig)
