@@ -29,17 +29,22 @@ def in_container_root(rootfs: str, mounts: Sequence[Mount],
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child; its effects are what is tested
-        os.close(read_end)
+        # The child must never return into the caller's frames: an exception there (the
+        # parent stopped reading, so the reply hits a broken pipe) would run the parent's
+        # except and finally blocks a second time, in this process.
         try:
-            unshare(CLONE_NEWNS)
-            make_mounts_private()
-            mount_rootfs(rootfs, mounts)
-            reply = {"result": task(rootfs)}
-        except BaseException as exc:
-            reply = {"error": str(exc) or type(exc).__name__}
-        with os.fdopen(write_end, "w") as pipe:
-            json.dump(reply, pipe)
-        os._exit(0)
+            os.close(read_end)
+            try:
+                unshare(CLONE_NEWNS)
+                make_mounts_private()
+                mount_rootfs(rootfs, mounts)
+                reply = {"result": task(rootfs)}
+            except BaseException as exc:
+                reply = {"error": str(exc) or type(exc).__name__}
+            with os.fdopen(write_end, "w") as pipe:
+                json.dump(reply, pipe)
+        finally:
+            os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         raw = pipe.read()

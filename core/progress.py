@@ -1,4 +1,4 @@
-"""Progress on a terminal for long reads (image import, load, save)."""
+"""Progress on a terminal for long work: reads (image import, load, save) and steps (bench)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,39 @@ class ProgressReader(io.RawIOBase):
         sys.stderr.write(f"\r{self._label}: {percent:3d}% "
                          f"{min(done, self._total) / 1e6:.1f}/{self._total / 1e6:.1f} MB")
         sys.stderr.flush()
+
+
+class StatusLine:
+    """One status line on stderr, redrawn in place, when stderr is a terminal.
+
+    For work made of steps rather than one read. Off a terminal it shows nothing, as
+    :class:`ProgressReader`. :meth:`show` redraws at most every 0.1 s so that a loop of
+    quick steps costs no terminal writes worth measuring, unless ``now`` is set.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._width = 0
+        self._shown = 0.0
+
+    def show(self, text: str, now: bool = False) -> None:
+        if not self.enabled or (not now and time.monotonic() - self._shown < 0.1):
+            return
+        self._shown = time.monotonic()
+        # Longer than the terminal, the line would wrap and "\r" could not redraw it. The
+        # terminal is stderr's: stdout is often a pipe or a file while this shows.
+        try:
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+        except OSError:
+            columns = 0
+        text = text[: (columns or 80) - 1]
+        sys.stderr.write("\r" + text.ljust(self._width))
+        sys.stderr.flush()
+        self._width = len(text)
+
+    def clear(self) -> None:
+        """Erase the line, before other output or when the work is done."""
+        if self.enabled and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0

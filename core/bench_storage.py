@@ -1,0 +1,179 @@
+"""Where ``pydock bench`` keeps the containers it measures, and how it always removes them.
+
+Bench calls the drivers directly (so that it can time ``prepare`` and ``remove`` alone), with
+each driver's home under ``<root>/bench/storage/<driver>`` instead of the one ``pydock run``
+uses. Nothing bench does can then reach a user's containers: a bind container of the user's
+shares nothing with bench's (bench writes into its containers' roots, and bind's root is
+shared by every container of an image), and a "first container of an image" is really the
+first. Those containers have no record, so ``pydock ps`` never lists them.
+
+:class:`BenchStorage` is a context manager that removes, on the way out, whatever way that
+is (an error, Ctrl-C, SIGTERM, SIGHUP), every container it prepared and every container
+``pydock run`` made under one of its names, then the driver homes. Only SIGKILL can stop
+that; what such a run leaves is removed by the next bench on the same root, before it
+measures anything. One bench at a time per root: the lock in ``<root>/bench/lock`` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from pydock.core.containers import Containers
+from pydock.core.driver import StorageDriver
+from pydock.core.errors import PydockError
+from pydock.core.state import new_container_id
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+# The signals that end a bench early: Ctrl-C, kill, and the terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+BENCH_DIR = "bench"
+
+
+def bench_home(root: Path, driver_name: str) -> Path:
+    """Where bench's containers of driver ``driver_name`` live under storage root ``root``."""
+    return root / BENCH_DIR / "storage" / driver_name
+
+
+class BenchStorage:
+    def __init__(self, containers: Containers) -> None:
+        self.containers = containers
+        self.top = containers.root / BENCH_DIR
+        self.storage = self.top / "storage"
+        # Containers prepared and not yet removed, with the driver that prepared each.
+        self._live: dict[str, StorageDriver] = {}
+        self._run_prefix = f"bench-{secrets.token_hex(4)}-"
+        self._runs = 0
+        self._lock = -1
+
+    def __enter__(self) -> BenchStorage:
+        self.top.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock = os.open(self.top / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise PydockError(f"another pydock bench is running on {self.containers.root}: "
+                              "wait for it to finish") from None
+        try:
+            self._remove_leftovers()
+        except BaseException:
+            os.close(self._lock)
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        try:
+            with _signals_ignored():
+                failures = self._clean_up()
+        finally:
+            os.close(self._lock)
+        # An error already on its way out says more than a failed clean-up after it.
+        if failures and error is None:
+            raise PydockError(f"bench could not remove all it created: {failures[0]}")
+
+    def home(self, driver_name: str) -> Path:
+        return bench_home(self.containers.root, driver_name)
+
+    def prepare(self, driver: StorageDriver, layers: Sequence[Path]) -> tuple[str, int]:
+        """Prepare a new container's storage: (its id, nanoseconds ``driver.prepare`` took)."""
+        container_id = new_container_id()
+        # Recorded first: a prepare that fails or is interrupted half-way is removed too.
+        self._live[container_id] = driver
+        start = time.perf_counter_ns()
+        try:
+            driver.prepare(container_id, layers)
+        except Exception as exc:
+            raise PydockError(f"{driver.name}: preparing a container failed: {exc}") from exc
+        return container_id, time.perf_counter_ns() - start
+
+    def remove(self, container_id: str) -> int:
+        """Remove a container's storage; the nanoseconds ``driver.remove`` took."""
+        driver = self._live[container_id]
+        start = time.perf_counter_ns()
+        try:
+            driver.remove(container_id)
+        except Exception as exc:
+            raise PydockError(f"{driver.name}: removing a container failed: {exc}") from exc
+        elapsed = time.perf_counter_ns() - start
+        del self._live[container_id]
+        return elapsed
+
+    def run_name(self) -> str:
+        """A fresh name for a container made through ``pydock run``, removed on the way out
+        should that run not get to remove it itself."""
+        self._runs += 1
+        return f"{self._run_prefix}{self._runs}"
+
+    def _clean_up(self) -> list[str]:
+        failures = []
+        # Every child of this process is one of bench's; a forked measurement may still hold
+        # a container's mounts in its namespace, so it must be gone before the storage.
+        _wait_for_children()
+        for container_id, driver in list(self._live.items()):
+            try:
+                driver.remove(container_id)
+                del self._live[container_id]
+            except Exception as exc:
+                failures.append(f"{driver.name} container {container_id}: {exc}")
+        for name in self.containers.state.names():
+            if name.startswith(self._run_prefix):
+                try:
+                    self.containers.remove(name, force=True)
+                except (PydockError, OSError) as exc:
+                    failures.append(f"container {name}: {exc}")
+        if not failures:
+            try:
+                shutil.rmtree(self.storage)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                failures.append(str(exc))
+        return failures
+
+    def _remove_leftovers(self) -> None:
+        """Remove what a bench killed by SIGKILL left: each container through its driver
+        (a btrfs snapshot cannot be deleted as plain files), then the homes."""
+        try:
+            homes = sorted(self.storage.iterdir())
+        except FileNotFoundError:
+            return
+        for home in homes:
+            try:
+                driver = self.containers.registry.driver_class(home.name)(home)
+                for entry in sorted(os.listdir(home)):
+                    if _CONTAINER_ID.fullmatch(entry):
+                        driver.remove(entry)
+                shutil.rmtree(home)
+            except (PydockError, OSError) as exc:
+                raise PydockError(f"cannot remove what an interrupted bench left in {home}: "
+                                  f"{exc}") from exc
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Any of these while cleaning up would leave half of it undone."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_for_children() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.waitpid(-1, 0)
