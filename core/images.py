@@ -27,15 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pydock.core import failpoints
 from pydock.core.errors import PydockError
 from pydock.core.files import (
     flocked,
-    random_suffix,
     remove_tree,
     sha256_hex,
     write_bytes_atomic,
     write_json_atomic,
 )
+from pydock.core.leftovers import hidden_name, sweep
 
 DEFAULT_IMAGE = "pydock/default:latest"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -130,7 +131,7 @@ class ImageStore:
         from pydock.core.archive import extract_tar
 
         self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.layers_dir / f".tmp-{random_suffix()}"
+        tmp = self.layers_dir / hidden_name(".tmp-")
         tmp.mkdir(mode=0o700, parents=True)
         # The layer root becomes the container's "/": 0755 unless the tar's "." entry says
         # otherwise (the private 0700 belongs to the directory above it).
@@ -139,6 +140,7 @@ class ImageStore:
         try:
             digest = extract_tar(stream, tmp / "diff")
             (tmp / "size").write_text(str(_apparent_size(tmp / "diff")))
+            failpoints.reached("image.layer-extracted")
             try:
                 os.rename(tmp, self.layers_dir / digest)
             except OSError:
@@ -215,12 +217,17 @@ class ImageStore:
                     self._remove_layer(diff_id)
         return image
 
+    def sweep(self) -> None:
+        """Remove what crashed imports and removals left in the layer store."""
+        sweep(self.layers_dir, (".tmp-", ".rm-"))
+
     # -- helpers ---------------------------------------------------------
 
     def _remove_layer(self, diff_id: str) -> None:
-        # Rename first so that a crash half-way never leaves a partial layer under its digest.
+        # Rename first so that a crash half-way never leaves a partial layer under its
+        # digest, only a hidden directory that sweep() removes.
         layer = self.layers_dir / diff_id.removeprefix("sha256:")
-        doomed = self.layers_dir / f".rm-{random_suffix()}"
+        doomed = self.layers_dir / hidden_name(".rm-")
         with contextlib.suppress(FileNotFoundError):
             os.rename(layer, doomed)
             remove_tree(doomed)
