@@ -155,6 +155,7 @@ class Containers:
         lock = self.state.create(record)
         failpoints.reached("run.record-created")
         try:
+            self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
             create_sources(volumes)
             failpoints.reached("run.storage-prepared")

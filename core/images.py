@@ -13,6 +13,16 @@ Layout::
 Layers and configs are immutable once renamed into place; configs are added and removed,
 and ``repositories.json`` changes, only under ``images/lock`` (the latter written atomically).
 An image that loses its last name to another image stays, addressable by id, as in docker.
+
+Images and the containers made from them: ``image rm`` holds ``images/lock`` exclusively
+from asking whether a container uses the image until its layers are gone, and readers take
+it shared (:meth:`ImageStore.resolve`, :meth:`ImageStore.confirm`). ``run`` resolves its
+image, creates the container's record, and only then confirms, under the shared lock, that
+the image still exists, before it touches a layer. Either the confirmation comes first, and
+``image rm`` then finds the record and refuses; or ``image rm`` comes first, and ``run``
+finds the image gone and fails as if it had never been there, leaving nothing. A container
+whose layers are gone cannot come of it, and ``run`` holds no lock while it creates the
+record or prepares storage (a copy of a large image), so imports are never held up by it.
 """
 
 from __future__ import annotations
@@ -108,9 +118,19 @@ class ImageStore:
 
     def resolve(self, ref: str) -> Image:
         """The image named ``ref`` (``name[:tag]``) or with that id or unique id prefix."""
-        repositories = self._read_repositories()
-        image_id, _name = self._lookup(ref, repositories)
-        return self._load(image_id, self._names_of(image_id, repositories))
+        with self._locked(shared=True):  # not half-way through an `image rm`
+            repositories = self._read_repositories()
+            image_id, _name = self._lookup(ref, repositories)
+            return self._load(image_id, self._names_of(image_id, repositories))
+
+    def confirm(self, image_id: str, ref: str) -> None:
+        """PydockError ``no such image`` unless image ``image_id`` (resolved from ``ref``)
+        is still in the store: for ``run``, once its container's record names the image
+        (see the module's docstring)."""
+        with self._locked(shared=True):
+            if not (self.configs_dir / f"{image_id.removeprefix('sha256:')}.json").exists():
+                # Worded as resolve() words it: the image is gone as if never there.
+                raise PydockError(f"no such image: {normalize_reference(ref)}")
 
     def size(self, image: Image) -> int:
         """Apparent size of the image's layers, as recorded when each was extracted."""
@@ -282,9 +302,11 @@ class ImageStore:
     def _names_of(image_id: str, repositories: dict[str, str]) -> tuple[str, ...]:
         return tuple(sorted(n for n, i in repositories.items() if i == image_id))
 
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
+    def _locked(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
+        if shared and not self.images_dir.exists():
+            return contextlib.nullcontext()  # no image yet: nothing to keep consistent
         self.images_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return flocked(self.images_dir / "lock")
+        return flocked(self.images_dir / "lock", shared=shared)
 
 
 def _diff_ids_of(blob: bytes) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydock.core import failpoints
 from pydock.core.errors import PydockError
-from pydock.core.files import flocked, remove_tree, write_json_atomic
+from pydock.core.files import remove_tree, write_json_atomic
 from pydock.core.leftovers import hidden_name, sweep
 from pydock.core.syscalls import rename_noreplace
 
@@ -238,12 +238,33 @@ class StateStore:
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
-        """Hold the container's lock; PydockError if the container does not exist."""
+        """Hold the container's lock; PydockError if the container does not exist.
+
+        The lock file lives in the record's directory and goes with it: whoever waited
+        for the lock while the record was deleted holds the lock of a record that is gone
+        (and the name may have a new one). So the lock counts only once it is taken on
+        the file that is under the name now.
+        """
+        path = self.path(name) / "lock"
+        while True:
+            try:
+                # O_CREAT only adds a lock file a damaged record lacks: in a directory
+                # that is gone, this fails as it should.
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                raise PydockError(f"no such container: {name}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         try:
-            with flocked(self.path(name) / "lock", create=False):
-                yield
-        except FileNotFoundError:
-            raise PydockError(f"no such container: {name}") from None
+            yield
+        finally:
+            os.close(fd)
 
     def generate_name(self) -> str:
         """A free docker-style name such as ``brave_turing``."""
@@ -252,6 +273,15 @@ class StateStore:
             if not self.path(name).exists():
                 return name
         return f"pydock_{os.urandom(6).hex()}"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def new_container_id() -> str:
