@@ -25,13 +25,20 @@ import pytest
 from conftest import busybox_rootfs
 
 from pydock.core.processes import process_start_time
-from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
+from pydock.testing.cli import (
+    Pydock,
+    cgroup_hierarchies,
+    container_cgroups,
+    mounts_under,
+    processes_using,
+)
 
 NEEDS_MEMORY_CGROUP = pytest.mark.skipif("memory" not in cgroup_hierarchies(),
                                          reason="this host has no memory cgroup controller")
 LIMITED = ("-m", "64m")
 EXIT_CODE = 3
-COMMAND = ("sh", "-c", f"exit {EXIT_CODE}")
+# Long enough for a container that escaped its record to be caught alive after rm -f.
+COMMAND = ("sh", "-c", f"sleep 1; exit {EXIT_CODE}")
 
 # (driver, extra run options): overlay and copy, each with and without a cgroup.
 CONFIGS = [
@@ -74,16 +81,24 @@ def ps_rows(pydock: Pydock) -> dict[str, dict[str, Any]]:
     return {row["Names"]: row for row in json.loads(result.stdout)}
 
 
+def said_running(pydock: Pydock, name: str) -> bool:
+    """Whether inspect says the container runs; if so, its pid must be a live process."""
+    state = pydock.inspect(name)["State"]
+    if state["Running"] and process_start_time(state["Pid"]) == 0:
+        # It ended since inspect looked, or inspect lied: asked again, it must know.
+        assert not pydock.inspect(name)["State"]["Running"], f"{name}: dead pid {state}"
+    return bool(state["Running"])
+
+
 def settled_row(pydock: Pydock, name: str, timeout: float = 20) -> dict[str, Any] | None:
     """The container's ps -a row once nothing runs in it any more (None: no record),
     checking on the way that "running" is only ever said of a live process."""
     deadline = time.monotonic() + timeout
     while True:
         row = ps_rows(pydock).get(name)
-        if row is None or row["State"] != "running":
+        # inspect checks the pid of what ps says is running (ps shows none).
+        if row is None or not (row["State"] == "running" or said_running(pydock, name)):
             return row
-        pid = pydock.inspect(name)["State"]["Pid"]
-        assert pid > 0 and process_start_time(pid) != 0, f"{name} is said to run as {pid}"
         assert time.monotonic() < deadline, f"{name} still running after {timeout}s"
         time.sleep(0.05)
 
@@ -121,6 +136,7 @@ def container_id(pydock: Pydock, name: str) -> str:
 def assert_cleaned(pydock: Pydock, before: list[str], ids: list[str]) -> None:
     assert tree(pydock.root) == before
     assert mounts_under(pydock.root) == []
+    assert processes_using(pydock.root) == []
     assert [c for c in container_cgroups() if c.name in ids] == []
 
 
