@@ -140,14 +140,14 @@ class Remains:
     def read(cls, text: str) -> Remains:
         found: dict[str, Any] = {}
         for key, pattern in _SALVAGED.items():
-            match = re.search(rf'"{key}": {pattern}', text)
+            match = re.search(rf'"{key}"\s*:\s*{pattern}', text)
             if match:
                 found[key] = int(match[1]) if pattern == _NUMBER else match[1]
         return cls(**found)
 
 
 # A value counts only with what follows it: a number cut short must not pass for a pid.
-_NUMBER = r"([0-9]{1,19})[,\n}]"
+_NUMBER = r"([0-9]{1,19})\s*[,}]"
 _SALVAGED = {"id": rf'"({CONTAINER_ID.pattern})"', "driver": r'"([a-zA-Z0-9_.-]+)"',
              "image_id": r'"(sha256:[0-9a-f]{64})"', "pid": _NUMBER, "pid_start": _NUMBER}
 
