@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 PYDOCK = str(Path(sys.executable).with_name("pydock"))
 TIMEOUT = 60
@@ -78,19 +79,43 @@ def container_cgroups() -> list[Path]:
                   for path in (mount / "pydock").glob("*") if path.is_dir())
 
 
+_RECORDED_ID = re.compile(rb'"id": "([0-9a-f]{64})"')
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def container_ids(root: Path) -> set[str]:
+    """Ids of the containers a storage root holds now: named in its records (hidden ones
+    of creates and deletes too) or owning storage of a driver."""
+    ids: set[str] = set()
+    for record in (root / "containers").glob("*/state.json"):
+        try:
+            ids.update(i.decode() for i in _RECORDED_ID.findall(record.read_bytes()))
+        except OSError:  # removed meanwhile
+            continue
+    ids.update(p.name for p in (root / "storage").glob("*/*") if _CONTAINER_ID.fullmatch(p.name))
+    return ids
+
+
 @dataclass
 class Pydock:
     """Runs the ``pydock`` CLI against one storage root."""
 
     root: Path
     env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
+    # The ids of the containers seen in any instance's root after any command: what a
+    # test may call its own when it looks for leftovers on the host, whose cgroups are
+    # shared with every other pydock there (other test sessions' included).
+    seen_ids: ClassVar[set[str]] = set()
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYDOCK, "--root", str(self.root), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**self.env, **(env or {})},
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        try:
+            return subprocess.run([PYDOCK, "--root", str(self.root), *args], input=input,
+                                  capture_output=True, text=True, timeout=timeout,
+                                  env={**self.env, **(env or {})},
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+        finally:
+            Pydock.seen_ids |= container_ids(self.root)
 
     def ok(self, *args: str, input: str | None = None) -> str:
         """Run, insist on exit status 0, return stdout."""

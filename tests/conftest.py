@@ -88,10 +88,16 @@ def cgroup_parents_removed() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def no_cgroup_leaks() -> Iterator[None]:
-    """A container's cgroup goes with the container: fail (and clean up) if one survives."""
+    """A container's cgroup goes with the container: fail (and clean up) if one survives.
+
+    Only the test's own containers count (those its storage roots held after a command):
+    the host's cgroups are shared with every pydock on it, and a test session running at
+    the same time has containers of its own, which are not this test's leaks to kill.
+    """
     before = set(container_cgroups())
+    Pydock.seen_ids.clear()
     yield
-    leaked = sorted(set(container_cgroups()) - before)
+    leaked = sorted(c for c in set(container_cgroups()) - before if c.name in Pydock.seen_ids)
     if leaked:
         from pydock.core import cgroups
 
