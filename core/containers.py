@@ -31,6 +31,7 @@ from pydock.core.state import (
     RUNNING,
     ContainerRecord,
     CorruptRecord,
+    NameInUse,
     StateStore,
     new_container_id,
     now,
@@ -152,7 +153,12 @@ class Containers:
             workdir=workdir, hostname=hostname, network=options.network,
             read_only=options.read_only, user=user, volumes=list(options.volumes),
             memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit)
-        lock = self.state.create(record)
+        try:
+            lock = self.state.create(record)
+        except NameInUse:
+            if options.name is not None:
+                raise
+            return self.create(options)  # a parallel run drew the same name: draw again
         failpoints.reached("run.record-created")
         try:
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win

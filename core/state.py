@@ -44,6 +44,10 @@ class CorruptRecord(PydockError):
     """A record that exists but cannot be read as one."""
 
 
+class NameInUse(PydockError):
+    """Another container has the name."""
+
+
 def now() -> str:
     """The current time as RFC 3339 in UTC, the format docker uses in inspect."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -184,7 +188,7 @@ class StateStore:
             with contextlib.suppress(OSError):
                 remove_tree(tmp)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise PydockError(f"container name {record.name!r} is already in use") from None
+                raise NameInUse(f"container name {record.name!r} is already in use") from None
             raise
         return lock
 

@@ -54,6 +54,21 @@ def test_parallel_runs_with_distinct_names_all_succeed(pydock: Pydock, driver: s
     assert tree(pydock.root) == before
 
 
+def test_parallel_runs_without_names_all_succeed(pydock: Pydock) -> None:
+    # Generated names are drawn from a few hundred: leave a single one free, and most
+    # of the parallel runs draw it, while only one of them can have it.
+    from pydock.core.state import _ADJECTIVES, _SURNAMES
+
+    taken = [f"{a}_{s}" for a in _ADJECTIVES for s in _SURNAMES][1:]
+    for name in taken:
+        (pydock.root / "containers" / name).mkdir(parents=True)
+    procs = [pydock.popen("run", "-d", "true") for _ in range(8)]
+    results = [finish(proc) for proc in procs]
+    assert [code for code, _, _ in results] == [0] * 8, results
+    names = {out.strip() for _, out, _ in results}
+    assert len(names) == 8 and not names & set(taken)
+
+
 def test_parallel_runs_with_one_name_have_exactly_one_winner(pydock: Pydock) -> None:
     before = warm_up(pydock, "overlay", ())
     procs = [pydock.popen("run", "--name", "race", "sh", "-c", "echo won") for _ in range(8)]
