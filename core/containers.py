@@ -18,18 +18,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pydock.core import failpoints
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
 from pydock.core.images import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore
 from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+from pydock.core.processes import process_start_time
 from pydock.core.state import (
+    CREATED,
     EXITED,
     RUNNING,
     ContainerRecord,
+    CorruptRecord,
+    NameInUse,
     StateStore,
     new_container_id,
     now,
-    process_start_time,
     validate_name,
 )
 from pydock.core.users import validate_user_spec
@@ -146,10 +150,18 @@ class Containers:
             workdir=workdir, hostname=hostname, network=options.network,
             read_only=options.read_only, user=user, volumes=list(options.volumes),
             memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit)
-        lock = self.state.create(record)
         try:
+            lock = self.state.create(record)
+        except NameInUse:
+            if options.name is not None:
+                raise
+            return self.create(options)  # a parallel run drew the same name: draw again
+        failpoints.reached("run.record-created")
+        try:
+            self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
             create_sources(volumes)
+            failpoints.reached("run.storage-prepared")
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 driver.remove(record.id)
@@ -176,6 +188,7 @@ class Containers:
 
                 cgroup = cgroups.create(self.root, record.id, cgroups.Limits(
                     record.memory, record.nano_cpus, record.pids_limit))
+                failpoints.reached("run.cgroup-created")
             request = monitor.Launch(
                 spec=runtime.ProcessSpec(
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
@@ -187,11 +200,13 @@ class Containers:
                 log_path=str(self.state.log_path(record.name)),
                 attach=not options.detach, pty=_open_pty() if options.tty else None,
                 cgroup=cgroup)
-            hooks = monitor.Hooks(started=lambda pid: self._record_started(record, pid),
+            hooks = monitor.Hooks(forked=lambda pid: self._record_process(record, pid),
+                                  started=lambda _pid: self._record_started(record),
                                   exited=lambda exited: self._record_exited(
                                       record, exited, options.remove))
             with _signals_blocked():
                 session = monitor.launch(request, hooks, lock)
+                failpoints.reached("run.monitor-forked")
                 lock = -1
                 previous = _forward_signals(session.monitor_pid, request.pty)
         except BaseException:
@@ -255,16 +270,22 @@ class Containers:
         return runtime.Exited(monitor.EXIT_MONITOR_LOST, "the container's monitor died before "
                               "the container ended; see `pydock ps -a`")
 
-    def _record_started(self, record: ContainerRecord, pid: int) -> None:
-        # In the monitor, still under the lock taken at creation: rm and prune see the
-        # container running from the moment they can see it at all.
-        record.status, record.pid, record.started = RUNNING, pid, now()
-        record.pid_start = process_start_time(pid)
+    def _record_process(self, record: ContainerRecord, pid: int) -> None:
+        # In the monitor, under the lock taken at creation, while the container's process
+        # waits to be let go: from here on rm can find it, whatever becomes of the monitor.
+        record.pid, record.pid_start = pid, process_start_time(pid)
         record.monitor_pid = os.getpid()
         record.monitor_start = process_start_time(record.monitor_pid)
         # Not fsync'd: this is on the way to every container's start, and after a power
         # cut no container is running whatever the record says (its pid is checked).
         self.state.save(record, durable=False)
+
+    def _record_started(self, record: ContainerRecord) -> None:
+        # Once the command is exec'd, still under the lock: rm and prune see the container
+        # running from the moment they can see it at all. Not before: `exec` joins the
+        # namespaces of a running container's process, which must be the container's own.
+        record.status, record.started = RUNNING, now()
+        self.state.save(record, durable=False)  # as in _record_process
 
     def _record_exited(self, record: ContainerRecord, exited: Exited, remove: bool) -> None:
         if remove:
@@ -302,24 +323,39 @@ class Containers:
         """Remove a container: kill it first if ``force``, then its storage, then its record.
 
         With ``only_id``, a container that has taken the name since is left alone.
+        A corrupt record is removed only with ``force``, with what can be found of its
+        container (:func:`pydock.core.cleanup.remove_remains`).
         """
         with self.state.locked(name):
-            record = self.state.load(name)
+            try:
+                record = self.state.load(name)
+            except CorruptRecord:
+                if not force or only_id is not None:
+                    raise
+                from pydock.core import cleanup
+
+                cleanup.remove_remains(self, name, KILL_TIMEOUT)
+                return
             if only_id is not None and record.id != only_id:
                 return
-            if is_running(record):
-                if not force:
-                    raise PydockError(f"container {name} is running: stop it first or use "
-                                      "rm -f")
+            if is_running(record) and not force:
+                raise PydockError(f"container {name} is running: stop it first or use rm -f")
+            if process_alive(record):  # running, or on its way to (its monitor crashed)
                 _kill(record)
+            failpoints.reached("rm.killed")
             if record.has_limits:
                 from pydock.core import cgroups
 
                 cgroups.remove(self.root, record.id)
-            driver = self.registry.driver_class(record.driver)(
-                driver_home(self.root, record.driver))
-            driver.remove(record.id)
+            failpoints.reached("rm.cgroup-removed")
+            self.stored_driver(record.driver).remove(record.id)
+            failpoints.reached("rm.storage-removed")
             self.state.delete(name)
+
+    def stored_driver(self, name: str) -> StorageDriver:
+        """Driver ``name``, to handle what it stored: unlike :meth:`driver`, also where it
+        could no longer create anything."""
+        return self.registry.driver_class(name)(driver_home(self.root, name))
 
     # -- exec --------------------------------------------------------------
 
@@ -393,7 +429,7 @@ class Containers:
 
         record = self.state.load(name)
         with processes.opened(record.pid, record.pid_start) as pidfd:
-            if record.status != RUNNING or pidfd is None:
+            if not is_running(record) or pidfd is None:
                 raise PydockError(f"container {name} is not running")
             processes.send(pidfd, signum)
 
@@ -404,7 +440,7 @@ class Containers:
 
         record = self.state.load(name)
         with processes.opened(record.pid, record.pid_start) as pidfd:
-            if record.status == RUNNING and pidfd is not None:
+            if is_running(record) and pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
                 if not processes.wait_for_exit(pidfd, grace):
                     processes.send(pidfd, signal.SIGKILL)
@@ -432,21 +468,32 @@ class Containers:
         return read_frames(str(path), follow, monitor_alive)
 
     def prune(self) -> list[str]:
+        """Remove every container that is not running (but no corrupt record: it may be),
+        then whatever crashes left behind with no container to remove it with."""
         removed = []
         for name in self.state.names():
             with contextlib.suppress(PydockError):
                 if not is_running(self.state.load(name)):
                     self.remove(name, force=False)
                     removed.append(name)
+        from pydock.core import cleanup
+
+        cleanup.sweep(self)
         return removed
 
     def users_of(self, image: Image) -> list[str]:
-        """Names of the containers created from ``image``."""
+        """Names of the containers created from ``image``, counting a corrupt record
+        unless it still shows another image: its layers must not go from under it."""
         users = []
         for name in self.state.names():
-            with contextlib.suppress(PydockError):
-                if self.state.load(name).image_id == image.id:
-                    users.append(name)
+            try:
+                image_id = self.state.load(name).image_id
+            except CorruptRecord:
+                image_id = self.state.salvage(name).image_id or image.id
+            except PydockError:  # removed meanwhile
+                continue
+            if image_id == image.id:
+                users.append(name)
         return users
 
     # -- describe --------------------------------------------------------
@@ -556,17 +603,29 @@ def _forward_signals(monitor_pid: int,
     return previous
 
 
-def is_running(record: ContainerRecord) -> bool:
+def process_alive(record: ContainerRecord) -> bool:
     """Whether the recorded process is alive: the pid *and* its start time must match."""
-    return (record.status == RUNNING and record.pid_start != 0
-            and process_start_time(record.pid) == record.pid_start)
+    return record.pid_start != 0 and process_start_time(record.pid) == record.pid_start
+
+
+def is_running(record: ContainerRecord) -> bool:
+    return live_status(record) == RUNNING
 
 
 def live_status(record: ContainerRecord) -> str:
-    # A record left "running" by a CLI that was killed, for a process that is gone.
-    if record.status == RUNNING and not is_running(record):
+    """The recorded status, corrected by what the kernel says about the recorded process:
+    after a crash (of the CLI, the monitor, the host) the record says what was last known.
+    """
+    if record.pid_start == 0:  # no process was ever recorded
+        return EXITED if record.status == RUNNING else record.status
+    if record.status == EXITED or not process_alive(record):
+        # Its process ended and no one recorded how: the monitor died.
         return EXITED
-    return record.status
+    if record.status == CREATED and process_start_time(record.monitor_pid) == \
+            record.monitor_start:
+        return CREATED  # being started: its monitor records it running once it execs
+    # Recorded running, or its monitor died after letting the process run its command.
+    return RUNNING
 
 
 def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) -> list[str]:
@@ -599,10 +658,6 @@ def validate_hostname(hostname: str) -> None:
 def _kill(record: ContainerRecord) -> None:
     from pydock.core import processes
 
-    with processes.opened(record.pid, record.pid_start) as pidfd:
-        if pidfd is None:
-            return
-        processes.send(pidfd, signal.SIGKILL)
-        if not processes.wait_for_exit(pidfd, KILL_TIMEOUT):
-            raise PydockError(f"container {record.name} (pid {record.pid}) did not die "
-                              f"within {KILL_TIMEOUT:.0f}s of SIGKILL")
+    if not processes.kill(record.pid, record.pid_start, KILL_TIMEOUT):
+        raise PydockError(f"container {record.name} (pid {record.pid}) did not die "
+                          f"within {KILL_TIMEOUT:.0f}s of SIGKILL")

@@ -40,7 +40,10 @@ The life of a container, from the driver's side
    ``commit``, ``pydock bench``).
 4. ``pydock rm`` calls :meth:`remove` after the container's processes are
    gone. ``remove`` is idempotent: removing twice, or removing a container
-   whose ``prepare`` never ran or failed, is not an error.
+   whose ``prepare`` never ran or failed, is not an error. After a crash,
+   ``prepare`` or ``remove`` may have stopped anywhere; ``pydock prune``
+   then calls :meth:`remove` for every entry of ``home`` named like a
+   container id (64 hex digits) that no container's record names.
 
 The driver a container was created with is recorded in its state and used for
 everything later done to it, so a driver must keep understanding containers

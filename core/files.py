@@ -73,12 +73,11 @@ def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def flocked(path: Path, create: bool = True) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` (created when missing, unless ``create`` is false)."""
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    fd = os.open(path, flags, 0o600)
+def flocked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold an exclusive (or ``shared``) flock on ``path``, created when missing."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -13,6 +13,16 @@ Layout::
 Layers and configs are immutable once renamed into place; configs are added and removed,
 and ``repositories.json`` changes, only under ``images/lock`` (the latter written atomically).
 An image that loses its last name to another image stays, addressable by id, as in docker.
+
+Images and the containers made from them: ``image rm`` holds ``images/lock`` exclusively
+from asking whether a container uses the image until its layers are gone, and readers take
+it shared (:meth:`ImageStore.resolve`, :meth:`ImageStore.confirm`). ``run`` resolves its
+image, creates the container's record, and only then confirms, under the shared lock, that
+the image still exists, before it touches a layer. Either the confirmation comes first, and
+``image rm`` then finds the record and refuses; or ``image rm`` comes first, and ``run``
+finds the image gone and fails as if it had never been there, leaving nothing. A container
+whose layers are gone cannot come of it, and ``run`` holds no lock while it creates the
+record or prepares storage (a copy of a large image), so imports are never held up by it.
 """
 
 from __future__ import annotations
@@ -26,15 +36,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from pydock.core import failpoints
 from pydock.core.errors import PydockError
 from pydock.core.files import (
     flocked,
-    random_suffix,
     remove_tree,
     sha256_hex,
     write_bytes_atomic,
     write_json_atomic,
 )
+from pydock.core.leftovers import hidden_name, sweep
 
 DEFAULT_IMAGE = "pydock/default:latest"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -105,9 +116,19 @@ class ImageStore:
 
     def resolve(self, ref: str) -> Image:
         """The image named ``ref`` (``name[:tag]``) or with that id or unique id prefix."""
-        repositories = self._read_repositories()
-        image_id, _name = self._lookup(ref, repositories)
-        return self._load(image_id, self._names_of(image_id, repositories))
+        with self._locked(shared=True):  # not half-way through an `image rm`
+            repositories = self._read_repositories()
+            image_id, _name = self._lookup(ref, repositories)
+            return self._load(image_id, self._names_of(image_id, repositories))
+
+    def confirm(self, image_id: str, ref: str) -> None:
+        """PydockError ``no such image`` unless image ``image_id`` (resolved from ``ref``)
+        is still in the store: for ``run``, once its container's record names the image
+        (see the module's docstring)."""
+        with self._locked(shared=True):
+            if not (self.configs_dir / f"{image_id.removeprefix('sha256:')}.json").exists():
+                # Worded as resolve() words it: the image is gone as if never there.
+                raise PydockError(f"no such image: {normalize_reference(ref)}")
 
     def size(self, image: Image) -> int:
         """Apparent size of the image's layers, as recorded when each was extracted."""
@@ -128,7 +149,7 @@ class ImageStore:
         from pydock.core.archive import extract_tar
 
         self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.layers_dir / f".tmp-{random_suffix()}"
+        tmp = self.layers_dir / hidden_name(".tmp-")
         tmp.mkdir(mode=0o700, parents=True)
         # The layer root becomes the container's "/": 0755 unless the tar's "." entry says
         # otherwise (the private 0700 belongs to the directory above it).
@@ -137,6 +158,7 @@ class ImageStore:
         try:
             digest = extract_tar(stream, tmp / "diff")
             (tmp / "size").write_text(str(_apparent_size(tmp / "diff")))
+            failpoints.reached("image.layer-extracted")
             try:
                 os.rename(tmp, self.layers_dir / digest)
             except OSError:
@@ -213,12 +235,17 @@ class ImageStore:
                     self._remove_layer(diff_id)
         return image
 
+    def sweep(self) -> None:
+        """Remove what crashed imports and removals left in the layer store."""
+        sweep(self.layers_dir, (".tmp-", ".rm-"))
+
     # -- helpers ---------------------------------------------------------
 
     def _remove_layer(self, diff_id: str) -> None:
-        # Rename first so that a crash half-way never leaves a partial layer under its digest.
+        # Rename first so that a crash half-way never leaves a partial layer under its
+        # digest, only a hidden directory that sweep() removes.
         layer = self.layers_dir / diff_id.removeprefix("sha256:")
-        doomed = self.layers_dir / f".rm-{random_suffix()}"
+        doomed = self.layers_dir / hidden_name(".rm-")
         with contextlib.suppress(FileNotFoundError):
             os.rename(layer, doomed)
             remove_tree(doomed)
@@ -273,9 +300,11 @@ class ImageStore:
     def _names_of(image_id: str, repositories: dict[str, str]) -> tuple[str, ...]:
         return tuple(sorted(n for n, i in repositories.items() if i == image_id))
 
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
+    def _locked(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
+        if shared and not self.images_dir.exists():
+            return contextlib.nullcontext()  # no image yet: nothing to keep consistent
         self.images_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return flocked(self.images_dir / "lock")
+        return flocked(self.images_dir / "lock", shared=shared)
 
 
 def _diff_ids_of(blob: bytes) -> list[str]:

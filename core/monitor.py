@@ -7,7 +7,8 @@ starts the container (:func:`pydock.core.runtime.start`) and owns it until it ex
 - the container's stdout and stderr are pipes, or a pseudo-terminal with ``-t``, read by
   the monitor alone: every chunk goes to the container's log and, while a CLI is
   attached, to that CLI's stdout or stderr as well;
-- it has the container recorded as running, then as exited with its exit code (and
+- it has the container's pid recorded before the process does anything (:mod:`gate`),
+  then the container recorded as running, then as exited with its exit code (and
   removed, with ``--rm``), through the callbacks in :class:`Hooks`;
 - it tells the CLI over a pipe: ``started PID``, then ``exited CODE MESSAGE``.
 
@@ -27,9 +28,10 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
-from pydock.core import runtime
+from pydock.core import failpoints, runtime
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
+from pydock.core.gate import Gate
 from pydock.core.logs import STDERR, STDOUT, LogWriter
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class Launch(NamedTuple):
 class Hooks(NamedTuple):
     """What the monitor has done at each step; it runs these in its own process."""
 
+    forked: Callable[[int], None]  # the container's pid, before the process does anything
     started: Callable[[int], None]  # the container's pid, once its command is exec'd
     exited: Callable[[runtime.Exited], None]  # its exit; with --rm, remove it here
 
@@ -163,17 +166,29 @@ class _Monitor:
     def run(self) -> None:
         sources, stdio = self._container_stdio()
         cgroup = self.request.cgroup
+        gate = Gate()
+
+        def first_steps() -> None:  # in the container's process
+            if cgroup is not None:
+                cgroup.join()
+            gate.wait()
+
+        failpoints.reached("monitor.before-start")
         try:
             started = runtime.start(self.request.spec, self.request.rootfs,
-                                    self.request.mounts, stdio,
-                                    cgroup.join if cgroup is not None else None)
+                                    self.request.mounts, stdio, first_steps)
         finally:
             for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
                 os.close(fd)
+            gate.forked()
             if cgroup is not None:
                 cgroup.close()
         _forward_signals_to(started.pid)
+        failpoints.reached("monitor.started")
         try:
+            self.hooks.forked(started.pid)
+            gate.open()
+            failpoints.reached("monitor.released")
             exited = runtime.exec_report(started)
             if exited is None:
                 self._attend(started.pid, sources)
@@ -183,6 +198,7 @@ class _Monitor:
                 os.kill(started.pid, signal.SIGKILL)
             exited = runtime.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
         _, status = os.waitpid(started.pid, 0)
+        failpoints.reached("monitor.container-exited")
         exited = exited or runtime.Exited(runtime.exit_status(status))
         if cgroup is not None:
             exited = exited._replace(oom_killed=cgroup.oom_killed())
@@ -193,6 +209,7 @@ class _Monitor:
     def _attend(self, pid: int, sources: dict[int, int]) -> None:
         """The container runs: record it, tell the CLI, copy its output until it closes."""
         self.hooks.started(pid)
+        failpoints.reached("monitor.recorded-running")
         self._unlock()
         _report(self.status_fd, f"started {pid}")
         self._copy_output(sources)

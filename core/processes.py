@@ -13,7 +13,24 @@ import select
 import signal
 from collections.abc import Iterator
 
-from pydock.core.state import process_start_time
+
+def process_start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), 0 if there is no such process.
+
+    Together with the pid it names one process for good: a recycled pid has another start time.
+    A process that has exited but not been reaped (a zombie) counts as gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    # A zombie has exited already; only its parent has yet to collect its status.
+    if fields[0] in (b"Z", b"X"):
+        return 0
+    return int(fields[19])
 
 
 @contextlib.contextmanager
@@ -43,3 +60,13 @@ def wait_for_exit(pidfd: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
+def kill(pid: int, start_time: int, timeout: float) -> bool:
+    """SIGKILL the process ``pid`` started at ``start_time`` and wait until it has died;
+    False if it was still there after ``timeout`` seconds (True if it was gone already)."""
+    with opened(pid, start_time) as pidfd:
+        if pidfd is None:
+            return True
+        send(pidfd, signal.SIGKILL)
+        return wait_for_exit(pidfd, timeout)

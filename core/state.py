@@ -6,6 +6,10 @@ directory and renamed into place with renameat2(RENAME_NOREPLACE), so two
 and a crash never leaves a half-made record under a real name. Updates are
 written to a temporary file, fsynced and renamed over ``state.json``.
 Mutations of one container are serialised by an flock on its ``lock`` file.
+
+A record that cannot be read as one (a file damaged outside pydock) is never trusted:
+:meth:`StateStore.load` raises :class:`CorruptRecord`, and :meth:`StateStore.salvage`
+reads from it only what ``rm -f`` needs to find the container's remains.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydock.core import failpoints
 from pydock.core.errors import PydockError
-from pydock.core.files import flocked, random_suffix, remove_tree, write_json_atomic
+from pydock.core.files import remove_tree, write_json_atomic
+from pydock.core.leftovers import hidden_name, sweep
 from pydock.core.syscalls import rename_noreplace
 
 NAME_RULE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -31,6 +37,15 @@ NAME_RULE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 NAME_MAX = 64
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
+CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class CorruptRecord(PydockError):
+    """A record that exists but cannot be read as one."""
+
+
+class NameInUse(PydockError):
+    """Another container has the name."""
 
 
 def now() -> str:
@@ -91,28 +106,54 @@ class ContainerRecord:
 
     @classmethod
     def from_json(cls, data: Any) -> ContainerRecord:
+        """The record in ``data``; TypeError if it is not one, field types included (a
+        command that is not a list must fail here, not in whatever reads it later)."""
         if not isinstance(data, dict):
             raise TypeError("a record must be a JSON object")
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key, value in fields.items():
+            # The annotations are strings here (from __future__ import annotations).
+            expected = str(cls.__dataclass_fields__[key].type)
+            if not _FIELD_CHECKS[expected](value):
+                raise TypeError(f"{key} is not {expected}: {value!r}")
+        return cls(**fields)
 
 
-def process_start_time(pid: int) -> int:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), 0 if there is no such process.
+_FIELD_CHECKS = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+}
 
-    Together with the pid it names one process for good: a recycled pid has another start time.
-    A process that has exited but not been reaped (a zombie) counts as gone.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    # A zombie has exited already; only its parent has yet to collect its status.
-    if fields[0] in (b"Z", b"X"):
-        return 0
-    return int(fields[19])
+
+@dataclass(frozen=True)
+class Remains:
+    """What can still be read from a corrupt record: each field as it appears in the file
+    (written by :meth:`StateStore.save`), or empty. Enough to find what the container left:
+    its process, its cgroup and its storage, never enough to run it."""
+
+    id: str = ""
+    driver: str = ""
+    image_id: str = ""
+    pid: int = 0
+    pid_start: int = 0
+
+    @classmethod
+    def read(cls, text: str) -> Remains:
+        found: dict[str, Any] = {}
+        for key, pattern in _SALVAGED.items():
+            match = re.search(rf'"{key}"\s*:\s*{pattern}', text)
+            if match:
+                found[key] = int(match[1]) if pattern == _NUMBER else match[1]
+        return cls(**found)
+
+
+# A value counts only with what follows it: a number cut short must not pass for a pid.
+_NUMBER = r"([0-9]{1,19})\s*[,}]"
+_SALVAGED = {"id": rf'"({CONTAINER_ID.pattern})"', "driver": r'"([a-zA-Z0-9_.-]+)"',
+             "image_id": r'"(sha256:[0-9a-f]{64})"', "pid": _NUMBER, "pid_start": _NUMBER}
 
 
 class StateStore:
@@ -135,7 +176,7 @@ class StateStore:
         its name, so no other command ever sees a container that is still being set up.
         """
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.dir / f".new-{random_suffix()}"
+        tmp = self.dir / hidden_name(".new-")
         tmp.mkdir(mode=0o700)
         lock = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -147,19 +188,31 @@ class StateStore:
             with contextlib.suppress(OSError):
                 remove_tree(tmp)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise PydockError(f"container name {record.name!r} is already in use") from None
+                raise NameInUse(f"container name {record.name!r} is already in use") from None
             raise
         return lock
 
     def load(self, name: str) -> ContainerRecord:
+        """The record; PydockError if there is none, CorruptRecord if it is damaged."""
         path = self.path(name) / "state.json"
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes())
             return ContainerRecord.from_json(data)
         except FileNotFoundError:
+            if self.path(name).is_dir():  # the directory without its record
+                raise CorruptRecord(f"container {name}: corrupt record: {path} is "
+                                    "missing") from None
             raise PydockError(f"no such container: {name}") from None
-        except (ValueError, TypeError) as exc:
-            raise PydockError(f"container {name}: corrupt record {path}: {exc}") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise CorruptRecord(f"container {name}: corrupt record {path}: {exc}") from None
+
+    def salvage(self, name: str) -> Remains:
+        """What a corrupt record still tells (see :class:`Remains`)."""
+        try:
+            text = (self.path(name) / "state.json").read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return Remains()
+        return Remains.read(text)
 
     def save(self, record: ContainerRecord, durable: bool = True) -> None:
         """Replace the record atomically; FileNotFoundError if it was removed meanwhile."""
@@ -173,23 +226,49 @@ class StateStore:
 
     def delete(self, name: str) -> None:
         # Renamed out of the way first: a crash during the removal then leaves a hidden
-        # directory, never a half-deleted record squatting on the name.
-        doomed = self.dir / f".rm-{random_suffix()}"
+        # directory (which sweep() removes), never a half-deleted record squatting on the name.
+        doomed = self.dir / hidden_name(".rm-")
         try:
             os.rename(self.path(name), doomed)
         except FileNotFoundError:
             return
+        failpoints.reached("rm.record-renamed")
         with contextlib.suppress(OSError):
             remove_tree(doomed)
 
+    def sweep(self) -> None:
+        """Remove what crashed creates and deletes left behind (see :mod:`leftovers`)."""
+        sweep(self.dir, (".new-", ".rm-"))
+
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
-        """Hold the container's lock; PydockError if the container does not exist."""
+        """Hold the container's lock; PydockError if the container does not exist.
+
+        The lock file lives in the record's directory and goes with it: whoever waited
+        for the lock while the record was deleted holds the lock of a record that is gone
+        (and the name may have a new one). So the lock counts only once it is taken on
+        the file that is under the name now.
+        """
+        path = self.path(name) / "lock"
+        while True:
+            try:
+                # O_CREAT only adds a lock file a damaged record lacks: in a directory
+                # that is gone, this fails as it should.
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                raise PydockError(f"no such container: {name}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         try:
-            with flocked(self.path(name) / "lock", create=False):
-                yield
-        except FileNotFoundError:
-            raise PydockError(f"no such container: {name}") from None
+            yield
+        finally:
+            os.close(fd)
 
     def generate_name(self) -> str:
         """A free docker-style name such as ``brave_turing``."""
@@ -198,6 +277,15 @@ class StateStore:
             if not self.path(name).exists():
                 return name
         return f"pydock_{os.urandom(6).hex()}"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def new_container_id() -> str:

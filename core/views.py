@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from pydock.core.containers import Containers, live_status
+from pydock.core.errors import PydockError
 from pydock.core.images import ImageStore
 from pydock.core.plugins import DriverEntry, DriverRegistry, availability_of, driver_home
-from pydock.core.state import RUNNING
+from pydock.core.state import RUNNING, CorruptRecord, Remains
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -24,7 +25,15 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any]]:
     rows = []
-    for record in containers.records():
+    for name in containers.state.names():
+        try:
+            record = containers.state.load(name)
+        except CorruptRecord:
+            if show_all:  # never trusted, never hidden either: `rm -f` is what it needs
+                rows.append(_corrupt_row(name, containers.state.salvage(name)))
+            continue
+        except PydockError:  # removed meanwhile
+            continue
         status = live_status(record)
         if not show_all and status != RUNNING:
             continue
@@ -37,6 +46,12 @@ def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any
             "State": status, "Storage": record.driver, "Names": record.name,
         })
     return rows
+
+
+def _corrupt_row(name: str, remains: Remains) -> dict[str, Any]:
+    return {"ID": remains.id[:12], "Image": "", "Command": "", "Created": "", "CreatedAt": "",
+            "Status": "corrupt record", "State": "corrupt", "Storage": remains.driver,
+            "Names": name}
 
 
 def image_rows(store: ImageStore) -> list[dict[str, Any]]:

@@ -33,6 +33,24 @@ def mounts_under(path: Path) -> list[str]:
     return found
 
 
+def processes_using(path: Path) -> list[int]:
+    """Pids of the processes with a mount of something at or below ``path`` in their mount
+    namespace: a container whose root comes from there (an overlay's upper directory, a
+    bind mount's source), wherever its own mounts are. None may outlive ``rm -f``."""
+    needle = str(path).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/mountinfo", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except OSError:  # ended meanwhile, or a kernel thread
+            continue
+    return found
+
+
 def cgroup_hierarchies() -> dict[str, Path]:
     """Where each cgroup controller's hierarchy is mounted ("memory": /sys/fs/cgroup/memory),
     whether cgroup v1 or v2 has it. The keys of a v1 mount are all its options, so names

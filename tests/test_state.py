@@ -177,16 +177,6 @@ def test_records_survive_in_json_with_all_fields(pydock: Pydock) -> None:
     assert (record["driver"], record["status"], record["exit_code"]) == ("bind", "exited", 2)
 
 
-def test_concurrent_runs_with_one_name_have_exactly_one_winner(pydock: Pydock) -> None:
-    procs = [pydock.popen("run", "--name", "race", "true") for _ in range(6)]
-    codes = sorted(p.wait(timeout=60) for p in procs)
-    for p in procs:
-        p.communicate()
-    assert codes == [0, 125, 125, 125, 125, 125]
-    assert pydock.container_names() == ["race"]
-    assert len(storage_entries(pydock.root)) == 1
-
-
 def test_rm_f_works_while_the_cli_that_would_reap_the_container_is_stopped(
         pydock: Pydock) -> None:
     # The killed container stays a zombie until its stopped parent reaps it; a zombie has

@@ -1,0 +1,101 @@
+"""Cleaning up after crashes: what ``rm -f`` and ``prune`` do beyond removing a record.
+
+A crash (``kill -9``, the OOM killer, a power cut) can leave, besides records that tell
+the truth about it (see :func:`pydock.core.containers.live_status`):
+
+- hidden work directories of a record being created or deleted, of a layer being
+  extracted or deleted (:mod:`pydock.core.leftovers`): :func:`sweep` removes those whose
+  owner is gone;
+- a driver's storage for a container id that no record names any more:
+  :func:`remove_orphaned_storage`;
+- a record damaged outside pydock, which is never trusted: ``rm -f`` removes what it can
+  still find of its container (:func:`remove_remains`).
+
+Cgroups are not swept this way: one whose record is gone may still hold a live process
+(its monitor killed, the container running), which only ``rm -f`` may kill.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydock.core.errors import PydockError
+from pydock.core.state import CONTAINER_ID, CorruptRecord
+
+if TYPE_CHECKING:
+    from pydock.core.containers import Containers
+
+
+def sweep(containers: Containers) -> None:
+    """Everything ``prune`` removes besides stopped containers."""
+    containers.state.sweep()
+    remove_orphaned_storage(containers)
+    containers.images.sweep()
+
+
+def remove_remains(containers: Containers, name: str, kill_timeout: float) -> None:
+    """``rm -f`` of a corrupt record, under its lock: kill its process if the record still
+    names it, remove the cgroup and the storage of the container id it names, then the
+    record. Without an id, the storage cannot be told from another container's, but once
+    the record is gone no record names it: :func:`remove_orphaned_storage` then removes it.
+    """
+    from pydock.core import cgroups, processes
+
+    remains = containers.state.salvage(name)
+    if remains.pid and remains.pid_start and not processes.kill(
+            remains.pid, remains.pid_start, kill_timeout):
+        raise PydockError(f"container {name} (pid {remains.pid}) did not die within "
+                          f"{kill_timeout:.0f}s of SIGKILL")
+    if remains.id:
+        # Its limits are unknown: cgroups.remove looks in every hierarchy.
+        cgroups.remove(containers.root, remains.id)
+        home = containers.root / "storage"
+        for driver in _listdir(home):
+            if (home / driver / remains.id).exists():
+                containers.stored_driver(driver).remove(remains.id)
+    containers.state.delete(name)
+    if not remains.id:
+        remove_orphaned_storage(containers)
+
+
+def remove_orphaned_storage(containers: Containers) -> None:
+    """Remove the storage of every container id that no record names (a record deleted
+    in a crash, a corrupt one removed without its id); none while a record that cannot be
+    read might name any of them.
+
+    The storage is listed before the records are read: a container's record exists before
+    its storage does, and goes after it, so storage seen first belongs to a record read
+    later, or to none. A ``run`` at work meanwhile cannot lose its storage to this.
+    """
+    home = containers.root / "storage"
+    stored = {(driver, entry) for driver in _listdir(home)
+              for entry in _listdir(home / driver) if CONTAINER_ID.fullmatch(entry)}
+    if not stored:
+        return
+    known = set()
+    for name in containers.state.names():
+        try:
+            known.add(containers.state.load(name).id)
+        except CorruptRecord:
+            remains = containers.state.salvage(name)
+            if not remains.id:
+                return
+            known.add(remains.id)
+        except PydockError:  # removed meanwhile
+            continue
+    for driver, container_id in sorted(stored):
+        if container_id not in known:
+            try:
+                storage_driver = containers.stored_driver(driver)
+            except PydockError:  # a driver no longer installed: its files stay
+                continue
+            storage_driver.remove(container_id)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []

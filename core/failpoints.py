@@ -1,0 +1,43 @@
+"""Failpoints: crash on purpose at a named step, to test what a crash leaves behind.
+
+``PYDOCK_FAILPOINT=STEP pydock ...`` makes the process that reaches STEP kill itself with
+SIGKILL right there: no ``finally``, no ``atexit``, no cleanup of any kind, exactly what
+``kill -9`` or the OOM killer does to it (its children live on). The variable is read at
+the step, in the process that reaches it: the container's monitor, forked by ``run``,
+inherits the CLI's environment and crashes at the monitor's steps.
+
+The steps, in the order a container's life reaches them:
+
+=========================  ============================================================
+``run.record-created``     CLI: the record exists (created), nothing else does
+``run.storage-prepared``   CLI: the driver has prepared the container's storage
+``run.cgroup-created``     CLI: the container's cgroup exists (only with limits)
+``run.monitor-forked``     CLI: the monitor is forked; it goes on without the CLI
+``monitor.before-start``   monitor: nothing forked yet
+``monitor.started``        monitor: the container's process is forked and waits, its
+                           pid not yet on record (it exits when the monitor dies)
+``monitor.released``       monitor: the pid is on record and the process set free to
+                           run its command; not yet recorded as running
+``monitor.recorded-running``  monitor: recorded as running
+``monitor.container-exited``  monitor: the container has exited, which is not recorded
+``rm.killed``              rm (or the monitor, for ``--rm``): the container is dead
+``rm.cgroup-removed``      rm: its cgroup is gone
+``rm.storage-removed``     rm: its storage is gone, its record is not
+``rm.record-renamed``      rm: the record is renamed to a hidden ``.rm-*`` directory
+``image.layer-extracted``  image import/load: a layer is extracted, not yet in place
+=========================  ============================================================
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+VARIABLE = "PYDOCK_FAILPOINT"
+
+
+def reached(step: str) -> None:
+    """Die here if the environment names ``step``. Unset, this is one dictionary lookup:
+    it sits on the path of every ``pydock run``."""
+    if os.environ.get(VARIABLE) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
