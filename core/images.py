@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import (
     flocked,
@@ -129,7 +130,7 @@ class ImageStore:
         """
         from pydock.core.archive import extract_tar
 
-        self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.root)
         tmp = self.layers_dir / f".tmp-{random_suffix()}"
         tmp.mkdir(mode=0o700, parents=True)
         # The layer root becomes the container's "/": 0755 unless the tar's "." entry says
@@ -162,7 +163,8 @@ class ImageStore:
         on error, none. A config may come with no names; it is then addressable by id.
         """
         blobs = [(blob, [normalize_reference(n) for n in names]) for blob, names in images]
-        self.configs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.root)
+        self.configs_dir.mkdir(mode=0o700, exist_ok=True)
         with self._locked():
             for blob, _names in blobs:
                 for diff_id in _diff_ids_of(blob):
@@ -276,7 +278,7 @@ class ImageStore:
         return tuple(sorted(n for n, i in repositories.items() if i == image_id))
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
-        self.images_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.root)
         return flocked(self.images_dir / "lock")
 
 

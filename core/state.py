@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import flocked, random_suffix, remove_tree, write_json_atomic
 from pydock.core.syscalls import rename_noreplace
@@ -134,7 +135,7 @@ class StateStore:
         ``prune`` at the container. The lock is taken before the record appears under
         its name, so no other command ever sees a container that is still being set up.
         """
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.dir.parent)
         tmp = self.dir / f".new-{random_suffix()}"
         tmp.mkdir(mode=0o700)
         lock = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
