@@ -72,6 +72,12 @@ class ContainerRecord:
     memory: int = 0
     nano_cpus: int = 0
     pids_limit: int = 0
+    # --cap-add and --cap-drop as docker records them (capabilities.effective_add_drop),
+    # --security-opt as given. Records written before they existed have none: docker's
+    # default capabilities and no no-new-privileges, which is what those containers got.
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
     created: str = field(default_factory=now)
     status: str = CREATED
     pid: int = 0
