@@ -1,5 +1,5 @@
 """docker's security defaults and options: capabilities (--cap-add, --cap-drop), masked and
-read-only kernel paths, no-new-privileges (--security-opt).
+read-only kernel paths, no-new-privileges (--security-opt), and a non-dumpable exec.
 
 What a container's processes may do, the processes ``exec`` starts in it may do, no more:
 each check looks at both.
@@ -8,6 +8,8 @@ each check looks at both.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -244,3 +246,47 @@ def test_kernel_settings_are_read_only_and_secrets_masked(pydock: Pydock) -> Non
     assert result.stdout.split() == ["2", "0", "0"]  # the two "dir:" headers only
     with open("/proc/sys/vm/swappiness") as f:
         assert f.read() == before
+
+
+# -- exec: non-dumpable until it execs ------------------------------------------------
+
+# The container's first process, as root with docker's capabilities: it puts a FIFO where
+# /etc/passwd was, so that an exec, which reads the container's passwd to find its user,
+# stops there; waits until an exec's process is there with the container's capabilities
+# and blocked; looks at that process's environment (the host's, inherited from `pydock
+# exec`) and descriptors; then lets it go on.
+PROBE = r"""
+mv /etc/passwd /etc/passwd.real && mkfifo /etc/passwd && echo ready
+while :; do
+    for status in /proc/[0-9]*/status; do
+        grep -qE '^Name:[[:space:]]+(pydock|python)' $status 2>/dev/null || continue
+        grep -qE '^CapPrm:[[:space:]]+{mask}' $status \
+            && grep -qE '^State:[[:space:]]+S' $status && break 2
+    done
+    sleep 0.05
+done
+process=${{status%/status}}
+if cat $process/environ > /tmp/environ; then echo environ: read; tr '\0' '\n' < /tmp/environ
+else echo environ: refused; fi
+if readlink $process/fd/0; then echo fds: read; else echo fds: refused; fi
+cat /etc/passwd.real > /etc/passwd && mv /etc/passwd.real /etc/passwd
+echo released
+exec sleep 60
+"""
+
+
+def test_exec_is_not_dumpable_until_it_runs_the_command(pydock: Pydock) -> None:
+    """Until it execs, an exec's process holds what it brought from the host (here: the
+    environment `pydock exec` was started with); the container's root, with the same
+    uid and capabilities, must not read it through /proc."""
+    pydock.ok("run", "-d", "--name", "box", "sh", "-c", PROBE.format(mask=f"{DEFAULT_MASK:016x}"))
+    deadline = time.monotonic() + 10
+    while "ready" not in pydock.ok("logs", "box") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    secret = os.urandom(8).hex()
+    result = pydock("exec", "box", "echo", "done", env={"HOST_SECRET": secret})
+    assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr
+    log = pydock.ok("logs", "box")
+    assert "released" in log
+    assert "environ: refused" in log and "fds: refused" in log
+    assert secret not in log
