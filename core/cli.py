@@ -82,6 +82,12 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
               help="Memory limit, e.g. 512m or 1g (units b, k, m, g; no swap on top).")
 @click.option("--cpus", metavar="N", help="CPU limit, e.g. 0.5 or 1.5 CPUs.")
 @click.option("--pids-limit", metavar="N", help="Limit on processes and threads (-1: none).")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Add a Linux capability to docker's default set (repeatable; ALL: all).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a Linux capability (repeatable; ALL: all but those added).")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="no-new-privileges[=true|false]: no exec may grant privileges (setuid).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydock.core import failpoints
+from pydock.core import capabilities, failpoints, security_opts
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
 from pydock.core.images import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore
@@ -73,6 +73,9 @@ class RunOptions(NamedTuple):
     memory: str | None = None
     cpus: str | None = None
     pids_limit: str | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
 
 
 class ExecOptions(NamedTuple):
@@ -136,6 +139,9 @@ class Containers:
         if not workdir.startswith("/"):
             raise PydockError(f"working directory {workdir!r} must be an absolute path")
         volumes = parse_volumes(options.volumes)
+        cap_add, cap_drop = capabilities.effective_add_drop(options.cap_add, options.cap_drop)
+        capabilities.resolve(cap_add, cap_drop)  # refuses what pydock cannot give, up front
+        security_opts.no_new_privileges(options.security_opt)  # refuses what pydock lacks
         memory = nano_cpus = pids_limit = 0
         if (options.memory, options.cpus, options.pids_limit) != (None, None, None):
             # Only then: a run without limits does no cgroup work, not even this import.
@@ -149,7 +155,9 @@ class Containers:
             command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
             workdir=workdir, hostname=hostname, network=options.network,
             read_only=options.read_only, user=user, volumes=list(options.volumes),
-            memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit)
+            memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit, cap_add=cap_add,
+            cap_drop=cap_drop, security_opt=list(options.security_opt))
+        lock = self.state.create(record)
         try:
             lock = self.state.create(record)
         except NameInUse:
@@ -194,7 +202,9 @@ class Containers:
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
                     workdir=record.workdir, hostname=record.hostname, network=record.network,
                     read_only=record.read_only, user=record.user,
-                    volumes=parse_volumes(record.volumes)),
+                    volumes=parse_volumes(record.volumes),
+                    capability_set=capabilities.resolve(record.cap_add, record.cap_drop),
+                    no_new_privileges=security_opts.no_new_privileges(record.security_opt)),
                 rootfs=str(driver.rootfs_dir(record.id)),
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
@@ -376,7 +386,10 @@ class Containers:
         spec = runtime.ProcessSpec(
             argv=list(options.command), env=dict(e.split("=", 1) for e in env), workdir=workdir,
             hostname=record.hostname, network=record.network, read_only=record.read_only,
-            user=user)
+            user=user,
+            # As in docker: what the container's processes may do, exec'd ones may do.
+            capability_set=capabilities.resolve(record.cap_add, record.cap_drop),
+            no_new_privileges=security_opts.no_new_privileges(record.security_opt))
         with processes.opened(record.pid, record.pid_start) as container:
             if record.status != RUNNING or container is None:
                 raise PydockError(f"container {name} is not running")
@@ -548,6 +561,9 @@ class Containers:
                 "Memory": record.memory,
                 "NanoCpus": record.nano_cpus,
                 "PidsLimit": record.pids_limit or None,  # docker shows no limit as null
+                "CapAdd": record.cap_add or None,
+                "CapDrop": record.cap_drop or None,
+                "SecurityOpt": record.security_opt or None,
             },
         }
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.images import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore, image_config
 
@@ -43,7 +44,8 @@ _FILES = {
 def build_default_image(store: ImageStore) -> Image:
     """Build the default image into ``store`` and name it ``DEFAULT_IMAGE``."""
     busybox = find_static_busybox()
-    with tempfile.TemporaryFile(dir=_existing_dir(store.root)) as tar_file:
+    storage_root.ensure(store.root)
+    with tempfile.TemporaryFile(dir=store.root) as tar_file:
         if busybox is not None:
             mtime = int(os.stat(busybox).st_mtime)
             write_busybox_layer(tar_file, busybox, mtime)
@@ -165,7 +167,3 @@ def _add_symlink(tar: tarfile.TarFile, name: str, target: str, mtime: int) -> No
     info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, mtime
     tar.addfile(info)
 
-
-def _existing_dir(path: Path) -> Path:
-    path.mkdir(mode=0o711, parents=True, exist_ok=True)
-    return path

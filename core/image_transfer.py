@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
+from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.images import Image, ImageStore, normalize_reference
 from pydock.core.progress import ProgressReader
@@ -491,7 +492,7 @@ def _open_source(store: ImageStore, source: Path) -> Iterator[_Source]:
         if not isinstance(stream, io.BufferedReader):
             # A compressed archive cannot be read in place: unpack it once to an unnamed
             # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
-            store.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            storage_root.ensure(store.root)
             plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
             with ProgressReader(stream, f"decompressing {source.name}") as progress:
                 shutil.copyfileobj(progress, plain, _CHUNK)

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from pydock.core import failpoints
+from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import (
     flocked,
@@ -148,7 +148,7 @@ class ImageStore:
         """
         from pydock.core.archive import extract_tar
 
-        self.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.root)
         tmp = self.layers_dir / hidden_name(".tmp-")
         tmp.mkdir(mode=0o700, parents=True)
         # The layer root becomes the container's "/": 0755 unless the tar's "." entry says
@@ -182,7 +182,8 @@ class ImageStore:
         on error, none. A config may come with no names; it is then addressable by id.
         """
         blobs = [(blob, [normalize_reference(n) for n in names]) for blob, names in images]
-        self.configs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.root)
+        self.configs_dir.mkdir(mode=0o700, exist_ok=True)
         with self._locked():
             for blob, _names in blobs:
                 for diff_id in _diff_ids_of(blob):
@@ -303,7 +304,7 @@ class ImageStore:
     def _locked(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         if shared and not self.images_dir.exists():
             return contextlib.nullcontext()  # no image yet: nothing to keep consistent
-        self.images_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.root)
         return flocked(self.images_dir / "lock", shared=shared)
 
 

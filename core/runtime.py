@@ -38,6 +38,7 @@ from pydock.core.syscalls import (
     CLONE_NEWPID,
     CLONE_NEWUTS,
     PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
     prctl,
     set_link_up,
     sethostname,
@@ -66,6 +67,10 @@ class ProcessSpec(NamedTuple):
     read_only: bool
     user: str = ""  # NAME|UID[:GROUP|GID], resolved in the image; "" is root
     volumes: tuple[Volume, ...] = ()  # in mounting order
+    # What root in the container may do (names without CAP_), and whether any exec may
+    # grant more (setuid bits, file capabilities); exec'd processes get the same.
+    capability_set: tuple[str, ...] = capabilities.DOCKER_DEFAULT
+    no_new_privileges: bool = False
 
 
 class Stdio(NamedTuple):
@@ -195,8 +200,7 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         # One call through the pidfd: all namespaces of that very process, or none. Joining
         # the mount namespace also moves root and working directory to the container's root.
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
-        capabilities.limit_to(capabilities.DOCKER_DEFAULT)
-        env = _become_user(spec.user or "0", spec.env)
+        env = _drop_privileges(spec)
         os.chdir(spec.workdir)
         _reset_process_state(keep_fd=error_fd)
         _exec(spec.argv, env, error_fd)
@@ -223,8 +227,7 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     os.makedirs(spec.workdir, 0o755, exist_ok=True)
     if spec.read_only:
         remount_root_read_only()
-    capabilities.limit_to(capabilities.DOCKER_DEFAULT)
-    env = _become_user(spec.user or "0", spec.env)
+    env = _drop_privileges(spec)
     os.chdir(spec.workdir)
     _reset_process_state(keep_fd=error_fd)
     return env
@@ -243,6 +246,23 @@ def _exec(argv: list[str], env: dict[str, str], error_fd: int) -> NoReturn:
         code = EXIT_NOT_EXECUTABLE if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR,
                                                    errno.EPERM, errno.ENOTDIR) else 125
         _fail(error_fd, code, f"exec {argv[0]}: {exc.strerror}")
+
+
+def _drop_privileges(spec: ProcessSpec) -> dict[str, str]:
+    """Become the container's user with the container's capabilities only and, with
+    no-new-privileges, the flag no exec can clear (a setuid-root binary then runs with the
+    caller's uid); returns the command's environment.
+
+    runc's order: the bounding set shrinks first, while CAP_SETPCAP is still there; then
+    the user switch, which needs CAP_SETUID and CAP_SETGID whether the container keeps
+    them or not; then the rest goes.
+    """
+    capabilities.limit_before_user_switch(spec.capability_set)
+    env = _become_user(spec.user or "0", spec.env)
+    capabilities.limit_after_user_switch(spec.capability_set)
+    if spec.no_new_privileges:
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    return env
 
 
 def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydock.core import failpoints
+from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import remove_tree, write_json_atomic
 from pydock.core.leftovers import hidden_name, sweep
@@ -86,6 +86,12 @@ class ContainerRecord:
     memory: int = 0
     nano_cpus: int = 0
     pids_limit: int = 0
+    # --cap-add and --cap-drop as docker records them (capabilities.effective_add_drop),
+    # --security-opt as given. Records written before they existed have none: docker's
+    # default capabilities and no no-new-privileges, which is what those containers got.
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
     created: str = field(default_factory=now)
     status: str = CREATED
     pid: int = 0
@@ -175,7 +181,7 @@ class StateStore:
         ``prune`` at the container. The lock is taken before the record appears under
         its name, so no other command ever sees a container that is still being set up.
         """
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        storage_root.ensure(self.dir.parent)
         tmp = self.dir / hidden_name(".new-")
         tmp.mkdir(mode=0o700)
         lock = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -135,12 +135,6 @@ def test_exec_runs_in_the_containers_namespaces_root_and_environment(pydock: Pyd
     assert joined.split() == theirs
 
 
-def test_exec_has_the_default_capabilities_only(pydock: Pydock) -> None:
-    pydock.ok("run", "-d", "--name", "box", "sleep", "60")
-    status = pydock.ok("exec", "box", "cat", "/proc/self/status")
-    assert "CapBnd:\t00000000a80425fb" in status and "CapAmb:\t0000000000000000" in status
-
-
 @pytest.mark.parametrize(("command", "code"), [
     (("sh", "-c", "exit 9"), 9),
     (("no-such-command",), 127),
