@@ -31,6 +31,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import platform
 import posixpath
@@ -41,6 +42,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,8 +495,12 @@ def _open_source(store: ImageStore, source: Path) -> Iterator[_Source]:
             # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
             store.layers_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
-            with ProgressReader(stream, f"decompressing {source.name}") as progress:
-                shutil.copyfileobj(progress, plain, _CHUNK)
+            try:
+                with ProgressReader(stream, f"decompressing {source.name}") as progress:
+                    shutil.copyfileobj(progress, plain, _CHUNK)
+            # A truncated stream raises EOFError, which click would take for ^D ("Aborted").
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+                raise PydockError(f"{source}: cannot decompress: {e}") from None
             plain.seek(0)
             stream = cast(BinaryIO, plain)
         yield _TarSource(stream, source)
