@@ -131,9 +131,7 @@ class Containers:
         user = options.user if options.user is not None else str(config.get("User") or "")
         if user:
             validate_user_spec(user)
-        workdir = options.workdir or config.get("WorkingDir") or "/"
-        if not workdir.startswith("/"):
-            raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        workdir = clean_workdir(options.workdir or config.get("WorkingDir") or "/")
         volumes = parse_volumes(options.volumes)
         memory = nano_cpus = pids_limit = 0
         if (options.memory, options.cpus, options.pids_limit) != (None, None, None):
@@ -334,9 +332,7 @@ class Containers:
         user = options.user if options.user is not None else record.user
         if user:
             validate_user_spec(user)
-        workdir = options.workdir or record.workdir
-        if not workdir.startswith("/"):
-            raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        workdir = clean_workdir(options.workdir or record.workdir)
         env = build_env(record.env, options.env, record.hostname)
         spec = runtime.ProcessSpec(
             argv=list(options.command), env=dict(e.split("=", 1) for e in env), workdir=workdir,
@@ -580,6 +576,14 @@ def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) ->
         elif key in os.environ:
             env[key] = os.environ[key]
     return [f"{key}={value}" for key, value in env.items()]
+
+
+def clean_workdir(path: str) -> str:
+    """An absolute working directory, cleaned lexically as docker's filepath.Clean does:
+    ``/a/../b`` is ``/b`` (no ``/a`` is created on the way) and ``..`` stops at ``/``."""
+    if not path.startswith("/"):
+        raise PydockError(f"working directory {path!r} must be an absolute path")
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def validate_hostname(hostname: str) -> None:
