@@ -124,8 +124,10 @@ class Containers:
             validate_hostname(options.hostname)
         hostname = options.hostname or name
         config = image.run_config
-        argv = list(config.get("Entrypoint") or []) + list(
-            options.command or config.get("Cmd") or [])
+        entrypoint = config.get("Entrypoint") or []
+        if entrypoint == [""]:  # docker's reset: how `--entrypoint ""` clears an image's
+            entrypoint = []
+        argv = list(entrypoint) + list(options.command or config.get("Cmd") or [])
         if not argv:
             raise PydockError("no command given and the image has no default command")
         user = options.user if options.user is not None else str(config.get("User") or "")
