@@ -250,6 +250,7 @@ class _Layer:
     def _file(
         self, parent_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile
     ) -> None:
+        _check_fits(parent_fd, member)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = _replace(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
         try:
@@ -421,6 +422,22 @@ def _whiteout_target(name: str, member: tarfile.TarInfo) -> str | None:
     if target.startswith(_WHITEOUT_PREFIX):
         raise _BadMember(f"unknown whiteout marker {name!r}")
     return target
+
+
+def _check_fits(dir_fd: int, member: tarfile.TarInfo) -> None:
+    """Refuse a file that says it is bigger than the store's free space, before writing it.
+
+    A member's size is what its header claims. A sparse member (a map of data blocks and a
+    total size), or one in a compressed archive, can claim far more than the archive holds,
+    and its holes are written out as zeros: a few kilobytes could fill the disk. tarfile
+    also reads a negative size, which no real file has.
+    """
+    if member.size < 0:
+        raise _BadMember(f"invalid size {member.size}")
+    fs = os.fstatvfs(dir_fd)
+    free = fs.f_bavail * fs.f_frsize
+    if member.size > free:
+        raise _BadMember(f"it claims {member.size} bytes, more than the {free} free in the store")
 
 
 def _check_overlay_forgery(member: tarfile.TarInfo) -> None:

@@ -128,16 +128,16 @@ class Containers:
             validate_hostname(options.hostname)
         hostname = options.hostname or name
         config = image.run_config
-        argv = list(config.get("Entrypoint") or []) + list(
-            options.command or config.get("Cmd") or [])
+        entrypoint = config.get("Entrypoint") or []
+        if entrypoint == [""]:  # docker's reset: how `--entrypoint ""` clears an image's
+            entrypoint = []
+        argv = list(entrypoint) + list(options.command or config.get("Cmd") or [])
         if not argv:
             raise PydockError("no command given and the image has no default command")
         user = options.user if options.user is not None else str(config.get("User") or "")
         if user:
             validate_user_spec(user)
-        workdir = options.workdir or config.get("WorkingDir") or "/"
-        if not workdir.startswith("/"):
-            raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        workdir = clean_workdir(options.workdir or config.get("WorkingDir") or "/")
         volumes = parse_volumes(options.volumes)
         cap_add, cap_drop = capabilities.effective_add_drop(options.cap_add, options.cap_drop)
         capabilities.resolve(cap_add, cap_drop)  # refuses what pydock cannot give, up front
@@ -378,9 +378,7 @@ class Containers:
         user = options.user if options.user is not None else record.user
         if user:
             validate_user_spec(user)
-        workdir = options.workdir or record.workdir
-        if not workdir.startswith("/"):
-            raise PydockError(f"working directory {workdir!r} must be an absolute path")
+        workdir = clean_workdir(options.workdir or record.workdir)
         env = build_env(record.env, options.env, record.hostname)
         spec = runtime.ProcessSpec(
             argv=list(options.command), env=dict(e.split("=", 1) for e in env), workdir=workdir,
@@ -662,6 +660,14 @@ def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) ->
         elif key in os.environ:
             env[key] = os.environ[key]
     return [f"{key}={value}" for key, value in env.items()]
+
+
+def clean_workdir(path: str) -> str:
+    """An absolute working directory, cleaned lexically as docker's filepath.Clean does:
+    ``/a/../b`` is ``/b`` (no ``/a`` is created on the way) and ``..`` stops at ``/``."""
+    if not path.startswith("/"):
+        raise PydockError(f"working directory {path!r} must be an absolute path")
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def validate_hostname(hostname: str) -> None:

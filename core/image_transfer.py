@@ -31,6 +31,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import platform
 import posixpath
@@ -41,6 +42,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,16 @@ _INDEX_TYPES = {_OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v
 _MANIFEST_TYPES = {_OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
+
+# What docker's image config types accept in the fields pydock reads (null is always fine);
+# Cmd and Entrypoint are its StrSlice, a list of strings or a single one.
+_RUN_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "Env": ((list,), "a list of strings"),
+    "Cmd": ((list, str), "a string or a list of strings"),
+    "Entrypoint": ((list, str), "a string or a list of strings"),
+    "WorkingDir": ((str,), "a string"),
+    "User": ((str,), "a string"),
+}
 
 _T = TypeVar("_T")
 
@@ -299,6 +311,7 @@ def _blob_path(digest: str) -> str:
 
 def _diff_ids(config: bytes, what: str) -> list[str]:
     document = _expect(_parse_json(config, what), dict, what)
+    _check_run_config(document, what)
     rootfs = _expect(document.get("rootfs"), dict, f"{what} rootfs")
     diff_ids = _expect(rootfs.get("diff_ids"), list, f"{what} rootfs.diff_ids")
     if len(diff_ids) > _MAX_LAYERS:
@@ -308,6 +321,27 @@ def _diff_ids(config: bytes, what: str) -> list[str]:
         if not isinstance(diff_id, str) or not _DIGEST.fullmatch(diff_id):
             raise PydockError(f"{what}: diff_id {diff_id!r} is not a sha256 digest")
     return diff_ids
+
+
+def _check_run_config(document: dict[str, Any], what: str) -> None:
+    """Refuse a config whose fields pydock reads have JSON types docker's Go structs cannot
+    hold (``docker load`` refuses it too), or strings with a NUL byte, which no command,
+    environment or path can hold: better now than at every run."""
+    if document.get("created") is not None:
+        _expect(document["created"], str, f"{what} created")
+    section = document.get("config")
+    if section is None:
+        return
+    section = _expect(section, dict, f"{what} config")
+    for key, (kinds, expected) in _RUN_FIELDS.items():
+        value = section.get(key)
+        if value is None:
+            continue
+        texts = value if isinstance(value, list) else [value]
+        if not isinstance(value, kinds) or not all(isinstance(t, str) for t in texts):
+            raise PydockError(f"{what} config.{key}: expected {expected}")
+        if any("\0" in text for text in texts):
+            raise PydockError(f"{what} config.{key}: contains a NUL byte")
 
 
 def _archive_path(value: object, what: str) -> str:
@@ -494,8 +528,12 @@ def _open_source(store: ImageStore, source: Path) -> Iterator[_Source]:
             # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
             storage_root.ensure(store.root)
             plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
-            with ProgressReader(stream, f"decompressing {source.name}") as progress:
-                shutil.copyfileobj(progress, plain, _CHUNK)
+            try:
+                with ProgressReader(stream, f"decompressing {source.name}") as progress:
+                    shutil.copyfileobj(progress, plain, _CHUNK)
+            # A truncated stream raises EOFError, which click would take for ^D ("Aborted").
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+                raise PydockError(f"{source}: cannot decompress: {e}") from None
             plain.seek(0)
             stream = cast(BinaryIO, plain)
         yield _TarSource(stream, source)

@@ -87,7 +87,12 @@ class Image(NamedTuple):
     @property
     def run_config(self) -> dict[str, Any]:
         """The image's ``config`` section (Env, Cmd, Entrypoint, WorkingDir, User ...)."""
-        return dict(self.config.get("config") or {})
+        config = dict(self.config.get("config") or {})
+        for key in ("Cmd", "Entrypoint"):
+            # Docker's StrSlice: a single string is a list of one, never a list of letters.
+            if isinstance(config.get(key), str):
+                config[key] = [config[key]]
+        return config
 
 
 class ImageStore:

@@ -92,7 +92,9 @@ class Session:
 
 def parse_exit(rest: str) -> runtime.Exited:
     code, _, message = rest.partition(" ")
-    return runtime.Exited(int(code), message.replace("\\n", "\n"))
+    # Undoes _report's escapes: a doubled backslash is one backslash, backslash-n a newline.
+    unescaped = "\\".join(part.replace("\\n", "\n") for part in message.split("\\\\"))
+    return runtime.Exited(int(code), unescaped)
 
 
 def launch(request: Launch, hooks: Hooks, lock_fd: int) -> Session:
@@ -312,5 +314,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _report(status_fd: int, message: str) -> None:
     # The CLI may be gone (detached, or killed): then nobody needs to hear it.
+    # One line per report: newlines escaped, and backslashes too, so that a message that
+    # holds a backslash and an "n" of its own comes back as it was.
+    escaped = message.replace("\\", "\\\\").replace("\n", "\\n")
     with contextlib.suppress(OSError):
-        os.write(status_fd, (message.replace("\n", "\\n") + "\n").encode())
+        os.write(status_fd, (escaped + "\n").encode())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -181,7 +182,7 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
         env = _set_up(spec, rootfs, mounts, error_fd)
         _exec(spec.argv, env, error_fd)
     except BaseException as exc:
-        _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {exc}")
+        _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {_reason(exc)}")
     finally:
         os._exit(EXIT_PYDOCK_ERROR)
 
@@ -205,7 +206,7 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         _reset_process_state(keep_fd=error_fd)
         _exec(spec.argv, env, error_fd)
     except BaseException as exc:
-        _fail(error_fd, EXIT_PYDOCK_ERROR, f"exec setup failed: {exc}")
+        _fail(error_fd, EXIT_PYDOCK_ERROR, f"exec setup failed: {_reason(exc)}")
     finally:
         os._exit(EXIT_PYDOCK_ERROR)
 
@@ -234,18 +235,21 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
 
 
 def _exec(argv: list[str], env: dict[str, str], error_fd: int) -> NoReturn:
+    # Quoted and escaped as docker's %q: a command from the image or the command line may
+    # hold a newline or a terminal's escape sequence, and the error must stay one plain line.
+    command = json.dumps(argv[0])
     if not argv[0]:
-        _fail(error_fd, EXIT_NOT_FOUND, 'exec: "": executable file not found in $PATH')
+        _fail(error_fd, EXIT_NOT_FOUND, f"exec: {command}: executable file not found in $PATH")
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
         if "/" in argv[0]:
-            _fail(error_fd, EXIT_NOT_FOUND, f"exec {argv[0]}: no such file or directory")
-        _fail(error_fd, EXIT_NOT_FOUND, f'exec: "{argv[0]}": executable file not found in $PATH')
+            _fail(error_fd, EXIT_NOT_FOUND, f"exec {command}: no such file or directory")
+        _fail(error_fd, EXIT_NOT_FOUND, f"exec: {command}: executable file not found in $PATH")
     except OSError as exc:
         code = EXIT_NOT_EXECUTABLE if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR,
                                                    errno.EPERM, errno.ENOTDIR) else 125
-        _fail(error_fd, code, f"exec {argv[0]}: {exc.strerror}")
+        _fail(error_fd, code, f"exec {command}: {exc.strerror}")
 
 
 def _drop_privileges(spec: ProcessSpec) -> dict[str, str]:
@@ -300,6 +304,13 @@ def _take_stdio(stdio: Stdio) -> None:
         # ^C work inside the container, and only there.
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _reason(exc: BaseException) -> str:
+    # "/etc/passwd: File exists" (a -w that names a file), not "[Errno 17] File exists: ...".
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _fail(error_fd: int, code: int, message: str) -> NoReturn:

@@ -169,10 +169,14 @@ class StateStore:
         self.dir = root / "containers"
 
     def path(self, name: str) -> Path:
+        # Names come from the command line: one outside the rule ("../x", "/etc", "a/b")
+        # would otherwise name a directory outside the store, which rm would delete.
+        if len(name) > NAME_MAX or not NAME_RULE.fullmatch(name):
+            raise PydockError(f"no such container: {name!r} is not a valid container name")
         return self.dir / name
 
     def log_path(self, name: str) -> Path:
-        return self.dir / name / "container.log"
+        return self.path(name) / "container.log"
 
     def create(self, record: ContainerRecord) -> int:
         """Write a new record, already locked; :class:`PydockError` if the name is taken.
