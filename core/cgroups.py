@@ -226,12 +226,12 @@ def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
 
     On failure nothing is left behind and :class:`PydockError` says what failed.
     """
-    name = cgroup_name(root, container_id)
+    cgroup_dir = cgroup_name(root, container_id)
     hierarchies = _hierarchies()
     by_hierarchy: dict[_Hierarchy, list[str]] = {}
     for controller in limits.controllers():
         by_hierarchy.setdefault(_hierarchy_with(controller, hierarchies), []).append(controller)
-    cgroup = Cgroup(name, [], None)
+    cgroup = Cgroup(cgroup_dir, [], None)
     try:
         for hierarchy, controllers in by_hierarchy.items():
             parent = hierarchy.mount / PARENT
@@ -239,7 +239,7 @@ def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
                 _delegate(hierarchy.mount, parent, controllers)
             else:
                 parent.mkdir(exist_ok=True)
-            directory = parent / name
+            directory = parent / cgroup_dir
             directory.mkdir()
             cgroup.directories.append(directory)
             for controller in controllers:
