@@ -107,22 +107,9 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
     forwarding once the pid is known: the child keeps them blocked until just before
     exec, so a signal sent at any moment reaches the container once, never the setup code.
     """
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    # The CLI's own PID namespace, to return to right after the fork: once the container's
-    # PID 1 exits, a CLI left in "pid_for_children" of that namespace could not fork again
-    # (ENOMEM), and --rm cleanup or a driver running a tool would fail.
-    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        unshare(CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            _child(spec, rootfs, mounts, stdio, write_end, join_cgroup)
-        setns(own_pid_namespace, CLONE_NEWPID)
-    finally:
-        os.close(own_pid_namespace)
-    os.close(write_end)
-    return Started(pid, read_end)
+    return _fork_in_pid_namespace(
+        lambda: unshare(CLONE_NEWPID),
+        lambda error_fd: _child(spec, rootfs, mounts, stdio, error_fd, join_cgroup))
 
 
 def start_in(container: int, spec: ProcessSpec, stdio: Stdio,
@@ -133,15 +120,28 @@ def start_in(container: int, spec: ProcessSpec, stdio: Stdio,
     Same signal contract as :func:`start`; ``spec``'s hostname, network and read-only
     setting are the container's already and are not applied again.
     """
+    return _fork_in_pid_namespace(
+        lambda: setns(container, CLONE_NEWPID),
+        lambda error_fd: _joining_child(container, spec, stdio, error_fd, join_cgroup))
+
+
+def _fork_in_pid_namespace(enter: Callable[[], None],
+                           child: Callable[[int], NoReturn]) -> Started:
+    """Fork ``child`` (given the write end of the error pipe) as a process of the PID
+    namespace that ``enter`` makes this process's "pid_for_children".
+
+    The caller goes back to its own PID namespace right after the fork: once the
+    container's PID 1 exits, a process left with that namespace for its children could not
+    fork again (ENOMEM), and --rm cleanup or a driver running a tool would fail.
+    """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        # As in start(): the PID namespace applies to the next child, and the CLI goes back.
-        setns(container, CLONE_NEWPID)
+        enter()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _joining_child(container, spec, stdio, write_end, join_cgroup)
+            child(write_end)
         setns(own_pid_namespace, CLONE_NEWPID)
     finally:
         os.close(own_pid_namespace)
@@ -170,15 +170,7 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     """The container's first process, from fork to exec. Never returns: whatever happens,
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
-        # First of all, so that the limits cover all the container does and forks.
-        if join_cgroup is not None:
-            join_cgroup()
-        # The parent's Python handlers must not run here, and none is needed: until the
-        # mask is lifted right before exec, a signal waits, and then acts as it would on
-        # the command (the default action: a stop before the start ends the container).
-        for signum in FORWARDED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        _take_stdio(stdio)
+        _begin_child(stdio, join_cgroup)
         env = _set_up(spec, rootfs, mounts, error_fd)
         _exec(spec.argv, env, error_fd)
     except BaseException as exc:
@@ -187,14 +179,23 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
         os._exit(EXIT_PYDOCK_ERROR)
 
 
+def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> None:
+    """The first steps of a forked child, in the container or joining one."""
+    # First of all, so that the limits cover all the process does and forks.
+    if join_cgroup is not None:
+        join_cgroup()
+    # The parent's Python handlers must not run here, and none is needed: until the mask
+    # is lifted right before exec, a signal waits, and then acts as it would on the command
+    # (the default action: a stop before the start ends the container).
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    _take_stdio(stdio)
+
+
 def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int,
                    join_cgroup: Callable[[], None] | None) -> NoReturn:
     try:
-        if join_cgroup is not None:
-            join_cgroup()
-        for signum in FORWARDED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        _take_stdio(stdio)
+        _begin_child(stdio, join_cgroup)
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
