@@ -158,13 +158,7 @@ def stop(ctx: Context, grace: int, names: tuple[str, ...]) -> None:
     """Stop running containers: SIGTERM, then SIGKILL after the grace period."""
     _require_root()
     containers = ctx.containers()
-
-    def stop_one(name: str) -> None:
-        containers.stop(name, grace)
-        click.echo(name)
-
-    if _for_each(names, stop_one):
-        sys.exit(PydockError.exit_code)
+    _echo_each(names, lambda name: containers.stop(name, grace))
 
 
 @cli.command()
@@ -177,13 +171,7 @@ def kill(ctx: Context, signal_name: str, names: tuple[str, ...]) -> None:
     _require_root()
     signum = _parse_signal(signal_name)
     containers = ctx.containers()
-
-    def kill_one(name: str) -> None:
-        containers.kill(name, signum)
-        click.echo(name)
-
-    if _for_each(names, kill_one):
-        sys.exit(PydockError.exit_code)
+    _echo_each(names, lambda name: containers.kill(name, signum))
 
 
 @cli.command()
@@ -222,13 +210,7 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
     """Remove containers and their storage."""
     _require_root()
     containers = ctx.containers()
-
-    def remove(name: str) -> None:
-        containers.remove(name, force)
-        click.echo(name)
-
-    if _for_each(names, remove):
-        sys.exit(PydockError.exit_code)
+    _echo_each(names, lambda name: containers.remove(name, force))
 
 
 @cli.command()
@@ -448,6 +430,18 @@ def _for_each(items: tuple[str, ...], action: Callable[[str], None]) -> bool:
             click.echo(f"pydock: {' '.join(str(exc).split())}", err=True)
             failed = True
     return failed
+
+
+def _echo_each(names: tuple[str, ...], action: Callable[[str], None]) -> None:
+    """``rm``, ``stop`` and ``kill``: act on each container, print each name done (as
+    docker does), and exit 125 once all are tried if any failed."""
+
+    def act_and_echo(name: str) -> None:
+        action(name)
+        click.echo(name)
+
+    if _for_each(names, act_and_echo):
+        sys.exit(PydockError.exit_code)
 
 
 def _parse_signal(text: str) -> int:
