@@ -53,8 +53,13 @@ def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def pydock(template_root: Path, tmp_path: Path) -> Iterator[Pydock]:
-    root = tmp_path / "root"
-    subprocess.run(["cp", "-a", str(template_root), str(root)], check=True)
+    yield from pydock_on_copy(template_root, tmp_path / "root")
+
+
+def pydock_on_copy(template: Path, root: Path) -> Iterator[Pydock]:
+    """The CLI on ``root``, a copy of the storage root ``template``; containers the test
+    leaves behind are force-removed afterwards."""
+    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
     cli = Pydock(root)
     yield cli
     leftovers = cli.container_names() if (root / "containers").exists() else []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DRIVERS, busybox_rootfs
+from conftest import DRIVERS, busybox_rootfs, pydock_on_copy
 from test_image_transfer import (
     Layer,
     add_file,
@@ -54,13 +54,7 @@ def primed_root(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def pydock(primed_root: Path, tmp_path: Path) -> Iterator[Pydock]:
     """conftest's fixture, on a copy of the primed root."""
-    root = tmp_path / "root"
-    subprocess.run(["cp", "-a", str(primed_root), str(root)], check=True)
-    cli = Pydock(root)
-    yield cli
-    leftovers = cli.container_names()
-    if leftovers:
-        cli("rm", "-f", *leftovers)
+    yield from pydock_on_copy(primed_root, tmp_path / "root")
 
 
 @pytest.fixture(scope="module")
