@@ -453,10 +453,7 @@ class Containers:
             if is_running(record) and pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
                 if not processes.wait_for_exit(pidfd, grace):
-                    processes.send(pidfd, signal.SIGKILL)
-                    if not processes.wait_for_exit(pidfd, KILL_TIMEOUT):
-                        raise PydockError(f"container {name} (pid {record.pid}) did not die "
-                                          f"within {KILL_TIMEOUT:.0f}s of SIGKILL")
+                    _kill(record)
         # The monitor still drains the output and records the exit code.
         with processes.opened(record.monitor_pid, record.monitor_start) as monitor:
             if monitor is not None:
