@@ -50,6 +50,7 @@ from typing import IO, BinaryIO, TypeVar, cast
 import xattr
 
 from pydock.core.errors import PydockError
+from pydock.core.files import write_all
 from pydock.core.layers import OPAQUE_XATTR, is_whiteout
 from pydock.core.syscalls import open_in_root
 
@@ -257,7 +258,7 @@ class _Layer:
             contents = tar.extractfile(member)
             assert contents is not None  # only None for non-regular members
             while chunk := contents.read(_CHUNK):
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             _set_metadata_fd(fd, member)
         finally:
             os.close(fd)
@@ -506,12 +507,6 @@ def _chmod_nofollow(dir_fd: int, name: str, mode: int) -> None:
         os.chmod(f"/proc/self/fd/{fd}", mode)
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:

@@ -38,6 +38,13 @@ def remove_tree(path: Path | str) -> None:
     os.rmdir(path)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a pipe or terminal may take less at once)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def sha256_hex(data: bytes) -> str:
     # hashlib is imported here, on first use: loading it (OpenSSL) costs milliseconds that a
     # plain `pydock run` of an existing image never needs.

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from pydock.core import failpoints, runtime
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
+from pydock.core.files import write_all
 from pydock.core.gate import Gate
 from pydock.core.logs import STDERR, STDOUT, LogWriter
 
@@ -256,7 +257,7 @@ class _Monitor:
                 self._log(stream, data)
                 if stream in self.outputs:
                     try:
-                        _write_all(self.outputs[stream], data)
+                        write_all(self.outputs[stream], data)
                     except OSError:  # EPIPE, EIO: the CLI's terminal or pipe has gone
                         self._cli_left()
 
@@ -304,12 +305,6 @@ def _read(fd: int) -> bytes:
         if exc.errno == errno.EIO:  # a pty's master once the last slave fd is closed
             return b""
         raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _report(status_fd: int, message: str) -> None:

@@ -16,6 +16,8 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from pydock.core.files import write_all
+
 _CHUNK = 1 << 16
 
 
@@ -103,7 +105,5 @@ def _drain(master: int) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
     with contextlib.suppress(OSError):  # the reader has gone: nothing left to show
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
