@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -50,6 +51,8 @@ _ENV_KEY = re.compile(r"[^=\x00]+")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 HOSTNAME_MAX = 64
 KILL_TIMEOUT = 10.0
+# How long a reader waits for a monitor to record the end of a process that has ended.
+SETTLE_TIMEOUT = 5.0
 
 
 class RunOptions(NamedTuple):
@@ -468,11 +471,7 @@ class Containers:
         if not path.exists():  # never started
             return iter(())
 
-        def monitor_alive() -> bool:
-            return (record.monitor_pid > 0 and process_start_time(record.monitor_pid)
-                    == record.monitor_start)
-
-        return read_frames(str(path), follow, monitor_alive)
+        return read_frames(str(path), follow, lambda: monitor_alive(record))
 
     def prune(self) -> list[str]:
         """Remove every container that is not running (but no corrupt record: it may be),
@@ -512,9 +511,22 @@ class Containers:
                 records.append(self.state.load(name))
         return records
 
+    def load(self, name: str) -> ContainerRecord:
+        """The container's record, once its monitor has recorded the end of a process that
+        has just ended. In between, which takes the monitor moments, the record still says
+        running and the exit code is not known yet: reading it then would report an exit
+        with no code (or, with --rm, a container about to vanish)."""
+        record = self.state.load(name)
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while (record.status == RUNNING and not process_alive(record)
+               and monitor_alive(record) and time.monotonic() < deadline):
+            time.sleep(0.005)
+            record = self.state.load(name)
+        return record
+
     def inspect(self, name: str) -> dict[str, Any]:
         """docker-inspect-style description of one container."""
-        record = self.state.load(name)
+        record = self.load(name)
         status = live_status(record)
         graph_data: dict[str, str] = {}
         with contextlib.suppress(PydockError):
@@ -618,6 +630,12 @@ def process_alive(record: ContainerRecord) -> bool:
     return record.pid_start != 0 and process_start_time(record.pid) == record.pid_start
 
 
+def monitor_alive(record: ContainerRecord) -> bool:
+    """Whether the monitor that records the container's end is alive (pid and start time)."""
+    return record.monitor_pid > 0 and process_start_time(record.monitor_pid) == \
+        record.monitor_start
+
+
 def is_running(record: ContainerRecord) -> bool:
     return live_status(record) == RUNNING
 
@@ -631,8 +649,7 @@ def live_status(record: ContainerRecord) -> str:
     if record.status == EXITED or not process_alive(record):
         # Its process ended and no one recorded how: the monitor died.
         return EXITED
-    if record.status == CREATED and process_start_time(record.monitor_pid) == \
-            record.monitor_start:
+    if record.status == CREATED and monitor_alive(record):
         return CREATED  # being started: its monitor records it running once it execs
     # Recorded running, or its monitor died after letting the process run its command.
     return RUNNING

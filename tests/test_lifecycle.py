@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -168,8 +169,6 @@ def test_a_detached_command_that_cannot_start_reports_why(pydock: Pydock) -> Non
 def test_a_reused_pid_is_never_mistaken_for_the_container(pydock: Pydock) -> None:
     pydock.ok("run", "-d", "--name", "r", "sleep", "60")
     record = pydock.root / "containers" / "r" / "state.json"
-    import json
-
     data = json.loads(record.read_text())
     pydock.ok("kill", "r")
     wait_exited(pydock, "r")
@@ -180,3 +179,28 @@ def test_a_reused_pid_is_never_mistaken_for_the_container(pydock: Pydock) -> Non
     assert pydock.inspect("r")["State"]["Running"] is False
     assert pydock("kill", "r").returncode == 125
     assert pydock("stop", "r").returncode == 0
+
+
+def test_ps_and_inspect_wait_for_the_monitor_to_record_an_exit(pydock: Pydock) -> None:
+    """Between the container's exit and its monitor recording the code, the record still
+    says running: a reader waits for the code instead of reporting an exit without one."""
+    from pydock.core.processes import process_start_time
+
+    pydock.ok("run", "-d", "--name", "ending", "sh", "-c", "sleep 0.5; exit 3")
+    record = json.loads((pydock.root / "containers" / "ending" / "state.json").read_text())
+    monitor, pid = record["monitor_pid"], record["pid"]
+    os.kill(monitor, signal.SIGSTOP)  # it cannot reap, let alone record, until continued
+    try:
+        deadline = time.monotonic() + 10
+        while process_start_time(pid) != 0:  # a zombie counts as gone
+            assert time.monotonic() < deadline, "the container did not end"
+            time.sleep(0.02)
+        readers = [pydock.popen("ps", "-a", "--format", "json"),
+                   pydock.popen("inspect", "ending")]
+        time.sleep(0.5)
+        assert [reader.poll() for reader in readers] == [None, None]
+    finally:
+        os.kill(monitor, signal.SIGCONT)
+    (ps, _), (inspect, _) = (reader.communicate(timeout=10) for reader in readers)
+    assert json.loads(ps)[0]["Status"].startswith("Exited (3)"), ps
+    assert json.loads(inspect)[0]["State"]["ExitCode"] == 3, inspect
