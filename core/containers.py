@@ -117,11 +117,11 @@ class Containers:
 
     # -- run -------------------------------------------------------------
 
-    def create(self, options: RunOptions) -> tuple[ContainerRecord, int]:
+    def create(self, options: RunOptions) -> tuple[ContainerRecord, StorageDriver, int]:
         """Validate everything, record the container and prepare its storage.
 
-        Returns the record and the descriptor holding its lock (close it once the
-        container is running or has failed to start).
+        Returns the record, its storage driver and the descriptor holding its lock (close
+        it once the container is running or has failed to start).
         """
         image = self._image(options.image)
         driver = self.driver(options.driver)
@@ -180,7 +180,7 @@ class Containers:
             if isinstance(exc, Exception) and not isinstance(exc, PydockError):
                 raise PydockError(f"preparing storage ({driver.name}) failed: {exc}") from exc
             raise
-        return record, lock
+        return record, driver, lock
 
     def run(self, options: RunOptions) -> tuple[str, int, str]:
         """Create a container and start it under its monitor: (name, exit code, error).
@@ -189,10 +189,9 @@ class Containers:
         (exit code 0), or has failed to start."""
         from pydock.core import monitor, runtime
 
-        record, lock = self.create(options)
+        record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
         try:
-            driver = self.driver(record.driver)
             if record.has_limits:  # otherwise no cgroup work at all
                 from pydock.core import cgroups
 
