@@ -347,7 +347,7 @@ def readonly(mounts: Sequence[Mount], rootfs: Path) -> list[Mount]:
     root), a read-only bind of that directory onto itself, which is what "ro" would mean."""
     if not mounts:
         return [Mount("bind", os.fspath(rootfs), ("rbind", "ro"))]
-    return [dataclasses.replace(m, options=(*m.options, "ro")) for m in mounts]
+    return [m._replace(options=(*m.options, "ro")) for m in mounts]
 
 
 def _tree_to_json(tree: Tree) -> dict[str, dict[str, Any]]:
