@@ -21,10 +21,9 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
@@ -62,53 +61,73 @@ def validate_name(name: str) -> None:
                           f"{NAME_RULE.pattern} is allowed")
 
 
-@dataclass
 class ContainerRecord:
-    """Everything pydock knows about one container; serialised as ``state.json``."""
+    """Everything pydock knows about one container; serialised as ``state.json``.
 
-    id: str
-    name: str
-    driver: str
-    image: str
-    image_id: str
-    layers: list[str]
-    command: list[str]
-    env: list[str]
-    workdir: str
-    hostname: str
-    network: str
-    read_only: bool
-    user: str = ""
-    volumes: list[str] = field(default_factory=list)  # each -v as given (docker's Binds)
-    tty: bool = False
-    # Resource limits in docker's units (inspect's HostConfig); 0 is no limit. Records
-    # written before limits existed have none, which is what they had.
-    memory: int = 0
-    nano_cpus: int = 0
-    pids_limit: int = 0
-    # --cap-add and --cap-drop as docker records them (capabilities.effective_add_drop),
-    # --security-opt as given. Records written before they existed have none: docker's
-    # default capabilities and no no-new-privileges, which is what those containers got.
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
-    created: str = field(default_factory=now)
-    status: str = CREATED
-    pid: int = 0
-    pid_start: int = 0
-    # The monitor that records the container's exit: while it lives, more output may come.
-    monitor_pid: int = 0
-    monitor_start: int = 0
-    exit_code: int | None = None
-    error: str = ""
-    started: str = ""
-    finished: str = ""
-    oom_killed: bool = False  # the kernel's OOM killer killed a process of the container
+    A plain class, not a dataclass: it is defined on the way to every container's start,
+    where a dataclass of this size costs milliseconds to build. The signature of
+    ``__init__`` is the one list of fields, which :meth:`from_json` checks against.
+    """
+
+    def __init__(self, *, id: str, name: str, driver: str, image: str, image_id: str,
+                 layers: list[str], command: list[str], env: list[str], workdir: str,
+                 hostname: str, network: str, read_only: bool, user: str = "",
+                 volumes: list[str] | None = None, tty: bool = False, memory: int = 0,
+                 nano_cpus: int = 0, pids_limit: int = 0, cap_add: list[str] | None = None,
+                 cap_drop: list[str] | None = None, security_opt: list[str] | None = None,
+                 created: str = "", status: str = CREATED, pid: int = 0, pid_start: int = 0,
+                 monitor_pid: int = 0, monitor_start: int = 0, exit_code: int | None = None,
+                 error: str = "", started: str = "", finished: str = "",
+                 oom_killed: bool = False) -> None:
+        self.id = id
+        self.name = name
+        self.driver = driver
+        self.image = image
+        self.image_id = image_id
+        self.layers = layers
+        self.command = command
+        self.env = env
+        self.workdir = workdir
+        self.hostname = hostname
+        self.network = network
+        self.read_only = read_only
+        self.user = user
+        self.volumes = volumes or []  # each -v as given (docker's Binds)
+        self.tty = tty
+        # Resource limits in docker's units (inspect's HostConfig); 0 is no limit. Records
+        # written before limits existed have none, which is what they had.
+        self.memory = memory
+        self.nano_cpus = nano_cpus
+        self.pids_limit = pids_limit
+        # --cap-add and --cap-drop as docker records them (capabilities.effective_add_drop),
+        # --security-opt as given. Records written before they existed have none: docker's
+        # default capabilities and no no-new-privileges, which is what those containers got.
+        self.cap_add = cap_add or []
+        self.cap_drop = cap_drop or []
+        self.security_opt = security_opt or []
+        self.created = created or now()
+        self.status = status
+        self.pid = pid
+        self.pid_start = pid_start
+        # The monitor that records the container's exit: while it lives, more output may come.
+        self.monitor_pid = monitor_pid
+        self.monitor_start = monitor_start
+        self.exit_code = exit_code
+        self.error = error
+        self.started = started
+        self.finished = finished
+        self.oom_killed = oom_killed  # the kernel's OOM killer killed a process of the container
+
+    def __repr__(self) -> str:
+        return f"ContainerRecord({self.to_json()!r})"
 
     @property
     def has_limits(self) -> bool:
         """Whether the container has a cgroup of its own (pydock.core.cgroups)."""
         return bool(self.memory or self.nano_cpus or self.pids_limit)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
 
     @classmethod
     def from_json(cls, data: Any) -> ContainerRecord:
@@ -116,15 +135,19 @@ class ContainerRecord:
         command that is not a list must fail here, not in whatever reads it later)."""
         if not isinstance(data, dict):
             raise TypeError("a record must be a JSON object")
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        # The annotations are strings here (from __future__ import annotations).
+        types = cls.__init__.__annotations__
+        fields = {k: v for k, v in data.items() if k in types and k != "return"}
         for key, value in fields.items():
-            # The annotations are strings here (from __future__ import annotations).
-            expected = str(cls.__dataclass_fields__[key].type)
+            expected = types[key].removesuffix(" | None") if key in _OPTIONAL_LISTS \
+                else types[key]
             if not _FIELD_CHECKS[expected](value):
                 raise TypeError(f"{key} is not {expected}: {value!r}")
         return cls(**fields)
 
 
+# Lists that default to empty: a record holds a list, never None.
+_OPTIONAL_LISTS = frozenset({"volumes", "cap_add", "cap_drop", "security_opt"})
 _FIELD_CHECKS = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -134,8 +157,7 @@ _FIELD_CHECKS = {
 }
 
 
-@dataclass(frozen=True)
-class Remains:
+class Remains(NamedTuple):
     """What can still be read from a corrupt record: each field as it appears in the file
     (written by :meth:`StateStore.save`), or empty. Enough to find what the container left:
     its process, its cgroup and its storage, never enough to run it."""
@@ -191,7 +213,7 @@ class StateStore:
         lock = os.open(tmp / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            write_json_atomic(tmp / "state.json", asdict(record))
+            write_json_atomic(tmp / "state.json", record.to_json())
             rename_noreplace(str(tmp), str(self.path(record.name)))
         except OSError as exc:
             os.close(lock)
@@ -226,7 +248,7 @@ class StateStore:
 
     def save(self, record: ContainerRecord, durable: bool = True) -> None:
         """Replace the record atomically; FileNotFoundError if it was removed meanwhile."""
-        write_json_atomic(self.path(record.name) / "state.json", asdict(record), durable)
+        write_json_atomic(self.path(record.name) / "state.json", record.to_json(), durable)
 
     def names(self) -> list[str]:
         try:
