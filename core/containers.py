@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -51,8 +50,6 @@ _ENV_KEY = re.compile(r"[^=\x00]+")
 _HOSTNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 HOSTNAME_MAX = 64
 KILL_TIMEOUT = 10.0
-# How long a reader waits for a monitor to record the end of a process that has ended.
-SETTLE_TIMEOUT = 5.0
 
 
 class RunOptions(NamedTuple):
@@ -510,22 +507,9 @@ class Containers:
                 records.append(self.state.load(name))
         return records
 
-    def load(self, name: str) -> ContainerRecord:
-        """The container's record, once its monitor has recorded the end of a process that
-        has just ended. In between, which takes the monitor moments, the record still says
-        running and the exit code is not known yet: reading it then would report an exit
-        with no code (or, with --rm, a container about to vanish)."""
-        record = self.state.load(name)
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while (record.status == RUNNING and not process_alive(record)
-               and monitor_alive(record) and time.monotonic() < deadline):
-            time.sleep(0.005)
-            record = self.state.load(name)
-        return record
-
     def inspect(self, name: str) -> dict[str, Any]:
         """docker-inspect-style description of one container."""
-        record = self.load(name)
+        record = self.state.load(name)
         status = live_status(record)
         graph_data: dict[str, str] = {}
         with contextlib.suppress(PydockError):

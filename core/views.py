@@ -27,7 +27,7 @@ def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any
     rows = []
     for name in containers.state.names():
         try:
-            record = containers.load(name)
+            record = containers.state.load(name)
         except CorruptRecord:
             if show_all:  # never trusted, never hidden either: `rm -f` is what it needs
                 rows.append(_corrupt_row(name, containers.state.salvage(name)))

@@ -90,14 +90,28 @@ def said_running(pydock: Pydock, name: str) -> bool:
     return bool(state["Running"])
 
 
+def monitor_alive(pydock: Pydock, name: str) -> bool:
+    """Whether the container's monitor, if it has one, lives: it may yet record the exit."""
+    try:
+        state = json.loads((pydock.root / "containers" / name / "state.json").read_text())
+    except FileNotFoundError:
+        return False
+    pid = state.get("monitor_pid", 0)
+    return pid > 0 and process_start_time(pid) == state["monitor_start"]
+
+
 def settled_row(pydock: Pydock, name: str, timeout: float = 20) -> dict[str, Any] | None:
-    """The container's ps -a row once nothing runs in it any more (None: no record),
-    checking on the way that "running" is only ever said of a live process."""
+    """The container's ps -a row once nothing runs in it any more and its monitor, if one
+    survived, has recorded the end (None: no record), checking on the way that "running"
+    is only ever said of a live process."""
     deadline = time.monotonic() + timeout
     while True:
+        # Asked first: once the monitor is gone, the row read next is the last word.
+        recording = monitor_alive(pydock, name)
         row = ps_rows(pydock).get(name)
         # inspect checks the pid of what ps says is running (ps shows none).
-        if row is None or not (row["State"] == "running" or said_running(pydock, name)):
+        if row is None or not (recording or row["State"] == "running"
+                               or said_running(pydock, name)):
             return row
         assert time.monotonic() < deadline, f"{name} still running after {timeout}s"
         time.sleep(0.05)
