@@ -156,7 +156,7 @@ class Containers:
             workdir=workdir, hostname=hostname, network=options.network,
             read_only=options.read_only, user=user, volumes=list(options.volumes),
             memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit, cap_add=cap_add,
-            cap_drop=cap_drop, security_opt=list(options.security_opt))
+            cap_drop=cap_drop, security_opt=list(options.security_opt), created=now())
         try:
             lock = self.state.create(record)
         except NameInUse:

@@ -105,7 +105,7 @@ class ContainerRecord:
         self.cap_add = cap_add or []
         self.cap_drop = cap_drop or []
         self.security_opt = security_opt or []
-        self.created = created or now()
+        self.created = created  # given by the creator: now() when it is new
         self.status = status
         self.pid = pid
         self.pid_start = pid_start
