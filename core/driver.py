@@ -122,6 +122,8 @@ class StorageDriver:
     ``home`` is the driver's private directory (it may not exist yet: create it
     in :meth:`prepare`). One driver instance may serve many containers; keep no
     per-container state in memory, because every pydock command is a new process.
+    The core makes an instance as ``cls(home)``: a subclass that overrides ``__init__``
+    takes ``home`` and passes it on to ``super().__init__``.
     """
 
     name: ClassVar[str]
