@@ -139,15 +139,14 @@ class ContainerRecord:
         types = cls.__init__.__annotations__
         fields = {k: v for k, v in data.items() if k in types and k != "return"}
         for key, value in fields.items():
-            expected = types[key].removesuffix(" | None") if key in _OPTIONAL_LISTS \
-                else types[key]
+            expected = types[key]
+            if expected == "list[str] | None":  # None is "empty" to __init__, never stored
+                expected = "list[str]"
             if not _FIELD_CHECKS[expected](value):
                 raise TypeError(f"{key} is not {expected}: {value!r}")
         return cls(**fields)
 
 
-# Lists that default to empty: a record holds a list, never None.
-_OPTIONAL_LISTS = frozenset({"volumes", "cap_add", "cap_drop", "security_opt"})
 _FIELD_CHECKS = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
