@@ -24,7 +24,10 @@ from typing import Any, TypeVar
 import pytest
 from conftest import busybox_rootfs
 
+from pydock.core import containers
+from pydock.core.errors import PydockError
 from pydock.core.processes import process_start_time
+from pydock.core.state import StateStore
 from pydock.testing.cli import (
     Pydock,
     cgroup_hierarchies,
@@ -93,11 +96,10 @@ def said_running(pydock: Pydock, name: str) -> bool:
 def monitor_alive(pydock: Pydock, name: str) -> bool:
     """Whether the container's monitor, if it has one, lives: it may yet record the exit."""
     try:
-        state = json.loads((pydock.root / "containers" / name / "state.json").read_text())
-    except FileNotFoundError:
+        record = StateStore(pydock.root).load(name)
+    except PydockError:  # no record left: the monitor of an --rm container removed it
         return False
-    pid = state.get("monitor_pid", 0)
-    return pid > 0 and process_start_time(pid) == state["monitor_start"]
+    return containers.monitor_alive(record)
 
 
 def settled_row(pydock: Pydock, name: str, timeout: float = 20) -> dict[str, Any] | None:
