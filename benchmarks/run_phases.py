@@ -68,11 +68,12 @@ def child(root: str) -> None:
     import pluggy  # noqa: F401
 
     stamp("click+pluggy")
-    from pydock.core import cli
+    from pydock.core.cli import main as cli
 
     stamp("cli")
     import pydock.drivers.overlay  # noqa: F401
-    from pydock.core import containers, monitor, runtime
+    from pydock.core.containers import lifecycle
+    from pydock.core.runtime import monitor, spawn
 
     stamp("run modules")
 
@@ -89,12 +90,12 @@ def child(root: str) -> None:
 
         setattr(owner, name, wrapper)
 
-    wrap(containers.Containers, "create", "create>", "create<")
+    wrap(lifecycle.Containers, "create", "create>", "create<")
     wrap(monitor, "launch", None, "launch<")
-    wrap(runtime, "start", None, "start<")
-    wrap(containers.Containers, "_record_process", None, "recorded pid")
-    wrap(runtime, "exec_report", None, "exec'd")
-    wrap(containers.Containers, "_record_exited", None, "exit recorded")
+    wrap(spawn, "start", None, "start<")
+    wrap(lifecycle.Containers, "_record_process", None, "recorded pid")
+    wrap(spawn, "exec_report", None, "exec'd")
+    wrap(lifecycle.Containers, "_record_exited", None, "exit recorded")
     sys.argv = ["pydock", "--root", root, "run", "--rm", "true"]
     cli.main()
 

@@ -16,7 +16,11 @@ fi
 # skopeo, umoci, podman: the interoperability tests; runc (and podman): what
 # benchmarks/compare.py measures pydock against; python3-venv: the virtualenv.
 packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc)
-if ! python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+# The distribution's own python3 (Debian 12: 3.11.2), never whatever python3 comes first
+# on PATH: CI then tests exactly what a newcomer's `sudo bash scripts/setup.sh` gets, and a
+# newer patch release on a developer's machine cannot hide a use of what 3.11.2 lacks.
+python=/usr/bin/python3
+if ! "$python" -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     packages+=(python3 python3-venv)
 fi
 missing=()
@@ -30,8 +34,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# A .venv made from another interpreter (an earlier setup.sh used the first python3 on
+# PATH) is made again from the distribution's.
+if [ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" != "$(readlink -f "$python")" ]; then
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    "$python" -m venv .venv
 fi
 # "strict" editable mode links each source file into build/ and puts that directory on
 # sys.path: edits show at once, and no import hook runs on every start (the default mode's

@@ -74,8 +74,8 @@ def cgroup_hierarchies() -> dict[str, Path]:
 
 def container_cgroups(root: Path) -> list[Path]:
     """The cgroups of containers in storage root ``root`` (``<hierarchy>/pydock/<key>-<id>``;
-    see pydock.core.cgroups.cgroup_name): those of other roots on this host are not ours."""
-    from pydock.core.cgroups import cgroup_name
+    see pydock.core.runtime.cgroups.cgroup_name): those of other roots on this host are not ours."""
+    from pydock.core.runtime.cgroups import cgroup_name
 
     prefix = cgroup_name(root, "0" * 64).removesuffix("0" * 64)
     return sorted(path for mount in set(cgroup_hierarchies().values())

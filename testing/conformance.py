@@ -100,14 +100,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from pydock.core import snapshots
+from pydock.core.containers import commit as snapshots
 from pydock.core.driver import Mount, StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.images import ImageStore
-from pydock.core.mounted import in_container_root
+from pydock.core.images.store import ImageStore
+from pydock.core.layers.treecopy import copy_tree
 from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+from pydock.core.runtime.mounted import in_container_root
 from pydock.core.syscalls import MNT_DETACH, umount2
-from pydock.core.treecopy import copy_tree
 from pydock.testing.cli import mounts_under
 from pydock.testing.layers import import_built_layers
 from pydock.testing.manifest import Entry, diff_manifests, manifest

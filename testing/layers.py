@@ -7,7 +7,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydock.core.images import ImageStore
+from pydock.core.images.store import ImageStore
 
 LayerBuild = Callable[[tarfile.TarFile], None]
 """Writes a layer's members into an open tar (PAX format)."""
@@ -28,7 +28,7 @@ def import_built_layers(store: ImageStore, builds: Sequence[LayerBuild]) -> list
 def default_image_root(root: Path) -> Path:
     """A new storage root at ``root`` holding only pydock's default image (to copy per test:
     building the image once per session saves each test the work)."""
-    from pydock.core.default_image import build_default_image
+    from pydock.core.images.default import build_default_image
 
     build_default_image(ImageStore(root))
     return root

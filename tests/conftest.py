@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pydock.core.cli import DEFAULT_ROOT
+from pydock.core.cli.main import DEFAULT_ROOT
 from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
 from pydock.testing.layers import default_image_root
 

@@ -1,4 +1,4 @@
-"""Tests for pydock.core.archive: hostile layers stay inside, honest ones come out exactly."""
+"""Tests for pydock.core.layers.unpack: hostile layers stay inside, honest ones come out exactly."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 import xattr
 from tar_members import Member, dir_, link, make_tar, node, reg, sym
 
-from pydock.core.archive import extract_tar, open_tarball
 from pydock.core.errors import PydockError
+from pydock.core.layers.unpack import extract_tar, open_tarball
 
 UP = "../" * 20  # more than enough to climb from any test directory to /
 

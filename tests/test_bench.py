@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 from test_image_config import tag_with_config
 
-from pydock.core import bench, bench_image
-from pydock.core.bench import MEASUREMENTS, BenchOptions, run_bench
-from pydock.core.images import DEFAULT_IMAGE, ImageStore
+from pydock.core.bench import image as bench_image
+from pydock.core.bench import run as bench
+from pydock.core.bench.run import MEASUREMENTS, BenchOptions, run_bench
+from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
 from pydock.core.progress import StatusLine
 from pydock.testing.cli import PYDOCK, Pydock, mounts_under
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_state import storage_entries
 
-from pydock.core.cgroups import cgroup_name
+from pydock.core.runtime.cgroups import cgroup_name
 from pydock.testing.cli import PYDOCK, TIMEOUT, Pydock, cgroup_hierarchies
 
 HIERARCHIES = cgroup_hierarchies()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS
 
-from pydock.core.archive import extract_tar
+from pydock.core.layers.unpack import extract_tar
 from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 

@@ -21,7 +21,7 @@ from conftest import DRIVERS, busybox_rootfs
 from test_crash_safety import LIMITED, NEEDS_MEMORY_CGROUP, assert_cleaned, tree, warm_up
 from test_state import storage_entries
 
-from pydock.core.state import ContainerRecord, StateStore, new_container_id
+from pydock.core.containers.state import ContainerRecord, StateStore, new_container_id
 from pydock.testing.cli import TIMEOUT, Pydock
 
 ROUNDS = 10
@@ -57,7 +57,7 @@ def test_parallel_runs_with_distinct_names_all_succeed(pydock: Pydock, driver: s
 def test_parallel_runs_without_names_all_succeed(pydock: Pydock) -> None:
     # Generated names are drawn from a few hundred: leave a single one free, and most
     # of the parallel runs draw it, while only one of them can have it.
-    from pydock.core.state import _ADJECTIVES, _SURNAMES
+    from pydock.core.containers.state import _ADJECTIVES, _SURNAMES
 
     taken = [f"{a}_{s}" for a in _ADJECTIVES for s in _SURNAMES][1:]
     for name in taken:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS
 
-from pydock.core.layers import OPAQUE_XATTR, apply_layer, flatten, is_whiteout
+from pydock.core.layers.pack import OPAQUE_XATTR, apply_layer, flatten, is_whiteout
+from pydock.core.layers.treecopy import copy_tree
 from pydock.core.plugins import driver_home
-from pydock.core.treecopy import copy_tree
 from pydock.drivers.copy import CopyDriver
 from pydock.testing import conformance
 from pydock.testing.conformance import CASES, Case, ConformanceFailure, run_case

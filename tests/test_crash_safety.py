@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 import pytest
 from conftest import busybox_rootfs
 
-from pydock.core import containers
+from pydock.core.containers import lifecycle
+from pydock.core.containers.state import StateStore
 from pydock.core.errors import PydockError
 from pydock.core.processes import process_start_time
-from pydock.core.state import StateStore
 from pydock.testing.cli import (
     Pydock,
     cgroup_hierarchies,
@@ -99,7 +99,7 @@ def monitor_alive(pydock: Pydock, name: str) -> bool:
         record = StateStore(pydock.root).load(name)
     except PydockError:  # no record left: the monitor of an --rm container removed it
         return False
-    return containers.monitor_alive(record)
+    return lifecycle.monitor_alive(record)
 
 
 def settled_row(pydock: Pydock, name: str, timeout: float = 20) -> dict[str, Any] | None:

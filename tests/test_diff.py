@@ -7,8 +7,8 @@ import os
 import pytest
 from conftest import DRIVERS
 
-from pydock.core.containers import Containers
-from pydock.core.mounted import in_container_root
+from pydock.core.containers.lifecycle import Containers
+from pydock.core.runtime.mounted import in_container_root
 from pydock.testing.cli import Pydock
 
 CHANGES = ("mkdir /new && echo x > /new/f && echo y >> /etc/hosts && rm /etc/group"

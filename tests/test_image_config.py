@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pydock.core.images import DEFAULT_IMAGE, ImageStore
+from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
 from pydock.testing.cli import Pydock
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import busybox_rootfs
 
-from pydock.core.default_image import write_host_tools_layer
-from pydock.core.images import ImageStore
+from pydock.core.images.default import write_host_tools_layer
+from pydock.core.images.store import ImageStore
 from pydock.testing.cli import Pydock
 
 

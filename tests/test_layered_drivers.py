@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS, busybox_rootfs
 
-from pydock.core.containers import Containers
+from pydock.core.containers.lifecycle import Containers
 from pydock.core.driver import Mount
-from pydock.core.images import ImageStore, image_config
-from pydock.core.mounted import in_container_root
+from pydock.core.images.store import ImageStore, image_config
+from pydock.core.runtime.mounted import in_container_root
 from pydock.testing.cli import Pydock
 from pydock.testing.layers import LayerBuild, import_built_layers
 from pydock.testing.manifest import manifest

@@ -12,7 +12,7 @@ from pathlib import Path
 INTERRUPTED_CALLER = textwrap.dedent("""
     import os, signal, sys, time
     from pydock.core.driver import Mount
-    from pydock.core.mounted import in_container_root
+    from pydock.core.runtime.mounted import in_container_root
 
     def slow_task(rootfs):
         time.sleep(0.5)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS, busybox_rootfs
 
-from pydock.core.rootfs import MASKED_PATHS, READ_ONLY_PATHS
+from pydock.core.runtime.rootfs import MASKED_PATHS, READ_ONLY_PATHS
 from pydock.testing.cli import Pydock, mounts_under
 
 NAMESPACES = ("mnt", "uts", "ipc", "pid", "net")

@@ -18,10 +18,10 @@ from conftest import DRIVERS
 from setuid_image import SETUID_ID, import_setuid_image
 from test_state import storage_entries
 
-from pydock.core import capabilities
-from pydock.core.capabilities import CAPABILITIES, DOCKER_DEFAULT, effective_add_drop, mask
 from pydock.core.errors import PydockError
-from pydock.core.security_opts import no_new_privileges
+from pydock.core.runtime import capabilities
+from pydock.core.runtime.capabilities import CAPABILITIES, DOCKER_DEFAULT, effective_add_drop, mask
+from pydock.core.runtime.security_opts import no_new_privileges
 from pydock.testing.cli import Pydock
 
 DEFAULT_MASK = mask(DOCKER_DEFAULT)

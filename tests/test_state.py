@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS
 
+from pydock.core.containers.state import validate_name
 from pydock.core.errors import PydockError
-from pydock.core.state import validate_name
 from pydock.testing.cli import Pydock
 
 

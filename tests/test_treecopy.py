@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pydock.core.treecopy import copy_tree
+from pydock.core.layers.treecopy import copy_tree
 from pydock.testing.manifest import diff_manifests, manifest
 
 ATIME_NS = 1_000_000_000_123_456_789

@@ -9,7 +9,7 @@ import pytest
 from conftest import busybox_rootfs
 
 from pydock.core.errors import PydockError
-from pydock.core.users import Credentials, resolve
+from pydock.core.runtime.users import Credentials, resolve
 from pydock.testing.cli import Pydock
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"

@@ -12,7 +12,7 @@ import pytest
 from conftest import DRIVERS
 from test_state import storage_entries
 
-from pydock.core.images import DEFAULT_IMAGE, ImageStore, image_config
+from pydock.core.images.store import DEFAULT_IMAGE, ImageStore, image_config
 from pydock.core.syscalls import MNT_DETACH, umount2
 from pydock.core.syscalls import mount as mount_syscall
 from pydock.testing.cli import Pydock, mounts_under

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydock.core.errors import PydockError
-from pydock.core.images import Image, ImageStore, rfc3339
+from pydock.core.images.store import Image, ImageStore, rfc3339
 from pydock.core.progress import ProgressReader, StatusLine
 
 LARGE_IMAGE = "pydock/bench-large"

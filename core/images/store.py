@@ -151,7 +151,7 @@ class ImageStore:
         Extraction goes to a temporary directory that is renamed into place only
         when complete, so a rejected or interrupted archive leaves nothing behind.
         """
-        from pydock.core.archive import extract_tar
+        from pydock.core.layers.unpack import extract_tar
 
         storage_root.ensure(self.root)
         tmp = self.layers_dir / hidden_name(".tmp-")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
-from pydock.core.rootfs import make_mounts_private, mount_rootfs
+from pydock.core.runtime.rootfs import make_mounts_private, mount_rootfs
 from pydock.core.syscalls import CLONE_NEWNS, unshare
 
 

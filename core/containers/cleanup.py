@@ -1,7 +1,7 @@
 """Cleaning up after crashes: what ``rm -f`` and ``prune`` do beyond removing a record.
 
 A crash (``kill -9``, the OOM killer, a power cut) can leave, besides records that tell
-the truth about it (see :func:`pydock.core.containers.live_status`):
+the truth about it (see :func:`pydock.core.containers.lifecycle.live_status`):
 
 - hidden work directories of a record being created or deleted, of a layer being
   extracted or deleted (:mod:`pydock.core.leftovers`): :func:`sweep` removes those whose
@@ -21,11 +21,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydock.core.containers.state import CONTAINER_ID, CorruptRecord
 from pydock.core.errors import PydockError
-from pydock.core.state import CONTAINER_ID, CorruptRecord
 
 if TYPE_CHECKING:
-    from pydock.core.containers import Containers
+    from pydock.core.containers.lifecycle import Containers
 
 
 def sweep(containers: Containers) -> None:
@@ -41,7 +41,8 @@ def remove_remains(containers: Containers, name: str, kill_timeout: float) -> No
     record. Without an id, the storage cannot be told from another container's, but once
     the record is gone no record names it: :func:`remove_orphaned_storage` then removes it.
     """
-    from pydock.core import cgroups, processes
+    from pydock.core import processes
+    from pydock.core.runtime import cgroups
 
     remains = containers.state.salvage(name)
     if remains.pid and remains.pid_start and not processes.kill(

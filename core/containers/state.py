@@ -123,7 +123,7 @@ class ContainerRecord:
 
     @property
     def has_limits(self) -> bool:
-        """Whether the container has a cgroup of its own (pydock.core.cgroups)."""
+        """Whether the container has a cgroup of its own (pydock.core.runtime.cgroups)."""
         return bool(self.memory or self.nano_cpus or self.pids_limit)
 
     def to_json(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ created with the ``*at`` system calls relative to its parent's descriptor and ne
 Names containing ``..`` are refused outright rather than silently cleaned, and hardlinks may
 only point at something this archive already put in the layer.
 
-A layer is stored in the kernel's overlay format (see :mod:`pydock.core.layers`), so OCI
+A layer is stored in the kernel's overlay format (see :mod:`pydock.core.layers.pack`), so OCI
 whiteouts become overlay ones here: ``.wh.NAME`` a character device 0/0 at ``NAME``, and
 ``.wh..wh..opq`` the ``trusted.overlay.opaque`` xattr on its directory. Whiteouts go through the
 same resolution as every other member. What would let an archive forge overlay metadata
@@ -51,7 +51,7 @@ import xattr
 
 from pydock.core.errors import PydockError
 from pydock.core.files import write_all
-from pydock.core.layers import OPAQUE_XATTR, is_whiteout
+from pydock.core.layers.pack import OPAQUE_XATTR, is_whiteout
 from pydock.core.syscalls import open_in_root
 
 _CHUNK = 1 << 20

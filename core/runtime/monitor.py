@@ -2,7 +2,7 @@
 
 ``pydock run`` forks it once the container's record and storage exist. The monitor
 leaves the CLI's session (so a closed terminal or a killed CLI does not reach it),
-starts the container (:func:`pydock.core.runtime.start`) and owns it until it exits:
+starts the container (:func:`pydock.core.runtime.spawn.start`) and owns it until it exits:
 
 - the container's stdout and stderr are pipes, or a pseudo-terminal with ``-t``, read by
   the monitor alone: every chunk goes to the container's log and, while a CLI is
@@ -28,15 +28,16 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
-from pydock.core import failpoints, runtime
+from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
 from pydock.core.files import write_all
-from pydock.core.gate import Gate
-from pydock.core.logs import STDERR, STDOUT, LogWriter
+from pydock.core.runtime import spawn
+from pydock.core.runtime.gate import Gate
+from pydock.core.runtime.logs import STDERR, STDOUT, LogWriter
 
 if TYPE_CHECKING:
-    from pydock.core.cgroups import Cgroup
+    from pydock.core.runtime.cgroups import Cgroup
 
 EXIT_MONITOR_LOST = 125
 _CHUNK = 1 << 16
@@ -45,7 +46,7 @@ _CHUNK = 1 << 16
 class Launch(NamedTuple):
     """What the monitor starts, and how the container's stdio is wired."""
 
-    spec: runtime.ProcessSpec
+    spec: spawn.ProcessSpec
     rootfs: str
     mounts: Sequence[Mount]
     log_path: str
@@ -65,7 +66,7 @@ class Hooks(NamedTuple):
 
     forked: Callable[[int], None]  # the container's pid, before the process does anything
     started: Callable[[int], None]  # the container's pid, once its command is exec'd
-    exited: Callable[[runtime.Exited], None]  # its exit; with --rm, remove it here
+    exited: Callable[[spawn.Exited], None]  # its exit; with --rm, remove it here
 
 
 class Session:
@@ -91,11 +92,11 @@ class Session:
         os.close(self.status_fd)
 
 
-def parse_exit(rest: str) -> runtime.Exited:
+def parse_exit(rest: str) -> spawn.Exited:
     code, _, message = rest.partition(" ")
     # Undoes _report's escapes: a doubled backslash is one backslash, backslash-n a newline.
     unescaped = "\\".join(part.replace("\\n", "\n") for part in message.split("\\\\"))
-    return runtime.Exited(int(code), unescaped)
+    return spawn.Exited(int(code), unescaped)
 
 
 def launch(request: Launch, hooks: Hooks, lock_fd: int) -> Session:
@@ -103,7 +104,7 @@ def launch(request: Launch, hooks: Hooks, lock_fd: int) -> Session:
 
     ``lock_fd`` holds the record's lock: the monitor inherits it and lets go once the
     container is recorded as running; the CLI's copy is closed here. The caller has
-    :data:`runtime.FORWARDED_SIGNALS` blocked, and forwards them to
+    :data:`spawn.FORWARDED_SIGNALS` blocked, and forwards them to
     ``Session.monitor_pid`` once this returns.
     """
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
@@ -178,7 +179,7 @@ class _Monitor:
 
         failpoints.reached("monitor.before-start")
         try:
-            started = runtime.start(self.request.spec, self.request.rootfs,
+            started = spawn.start(self.request.spec, self.request.rootfs,
                                     self.request.mounts, stdio, first_steps)
         finally:
             for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
@@ -192,17 +193,17 @@ class _Monitor:
             self.hooks.forked(started.pid)
             gate.open()
             failpoints.reached("monitor.released")
-            exited = runtime.exec_report(started)
+            exited = spawn.exec_report(started)
             if exited is None:
                 self._attend(started.pid, sources)
         except BaseException as exc:
             # The container must not outlive the monitor that would record its end.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(started.pid, signal.SIGKILL)
-            exited = runtime.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
+            exited = spawn.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
         _, status = os.waitpid(started.pid, 0)
         failpoints.reached("monitor.container-exited")
-        exited = exited or runtime.Exited(runtime.exit_status(status))
+        exited = exited or spawn.Exited(spawn.exit_status(status))
         if cgroup is not None:
             exited = exited._replace(oom_killed=cgroup.oom_killed())
             with contextlib.suppress(PydockError):  # rm and prune try again
@@ -222,16 +223,16 @@ class _Monitor:
             os.close(self.lock_fd)
             self.lock_fd = -1
 
-    def _container_stdio(self) -> tuple[dict[int, int], runtime.Stdio]:
+    def _container_stdio(self) -> tuple[dict[int, int], spawn.Stdio]:
         """The fds the monitor reads (fd -> stream), and the container's ends."""
         if self.request.pty is not None:
             master, slave = self.request.pty
             os.close(self.stdin)
-            return {master: STDOUT}, runtime.Stdio(slave, slave, slave, tty=True)
+            return {master: STDOUT}, spawn.Stdio(slave, slave, slave, tty=True)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
         return ({out_read: STDOUT, err_read: STDERR},
-                runtime.Stdio(self.stdin, out_write, err_write))
+                spawn.Stdio(self.stdin, out_write, err_write))
 
     def _copy_output(self, sources: dict[int, int]) -> None:
         """Copy the container's output to the log (and the CLI) until it closes it."""
@@ -276,9 +277,9 @@ class _Monitor:
             os.close(fd)
         self.outputs = {}
 
-    def _finish(self, exited: runtime.Exited) -> None:
+    def _finish(self, exited: spawn.Exited) -> None:
         # From here on, nothing is forwarded: the container's pid is free for reuse.
-        for signum in runtime.FORWARDED_SIGNALS:
+        for signum in spawn.FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         if self.log is not None:
             self.log.close()
@@ -293,9 +294,9 @@ def _forward_signals_to(pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
-    for signum in runtime.FORWARDED_SIGNALS:
+    for signum in spawn.FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, runtime.FORWARDED_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, spawn.FORWARDED_SIGNALS)
 
 
 def _read(fd: int) -> bytes:

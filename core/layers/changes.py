@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydock.core.layers import OPAQUE_XATTR, is_whiteout
+from pydock.core.layers.pack import OPAQUE_XATTR, is_whiteout
 
 T = TypeVar("T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

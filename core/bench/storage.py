@@ -28,10 +28,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from pydock.core.containers import Containers
+from pydock.core.containers.lifecycle import Containers
+from pydock.core.containers.state import new_container_id
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.state import new_container_id
 
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # The signals that end a bench early: Ctrl-C, kill, and the terminal going away.

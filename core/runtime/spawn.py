@@ -8,12 +8,12 @@ The order matters and is the one runc uses:
 2. The child unshares mount, UTS, IPC and (unless ``--network host``) network
    namespaces. unshare(2) refuses in a multi-threaded process; the child of a
    fork has exactly one thread, whatever the parent had.
-3. The child sets up the root (:mod:`pydock.core.rootfs`) and execs the
+3. The child sets up the root (:mod:`pydock.core.runtime.rootfs`) and execs the
    command, which thereby runs as PID 1.
 
 The parent never shares the container's mount namespace (pivot_root moves the
 root of every process in the namespace it runs in). The parent is the container's
-monitor (:mod:`pydock.core.monitor`), which owns the container's stdio and its signals.
+monitor (:mod:`pydock.core.runtime.monitor`), which owns the container's stdio and its signals.
 
 Errors in the child are reported to the parent through a close-on-exec pipe:
 a successful exec closes it unread; a failure writes ``CODE MESSAGE`` to it.
@@ -29,9 +29,10 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from pydock.core import capabilities, users
 from pydock.core.driver import Mount
-from pydock.core.rootfs import prepare_root, remount_root_read_only
+from pydock.core.runtime import capabilities, users
+from pydock.core.runtime.rootfs import prepare_root, remount_root_read_only
+from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -46,7 +47,6 @@ from pydock.core.syscalls import (
     setns,
     unshare,
 )
-from pydock.core.volumes import Volume
 
 EXIT_PYDOCK_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -102,7 +102,7 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
           join_cgroup: Callable[[], None] | None = None) -> Started:
     """Fork the container's first process; it sets up its root and execs ``spec.argv``.
 
-    ``join_cgroup`` (:meth:`pydock.core.cgroups.Cgroup.join`) is the child's first step.
+    ``join_cgroup`` (:meth:`pydock.core.runtime.cgroups.Cgroup.join`) is the child's first step.
     The caller blocks :data:`FORWARDED_SIGNALS` around this call and installs its
     forwarding once the pid is known: the child keeps them blocked until just before
     exec, so a signal sent at any moment reaches the container once, never the setup code.

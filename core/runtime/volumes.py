@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
-from pydock.core.inroot import open_or_create
+from pydock.core.runtime.inroot import open_or_create
 from pydock.core.syscalls import (
     MOUNT_ATTR_RDONLY,
     mount_setattr_recursive,

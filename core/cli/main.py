@@ -2,7 +2,7 @@
 
 Only click and what a command needs are imported: ``pydock run`` is the hot
 path and every module it does not need is imported inside the command that
-does (``python -X importtime -m pydock.core.cli run ...`` shows the cost).
+does (``python -X importtime -m pydock.core.cli.main run ...`` shows the cost).
 
 Errors of pydock's own making (:class:`PydockError`, click usage errors) are
 one line on stderr and exit status 125; anything else is a bug, reported as
@@ -36,7 +36,7 @@ class Context:
         self.debug = debug
 
     def containers(self) -> Any:
-        from pydock.core.containers import Containers
+        from pydock.core.containers.lifecycle import Containers
 
         return Containers(self.root)
 
@@ -96,7 +96,7 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
     In the foreground, the container reads pydock's stdin (a terminal with -i -t), and
     its output is shown and kept in its log (`pydock logs`).
     """
-    from pydock.core.containers import RunOptions
+    from pydock.core.containers.lifecycle import RunOptions
 
     _require_root()
     if options["tty"] and options["interactive"] and not os.isatty(0):
@@ -121,7 +121,7 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
 @pass_context
 def exec_(ctx: Context, /, name: str, command: tuple[str, ...], **options: Any) -> None:
     """Run COMMAND in a running container, with its namespaces, root and environment."""
-    from pydock.core.containers import ExecOptions
+    from pydock.core.containers.lifecycle import ExecOptions
 
     _require_root()
     if options["tty"] and options["interactive"] and not os.isatty(0):
@@ -138,7 +138,7 @@ def exec_(ctx: Context, /, name: str, command: tuple[str, ...], **options: Any) 
 @pass_context
 def logs(ctx: Context, follow: bool, name: str) -> None:
     """Show a container's output: stdout and stderr, in the order it wrote them."""
-    from pydock.core.logs import STDERR, STDOUT
+    from pydock.core.runtime.logs import STDERR, STDOUT
 
     outputs = {STDOUT: sys.stdout.buffer, STDERR: sys.stderr.buffer}
     try:
@@ -180,7 +180,7 @@ def kill(ctx: Context, signal_name: str, names: tuple[str, ...]) -> None:
 @pass_context
 def ps(ctx: Context, show_all: bool, fmt: str) -> None:
     """List containers."""
-    from pydock.core.views import container_rows, print_table
+    from pydock.core.cli.views import container_rows, print_table
 
     rows = container_rows(ctx.containers(), show_all)
     if fmt == "json":
@@ -218,7 +218,7 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
 @pass_context
 def diff(ctx: Context, name: str) -> None:
     """Show what a container changed: A added, C changed, D deleted."""
-    from pydock.core.snapshots import container_changes
+    from pydock.core.containers.commit import container_changes
 
     _require_root()
     for change in container_changes(ctx.containers(), name):
@@ -231,7 +231,7 @@ def diff(ctx: Context, name: str) -> None:
 @pass_context
 def commit(ctx: Context, name: str, reference: str) -> None:
     """Create image REFERENCE from a container's changes (one new layer on its image)."""
-    from pydock.core.snapshots import commit as commit_container
+    from pydock.core.containers.commit import commit as commit_container
 
     _require_root()
     click.echo(commit_container(ctx.containers(), name, reference).id)
@@ -244,7 +244,7 @@ def commit(ctx: Context, name: str, reference: str) -> None:
 @pass_context
 def export(ctx: Context, name: str, output: Path) -> None:
     """Write a container's whole root filesystem, flattened, to a tar file."""
-    from pydock.core.snapshots import export as export_container
+    from pydock.core.containers.commit import export as export_container
 
     _require_root()
     export_container(ctx.containers(), name, output)
@@ -270,7 +270,7 @@ def image() -> None:
 @pass_context
 def image_import(ctx: Context, tarball: Path, reference: str) -> None:
     """Create an image from a root filesystem TARBALL (.tar, .tar.gz, .tar.xz, .tar.bz2)."""
-    from pydock.core.image_import import import_rootfs_tarball
+    from pydock.core.images.rootfs_tarball import import_rootfs_tarball
 
     _require_root()
     click.echo(import_rootfs_tarball(ctx.containers().images, tarball, reference).id)
@@ -283,7 +283,7 @@ def image_import(ctx: Context, tarball: Path, reference: str) -> None:
 @pass_context
 def image_load(ctx: Context, source: Path) -> None:
     """Load images from a docker archive or an OCI image layout."""
-    from pydock.core.image_transfer import load_archive
+    from pydock.core.images.archives import load_archive
 
     _require_root()
     for loaded in load_archive(ctx.containers().images, source):
@@ -300,7 +300,7 @@ def image_load(ctx: Context, source: Path) -> None:
 @pass_context
 def image_save(ctx: Context, reference: str, output: Path, fmt: str) -> None:
     """Save an image to a docker archive or an OCI layout tar."""
-    from pydock.core.image_transfer import save_archive
+    from pydock.core.images.archives import save_archive
 
     save_archive(ctx.containers().images, reference, output, fmt)
 
@@ -310,7 +310,7 @@ def image_save(ctx: Context, reference: str, output: Path, fmt: str) -> None:
 @pass_context
 def image_ls(ctx: Context, fmt: str) -> None:
     """List images."""
-    from pydock.core.views import image_rows, print_table
+    from pydock.core.cli.views import image_rows, print_table
 
     rows = image_rows(ctx.containers().images)
     if fmt == "json":
@@ -340,7 +340,7 @@ def image_rm(ctx: Context, references: tuple[str, ...]) -> None:
 @pass_context
 def image_inspect(ctx: Context, reference: str) -> None:
     """Show an image's id, names, layers and config (JSON)."""
-    from pydock.core.views import image_details
+    from pydock.core.cli.views import image_details
 
     click.echo(json.dumps(image_details(ctx.containers().images, reference), indent=2))
 
@@ -355,7 +355,7 @@ def storage() -> None:
 @pass_context
 def storage_ls(ctx: Context, fmt: str) -> None:
     """List storage drivers, where each comes from, and whether it works here."""
-    from pydock.core.views import plugin_failure_rows, print_table, storage_rows
+    from pydock.core.cli.views import plugin_failure_rows, print_table, storage_rows
 
     containers = ctx.containers()
     containers.registry.load_entry_points()
@@ -374,7 +374,7 @@ def storage_ls(ctx: Context, fmt: str) -> None:
 @pass_context
 def storage_info(ctx: Context, driver: str) -> None:
     """Show one storage driver in detail (JSON)."""
-    from pydock.core.views import storage_details
+    from pydock.core.cli.views import storage_details
 
     click.echo(json.dumps(storage_details(ctx.containers(), driver), indent=2))
 
@@ -407,8 +407,8 @@ def bench(ctx: Context, drivers: tuple[str, ...], images: tuple[str, ...], repea
     built on first use. Defaults take a few minutes; progress shows on a terminal.
     Everything bench creates is removed when it ends, also on Ctrl-C.
     """
-    from pydock.core import bench_report
-    from pydock.core.bench import BenchOptions, run_bench
+    from pydock.core.bench import report as bench_report
+    from pydock.core.bench.run import BenchOptions, run_bench
 
     _require_root()
     if plot is not None:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydock.core.bench import BYTES, MEASUREMENTS, BenchRun, ImageFacts, Measurement, Result
+from pydock.core.bench.run import BYTES, MEASUREMENTS, BenchRun, ImageFacts, Measurement, Result
 from pydock.core.errors import PydockError
 
 _TIME_UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "us"), (1.0, "ns"))

@@ -10,7 +10,7 @@ repetition goes:
    containers share); ``disk``: the driver's own ``usage()`` of it;
 2. ``prepare_next``: a second container while the first exists (bind and btrfs share);
 3. ``first_write`` / ``second_write``: the first container's root mounted exactly as a
-   container's is, in a private mount namespace (:mod:`pydock.core.mounted`), then an
+   container's is, in a private mount namespace (:mod:`pydock.core.runtime.mounted`), then an
    open + 4 KiB write + close of a large file of the image (overlay copies the whole file up
    here), then the same again in the middle of the file; ``disk_written``: ``usage()`` after.
    The file is the large image's ``/bench/large/0.bin``, or another image's largest file;
@@ -25,8 +25,8 @@ under the driver's directory, each inode once, so what containers share counts o
 the sum of their remove times.
 
 Bench's containers live in storage of their own and are always removed
-(:mod:`pydock.core.bench_storage`); the large image is built once per root
-(:mod:`pydock.core.bench_image`); tables, JSON and plots are :mod:`pydock.core.bench_report`.
+(:mod:`pydock.core.bench.storage`); the large image is built once per root
+(:mod:`pydock.core.bench.image`); tables, JSON and plots are :mod:`pydock.core.bench.report`.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydock.core.bench_image import WRITE_TARGET, large_image, large_reference, plan
-from pydock.core.bench_storage import STOP_SIGNALS, BenchStorage, bench_home
-from pydock.core.containers import Containers
+from pydock.core.bench.image import WRITE_TARGET, large_image, large_reference, plan
+from pydock.core.bench.storage import STOP_SIGNALS, BenchStorage, bench_home
+from pydock.core.containers.lifecycle import Containers
 from pydock.core.driver import StorageDriver, tree_usage
 from pydock.core.errors import PydockError
-from pydock.core.images import DEFAULT_IMAGE, Image
+from pydock.core.images.store import DEFAULT_IMAGE, Image
 from pydock.core.plugins import availability_of
 from pydock.core.progress import StatusLine
 from pydock.core.syscalls import open_in_root
@@ -212,7 +212,7 @@ def _bench_images(containers: Containers, size_mb: int, status: StatusLine
     try:
         default = store.resolve(DEFAULT_IMAGE)
     except PydockError:
-        from pydock.core.default_image import build_default_image
+        from pydock.core.images.default import build_default_image
 
         default = build_default_image(store)
     large = large_image(store, default, size_mb, status)
@@ -262,7 +262,7 @@ def _measure(run: BenchRun, storage: BenchStorage, driver: StorageDriver, image:
 def _write_twice(driver: StorageDriver, container_id: str, layers: Sequence[Path],
                  facts: ImageFacts) -> tuple[int, int]:
     """Nanoseconds of the first and of the second write into the container's largest file."""
-    from pydock.core.mounted import in_container_root
+    from pydock.core.runtime.mounted import in_container_root
 
     reply = in_container_root(str(driver.rootfs_dir(container_id)),
                               driver.mounts(container_id, layers),
@@ -345,7 +345,7 @@ def _pydock_command() -> list[str]:
     script = os.path.abspath(sys.argv[0])
     if os.path.basename(script) == "pydock" and os.access(script, os.X_OK):
         return [script]
-    return [sys.executable, "-m", "pydock.core.cli"]
+    return [sys.executable, "-m", "pydock.core.cli.main"]
 
 
 def _scale(storage: BenchStorage, driver: StorageDriver, layers: Sequence[Path], count: int,

@@ -11,7 +11,7 @@ Every mount point inside the container's root is resolved with
 (``/proc/self/fd/N``), never by a path string: an image can plant symlinks
 (``/proc -> /``, ``/dev -> /host/dev``) and a path string would follow them
 out of the root, onto the host. Volume destinations, which may not exist yet,
-are created and opened under the same rule (:mod:`pydock.core.inroot`).
+are created and opened under the same rule (:mod:`pydock.core.runtime.inroot`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
+from pydock.core.runtime.volumes import Volume, mount_volumes
 from pydock.core.syscalls import (
     MNT_DETACH,
     MOUNT_ATTR_NODEV,
@@ -44,7 +45,6 @@ from pydock.core.syscalls import (
     pivot_root,
     umount2,
 )
-from pydock.core.volumes import Volume, mount_volumes
 
 # mount(2) copies at most one page of options; longer ones go through fsconfig(2).
 _PAGE_SIZE = 4096

@@ -18,13 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydock.core import capabilities, failpoints, security_opts
-from pydock.core.driver import StorageDriver
-from pydock.core.errors import PydockError
-from pydock.core.images import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore
-from pydock.core.plugins import DriverRegistry, availability_of, driver_home
-from pydock.core.processes import process_start_time
-from pydock.core.state import (
+from pydock.core import failpoints
+from pydock.core.containers.state import (
     CREATED,
     EXITED,
     RUNNING,
@@ -36,14 +31,20 @@ from pydock.core.state import (
     now,
     validate_name,
 )
-from pydock.core.users import validate_user_spec
-from pydock.core.volumes import create_sources, parse_volumes
+from pydock.core.driver import StorageDriver
+from pydock.core.errors import PydockError
+from pydock.core.images.store import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore
+from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+from pydock.core.processes import process_start_time
+from pydock.core.runtime import capabilities, security_opts
+from pydock.core.runtime.users import validate_user_spec
+from pydock.core.runtime.volumes import create_sources, parse_volumes
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
-    from pydock.core import runtime
-    from pydock.core.cgroups import Cgroup
-    from pydock.core.monitor import Session
-    from pydock.core.runtime import Exited
+    from pydock.core.runtime import spawn
+    from pydock.core.runtime.cgroups import Cgroup
+    from pydock.core.runtime.monitor import Session
+    from pydock.core.runtime.spawn import Exited
 
 DEFAULT_DRIVER = "overlay"
 _ENV_KEY = re.compile(r"[^=\x00]+")
@@ -145,7 +146,7 @@ class Containers:
         memory = nano_cpus = pids_limit = 0
         if (options.memory, options.cpus, options.pids_limit) != (None, None, None):
             # Only then: a run without limits does no cgroup work, not even this import.
-            from pydock.core import cgroups
+            from pydock.core.runtime import cgroups
 
             limits = cgroups.parse_limits(options.memory, options.cpus, options.pids_limit)
             memory, nano_cpus, pids_limit = limits.memory, limits.nano_cpus, limits.pids
@@ -184,19 +185,19 @@ class Containers:
 
         In the foreground, that is once the container has ended; detached, once it runs
         (exit code 0), or has failed to start."""
-        from pydock.core import monitor, runtime
+        from pydock.core.runtime import monitor, spawn
 
         record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
         try:
             if record.has_limits:  # otherwise no cgroup work at all
-                from pydock.core import cgroups
+                from pydock.core.runtime import cgroups
 
                 cgroup = cgroups.create(self.root, record.id, cgroups.Limits(
                     record.memory, record.nano_cpus, record.pids_limit))
                 failpoints.reached("run.cgroup-created")
             request = monitor.Launch(
-                spec=runtime.ProcessSpec(
+                spec=spawn.ProcessSpec(
                     argv=record.command, env=dict(e.split("=", 1) for e in record.env),
                     workdir=record.workdir, hostname=record.hostname, network=record.network,
                     read_only=record.read_only, user=record.user,
@@ -247,12 +248,12 @@ class Containers:
     def _follow(self, session: Session, record: ContainerRecord, options: RunOptions,
                 pty: tuple[int, int] | None) -> Exited | None:
         """Wait for the monitor's reports: None once running if detached, else the exit."""
-        from pydock.core import monitor
+        from pydock.core.runtime import monitor
 
         with _raw_terminal(pty is not None and options.interactive):
             while True:
                 if pty is not None and not options.detach:
-                    from pydock.core import terminal
+                    from pydock.core.runtime import terminal
 
                     terminal.forward_input(pty[0], session.status_fd,
                                            0 if options.interactive else None)
@@ -267,15 +268,15 @@ class Containers:
 
     def _lost_monitor(self, session: Session, ours: ContainerRecord) -> Exited:
         """The monitor died before its last report (it was killed): what the record knows."""
-        from pydock.core import monitor, runtime
+        from pydock.core.runtime import monitor, spawn
 
         with contextlib.suppress(ChildProcessError):
             os.waitpid(session.monitor_pid, 0)
         with contextlib.suppress(PydockError):
             record = self.state.load(ours.name)
             if record.id == ours.id and record.exit_code is not None:
-                return runtime.Exited(record.exit_code, record.error)
-        return runtime.Exited(monitor.EXIT_MONITOR_LOST, "the container's monitor died before "
+                return spawn.Exited(record.exit_code, record.error)
+        return spawn.Exited(monitor.EXIT_MONITOR_LOST, "the container's monitor died before "
                               "the container ended; see `pydock ps -a`")
 
     def _record_process(self, record: ContainerRecord, pid: int) -> None:
@@ -321,7 +322,7 @@ class Containers:
             return self.images.resolve(DEFAULT_IMAGE)
         except PydockError:
             # First use of this storage root: build it (imports tarfile, runs busybox).
-            from pydock.core.default_image import build_default_image
+            from pydock.core.images.default import build_default_image
 
             return build_default_image(self.images)
 
@@ -332,7 +333,7 @@ class Containers:
 
         With ``only_id``, a container that has taken the name since is left alone.
         A corrupt record is removed only with ``force``, with what can be found of its
-        container (:func:`pydock.core.cleanup.remove_remains`).
+        container (:func:`pydock.core.containers.cleanup.remove_remains`).
         """
         with self.state.locked(name):
             try:
@@ -340,7 +341,7 @@ class Containers:
             except CorruptRecord:
                 if not force or only_id is not None:
                     raise
-                from pydock.core import cleanup
+                from pydock.core.containers import cleanup
 
                 cleanup.remove_remains(self, name, KILL_TIMEOUT)
                 return
@@ -352,7 +353,7 @@ class Containers:
                 _kill(record)
             failpoints.reached("rm.killed")
             if record.has_limits:
-                from pydock.core import cgroups
+                from pydock.core.runtime import cgroups
 
                 cgroups.remove(self.root, record.id)
             failpoints.reached("rm.cgroup-removed")
@@ -369,7 +370,8 @@ class Containers:
 
     def exec(self, name: str, options: ExecOptions) -> tuple[int, str]:
         """Run a command in a running container, in the foreground: (exit code, error)."""
-        from pydock.core import processes, runtime
+        from pydock.core import processes
+        from pydock.core.runtime import spawn
 
         record = self.state.load(name)
         if not options.command:
@@ -379,7 +381,7 @@ class Containers:
             validate_user_spec(user)
         workdir = clean_workdir(options.workdir or record.workdir)
         env = build_env(record.env, options.env, record.hostname)
-        spec = runtime.ProcessSpec(
+        spec = spawn.ProcessSpec(
             argv=list(options.command), env=dict(e.split("=", 1) for e in env), workdir=workdir,
             hostname=record.hostname, network=record.network, read_only=record.read_only,
             user=user,
@@ -391,7 +393,7 @@ class Containers:
                 raise PydockError(f"container {name} is not running")
             cgroup = None
             if record.has_limits:
-                from pydock.core import cgroups
+                from pydock.core.runtime import cgroups
 
                 cgroup = cgroups.attach(self.root, record.id)
             pty = _open_pty() if options.tty else None
@@ -403,21 +405,21 @@ class Containers:
                 if cgroup is not None:
                     cgroup.close()
 
-    def _exec_in(self, container: int, spec: runtime.ProcessSpec, options: ExecOptions,
+    def _exec_in(self, container: int, spec: spawn.ProcessSpec, options: ExecOptions,
                  pty: tuple[int, int] | None, cgroup: Cgroup | None) -> tuple[int, str]:
-        from pydock.core import runtime, terminal
+        from pydock.core.runtime import spawn, terminal
 
-        stdio = (runtime.Stdio(pty[1], pty[1], pty[1], tty=True) if pty is not None
-                 else runtime.Stdio(0, 1, 2))
+        stdio = (spawn.Stdio(pty[1], pty[1], pty[1], tty=True) if pty is not None
+                 else spawn.Stdio(0, 1, 2))
         with _signals_blocked():
-            started = runtime.start_in(container, spec, stdio,
+            started = spawn.start_in(container, spec, stdio,
                                        cgroup.join if cgroup is not None else None)
             # Our own child: its pid cannot be reused before we reap it.
             previous = _forward_signals(started.pid, pty)
         try:
             if pty is not None:
                 os.close(pty[1])
-            failed = runtime.exec_report(started)
+            failed = spawn.exec_report(started)
             if failed is None and pty is not None:
                 process = os.pidfd_open(started.pid)
                 with _raw_terminal(options.interactive):
@@ -427,7 +429,7 @@ class Containers:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        exited = failed or runtime.Exited(runtime.exit_status(status))
+        exited = failed or spawn.Exited(spawn.exit_status(status))
         return exited.code, exited.error
 
     # -- signals and logs ----------------------------------------------------
@@ -460,7 +462,7 @@ class Containers:
 
     def log_frames(self, name: str, follow: bool) -> Iterator[tuple[int, bytes]]:
         """The container's output so far as (stream, data); with ``follow``, until it ends."""
-        from pydock.core.logs import read_frames
+        from pydock.core.runtime.logs import read_frames
 
         record = self.state.load(name)
         path = self.state.log_path(name)
@@ -478,7 +480,7 @@ class Containers:
                 if not is_running(self.state.load(name)):
                     self.remove(name, force=False)
                     removed.append(name)
-        from pydock.core import cleanup
+        from pydock.core.containers import cleanup
 
         cleanup.sweep(self)
         return removed
@@ -561,13 +563,13 @@ def _raw_terminal(wanted: bool) -> contextlib.AbstractContextManager[None]:
     """The user's terminal in raw mode while typed input goes to a container's terminal."""
     if not wanted:
         return contextlib.nullcontext()
-    from pydock.core import terminal
+    from pydock.core.runtime import terminal
 
     return terminal.raw_mode(0)
 
 
 def _open_pty() -> tuple[int, int]:
-    from pydock.core import terminal
+    from pydock.core.runtime import terminal
 
     return terminal.open_pty()
 
@@ -576,7 +578,7 @@ def _open_pty() -> tuple[int, int]:
 def _signals_blocked() -> Iterator[None]:
     """Hold the signals meant for the container while its monitor is forked: they are
     delivered once forwarding is in place, never to a half-made monitor."""
-    from pydock.core.runtime import FORWARDED_SIGNALS
+    from pydock.core.runtime.spawn import FORWARDED_SIGNALS
 
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     try:
@@ -589,14 +591,14 @@ def _forward_signals(monitor_pid: int,
                      pty: tuple[int, int] | None) -> dict[int, signal._HANDLER]:
     """Signals sent to the CLI go to the monitor, which passes them to the container.
     With a terminal, SIGWINCH resizes the container's terminal instead."""
-    from pydock.core.runtime import FORWARDED_SIGNALS
+    from pydock.core.runtime.spawn import FORWARDED_SIGNALS
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(monitor_pid, signum)
 
     def resize(_signum: int, _frame: object) -> None:
-        from pydock.core import terminal
+        from pydock.core.runtime import terminal
 
         if pty is not None:
             terminal.copy_window_size(pty[0])

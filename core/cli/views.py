@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from pydock.core.containers import Containers, live_status
+from pydock.core.containers.lifecycle import Containers, live_status
+from pydock.core.containers.state import RUNNING, CorruptRecord, Remains
 from pydock.core.errors import PydockError
-from pydock.core.images import ImageStore
+from pydock.core.images.store import ImageStore
 from pydock.core.plugins import DriverEntry, DriverRegistry, availability_of, driver_home
-from pydock.core.state import RUNNING, CorruptRecord, Remains
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -3,7 +3,7 @@
 Every layer in the store is a directory in the kernel's overlay format (a deleted path is a
 character device 0/0, a *whiteout*; a directory that hides everything below it carries
 ``trusted.overlay.opaque=y``), so the overlay driver can mount the layers as they are.
-:mod:`pydock.core.archive` converts OCI whiteouts into that format on import. The other
+:mod:`pydock.core.layers.unpack` converts OCI whiteouts into that format on import. The other
 directions live here:
 
 * :func:`write_layer_tar` turns a layer directory (a stored layer for ``image save``, an
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 from pydock.core.errors import PydockError
+from pydock.core.layers.treecopy import EntryCopier
 from pydock.core.syscalls import open_in_root
-from pydock.core.treecopy import EntryCopier
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -101,7 +101,7 @@ def apply_layer(layer: Path, target: Path) -> None:
     directory replaces a non-directory, and merges with a directory, keeping its entries but
     taking the layer directory's owner, mode, times and xattrs; an opaque directory first drops
     everything below it; anything else replaces what is there. Hardlinks within the layer stay
-    hardlinks; otherwise entries keep all that :func:`pydock.core.treecopy.copy_tree` keeps,
+    hardlinks; otherwise entries keep all that :func:`pydock.core.layers.treecopy.copy_tree` keeps,
     except overlay's own trusted.overlay.* xattrs, which a mount does not show either. No
     whiteout or opaque marker ends up in ``target``.
 
@@ -127,7 +127,7 @@ def flatten(layers: Sequence[Path], target: Path) -> None:
     ``trusted.overlay.*`` xattrs, which have nothing below them to act on. Every other
     layer is merged with :func:`apply_layer`.
     """
-    from pydock.core.treecopy import copy_tree
+    from pydock.core.layers.treecopy import copy_tree
 
     if not layers:
         target.mkdir(mode=0o755)

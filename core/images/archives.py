@@ -50,7 +50,7 @@ from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
-from pydock.core.images import Image, ImageStore, normalize_reference
+from pydock.core.images.store import Image, ImageStore, normalize_reference
 from pydock.core.progress import ProgressReader
 
 # Manifests, indexes and configs are small; anything bigger is not an image document.
@@ -513,7 +513,7 @@ class _HashingReader(io.RawIOBase):
 
 @contextlib.contextmanager
 def _open_source(store: ImageStore, source: Path) -> Iterator[_Source]:
-    from pydock.core.archive import open_tarball
+    from pydock.core.layers.unpack import open_tarball
 
     with contextlib.ExitStack() as stack:
         if source.is_dir():
@@ -609,7 +609,7 @@ def _write_oci(store: ImageStore, image: Image, names: list[str], writer: _TarWr
 def _write_layers(store: ImageStore, image: Image, writer: _TarWriter,
                   name_of: Callable[[str], str]) -> list[str]:
     """Regenerate each layer tar into the archive; its diff_ids, as regenerated."""
-    from pydock.core.layers import write_layer_tar
+    from pydock.core.layers.pack import write_layer_tar
 
     regenerated: dict[str, str] = {}
     for number, diff_id in enumerate(image.diff_ids, 1):

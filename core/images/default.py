@@ -23,7 +23,7 @@ from typing import Any
 
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
-from pydock.core.images import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore, image_config
+from pydock.core.images.store import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore, image_config
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 # What the fallback image carries: enough for a shell session and for the demo and tests.

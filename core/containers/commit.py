@@ -3,7 +3,7 @@
 Each works for any driver. A driver that keeps its changes in a directory of the layer
 format (overlay's upper directory; ``StorageDriver.changes_dir``) is read directly, at a
 cost proportional to the change. For any other driver the container's root is mounted in a
-short-lived child (:func:`pydock.core.mounted.in_container_root`) and compared with the
+short-lived child (:func:`pydock.core.runtime.mounted.in_container_root`) and compared with the
 image, and a commit builds its layer there from the changes found: added and changed
 entries copied, deleted ones as whiteouts.
 """
@@ -20,15 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydock.core.changes import Change, upper_changes, walk_changes
 from pydock.core.errors import PydockError
-from pydock.core.images import Image, ImageStore, normalize_reference, rfc3339
-from pydock.core.mounted import in_container_root
+from pydock.core.images.store import Image, ImageStore, normalize_reference, rfc3339
+from pydock.core.layers.changes import Change, upper_changes, walk_changes
+from pydock.core.runtime.mounted import in_container_root
 
 if TYPE_CHECKING:
-    from pydock.core.containers import Containers
+    from pydock.core.containers.lifecycle import Containers
+    from pydock.core.containers.state import ContainerRecord
     from pydock.core.driver import StorageDriver
-    from pydock.core.state import ContainerRecord
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -54,7 +54,7 @@ def changes(driver: StorageDriver, container_id: str, layers: Sequence[Path]) ->
 def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path],
                  store: ImageStore) -> str:
     """Store a container's changes as one new layer; its diff_id."""
-    from pydock.core.layers import write_layer_tar
+    from pydock.core.layers.pack import write_layer_tar
 
     work = store.root / f".commit-{secrets.token_hex(8)}"
     work.mkdir(mode=0o700)
@@ -91,7 +91,7 @@ def commit(containers: Containers, name: str, reference: str) -> Image:
 
 def export(containers: Containers, name: str, output: Path) -> None:
     """The container's whole root, flattened, as a tar written to ``output``."""
-    from pydock.core.layers import write_layer_tar
+    from pydock.core.layers.pack import write_layer_tar
 
     record, driver, layers = _open(containers, name)
     partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
@@ -117,7 +117,7 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
     added and changed entries copied with all their attributes, deleted ones as whiteouts.
     Directories come before what they hold (``changes`` sorted by path) and get their final
     attributes last."""
-    from pydock.core.treecopy import EntryCopier
+    from pydock.core.layers.treecopy import EntryCopier
 
     copier = EntryCopier()
     layer.mkdir(mode=0o755)
