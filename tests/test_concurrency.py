@@ -21,6 +21,8 @@ from conftest import DRIVERS, busybox_rootfs
 from test_crash_safety import LIMITED, NEEDS_MEMORY_CGROUP, assert_cleaned, tree, warm_up
 from test_state import storage_entries
 
+from pydock.core.containers import spec
+from pydock.core.containers.spec import RunOptions
 from pydock.core.containers.state import ContainerRecord, StateStore, new_container_id
 from pydock.testing.cli import TIMEOUT, Pydock
 
@@ -154,8 +156,7 @@ def test_a_lock_waited_for_on_a_deleted_record_is_taken_again_on_the_new_one(
     def record() -> ContainerRecord:
         return ContainerRecord(
             id=new_container_id(), name="x", driver="overlay", image="i", image_id="i",
-            layers=[], command=["true"], env=[], workdir="/", hostname="x", network="none",
-            read_only=False)
+            layers=[], spec=spec.build(RunOptions(command=("true",)), {}, "x", "/x"))
 
     first = record()
     first_lock = store.create(first)

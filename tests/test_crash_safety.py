@@ -299,7 +299,7 @@ def damage(pydock: Pydock, name: str, how: str) -> None:
         path.write_text(text[:len(text) // 2])
     elif how == "mistyped":  # valid JSON, the pid intact, a field of the wrong type
         record = json.loads(text)
-        record["command"] = 42
+        record["spec"]["process"]["args"] = 42
         path.write_text(json.dumps(record, indent=1))
     else:
         path.write_bytes(b"\x00" * 100)

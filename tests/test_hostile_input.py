@@ -35,6 +35,8 @@ from test_image_transfer import (
     tar_directory,
 )
 
+from pydock.core.containers import spec
+from pydock.core.containers.spec import RunOptions
 from pydock.testing.cli import Pydock, mounts_under
 from pydock.testing.manifest import diff_manifests, manifest
 
@@ -284,8 +286,7 @@ def test_a_name_that_is_a_path_never_reaches_a_record_outside_the_store(
     (planted / "lock").touch()
     record = {"id": f"../../../../../../../..{victim}", "name": "planted", "driver": "copy",
               "image": "x", "image_id": "sha256:" + "0" * 64, "layers": [],
-              "command": ["true"], "env": [], "workdir": "/", "hostname": "planted",
-              "network": "none", "read_only": False}
+              "spec": spec.build(RunOptions(command=("true",)), {}, "planted", str(planted))}
     (planted / "state.json").write_text(json.dumps(record))
     before = manifest(planted), manifest(victim)
     for name in (str(planted), f"../../{planted.name}"):

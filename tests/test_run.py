@@ -150,7 +150,8 @@ def test_the_runtime_can_fork_again_after_its_container_exits(pydock: Pydock) ->
     # The CLI enters a new PID namespace only for the fork; a driver's remove() or any
     # later subprocess must still work once the container's PID 1 is gone.
     script = ("import subprocess, sys; from pathlib import Path;"
-              "from pydock.core.containers.lifecycle import Containers, RunOptions;"
+              "from pydock.core.containers.lifecycle import Containers;"
+              "from pydock.core.containers.spec import RunOptions;"
               "_, code, _ = Containers(Path(sys.argv[1])).run(RunOptions(command=('true',),"
               " remove=True));"
               "print(code, subprocess.run(['echo', 'forked'], capture_output=True,"

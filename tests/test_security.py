@@ -7,7 +7,6 @@ each check looks at both.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS
 from setuid_image import SETUID_ID, import_setuid_image
-from test_state import storage_entries
+from test_state import storage_entries, write_legacy_record
 
 from pydock.core.errors import PydockError
 from pydock.core.runtime import capabilities
@@ -144,11 +143,8 @@ def test_inspect_shows_capabilities_and_security_options_as_docker_does(
 
 def test_a_record_from_before_security_options_still_loads(pydock: Pydock) -> None:
     pydock.ok("run", "-d", "--name", "box", "sleep", "60")
-    state = pydock.root / "containers" / "box" / "state.json"
-    record = json.loads(state.read_text())
-    for key in ("cap_add", "cap_drop", "security_opt"):
-        del record[key]
-    state.write_text(json.dumps(record))
+    write_legacy_record(pydock.root / "containers" / "box" / "state.json",
+                        omit=("cap_add", "cap_drop", "security_opt"))
     host_config = pydock.inspect("box")["HostConfig"]
     assert [host_config[key] for key in ("CapAdd", "CapDrop", "SecurityOpt")] == [None] * 3
     out = pydock.ok("exec", "box", "grep", "-e", "^CapEff", "-e", "^NoNewPrivs",

@@ -15,6 +15,38 @@ from pydock.core.errors import PydockError
 from pydock.testing.cli import Pydock
 
 
+def write_legacy_record(state_json: Path, *, omit: tuple[str, ...] = ()) -> None:
+    """Rewrite a container's record as releases before the container spec wrote it: loose
+    fields in place of ``spec``, less ``omit`` (fields added by later releases)."""
+    record = json.loads(state_json.read_text())
+    spec = record.pop("spec")
+    process = spec["process"]
+    host_config = json.loads(spec["annotations"]["org.pydock.host-config"])
+    namespaces = {namespace["type"] for namespace in spec["linux"]["namespaces"]}
+    record.update(
+        command=process["args"], env=process["env"], workdir=process["cwd"],
+        hostname=spec["hostname"], network="none" if "network" in namespaces else "host",
+        read_only=spec["root"]["readonly"], user=process["user"]["username"],
+        tty=process["terminal"], volumes=host_config["Binds"], memory=0, nano_cpus=0,
+        pids_limit=0, cap_add=host_config["CapAdd"], cap_drop=host_config["CapDrop"],
+        security_opt=host_config["SecurityOpt"])
+    for key in omit:
+        del record[key]
+    state_json.write_text(json.dumps(record))
+
+
+def test_a_record_from_before_the_container_spec_still_loads(pydock: Pydock) -> None:
+    pydock.ok("run", "-d", "--name", "old", "-e", "A=1", "-w", "/tmp", "sleep", "60")
+    write_legacy_record(pydock.root / "containers" / "old" / "state.json")
+    info = pydock.inspect("old")
+    assert info["State"]["Status"] == "running"
+    assert (info["Config"]["Cmd"], info["Config"]["WorkingDir"]) == (["sleep", "60"], "/tmp")
+    assert "A=1" in info["Config"]["Env"]
+    assert pydock.ok("exec", "old", "sh", "-c", "echo $A $PWD") == "1 /tmp\n"
+    pydock.ok("rm", "-f", "old")
+    assert pydock.container_names() == []
+
+
 def storage_entries(root: Path) -> list[Path]:
     """Container directories of every driver (driver-level files like locks excluded)."""
     storage = root / "storage"
@@ -172,9 +204,10 @@ def test_records_survive_in_json_with_all_fields(pydock: Pydock) -> None:
     result = pydock("run", "--name", "fields", "--storage", "bind", "sh", "-c", "exit 2")
     assert result.returncode == 2
     record = json.loads((pydock.root / "containers" / "fields" / "state.json").read_text())
-    assert {"name", "driver", "image", "command", "status", "pid", "exit_code", "created",
+    assert {"name", "driver", "image", "spec", "status", "pid", "exit_code", "created",
             "finished"} <= record.keys()
     assert (record["driver"], record["status"], record["exit_code"]) == ("bind", "exited", 2)
+    assert record["spec"]["process"]["args"] == ["sh", "-c", "exit 2"]
 
 
 def test_rm_f_works_while_the_cli_that_would_reap_the_container_is_stopped(

@@ -3,14 +3,13 @@ resolved inside the container's root, whatever symlinks the image holds."""
 
 from __future__ import annotations
 
-import json
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
 from conftest import DRIVERS
-from test_state import storage_entries
+from test_state import storage_entries, write_legacy_record
 
 from pydock.core.images.store import DEFAULT_IMAGE, ImageStore, image_config
 from pydock.core.syscalls import MNT_DETACH, umount2
@@ -211,10 +210,8 @@ def test_inspect_shows_mounts_and_binds_as_docker_does(pydock: Pydock, volume: P
 
 def test_a_record_from_before_volumes_still_loads(pydock: Pydock) -> None:
     pydock.ok("run", "--name", "old", "true")
-    state = pydock.root / "containers" / "old" / "state.json"
-    record = json.loads(state.read_text())
-    del record["volumes"]
-    state.write_text(json.dumps(record))
+    write_legacy_record(pydock.root / "containers" / "old" / "state.json",
+                        omit=("volumes",))
     info = pydock.inspect("old")
     assert (info["Mounts"], info["HostConfig"]["Binds"]) == ([], None)
 

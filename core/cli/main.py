@@ -96,7 +96,7 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
     In the foreground, the container reads pydock's stdin (a terminal with -i -t), and
     its output is shown and kept in its log (`pydock logs`).
     """
-    from pydock.core.containers.lifecycle import RunOptions
+    from pydock.core.containers.spec import RunOptions
 
     _require_root()
     if options["tty"] and options["interactive"] and not os.isatty(0):
@@ -121,7 +121,7 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
 @pass_context
 def exec_(ctx: Context, /, name: str, command: tuple[str, ...], **options: Any) -> None:
     """Run COMMAND in a running container, with its namespaces, root and environment."""
-    from pydock.core.containers.lifecycle import ExecOptions
+    from pydock.core.containers.spec import ExecOptions
 
     _require_root()
     if options["tty"] and options["interactive"] and not os.isatty(0):

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from pydock.core.containers.lifecycle import Containers, live_status
+from pydock.core.containers.lifecycle import Containers
+from pydock.core.containers.liveness import live_status
 from pydock.core.containers.state import RUNNING, CorruptRecord, Remains
 from pydock.core.errors import PydockError
 from pydock.core.images.store import ImageStore

@@ -1,7 +1,7 @@
 """Cleaning up after crashes: what ``rm -f`` and ``prune`` do beyond removing a record.
 
 A crash (``kill -9``, the OOM killer, a power cut) can leave, besides records that tell
-the truth about it (see :func:`pydock.core.containers.lifecycle.live_status`):
+the truth about it (see :func:`pydock.core.containers.liveness.live_status`):
 
 - hidden work directories of a record being created or deleted, of a layer being
   extracted or deleted (:mod:`pydock.core.leftovers`): :func:`sweep` removes those whose
@@ -25,17 +25,17 @@ from pydock.core.containers.state import CONTAINER_ID, CorruptRecord
 from pydock.core.errors import PydockError
 
 if TYPE_CHECKING:
-    from pydock.core.containers.lifecycle import Containers
+    from pydock.core.containers.store import ContainerStore
 
 
-def sweep(containers: Containers) -> None:
+def sweep(containers: ContainerStore) -> None:
     """Everything ``prune`` removes besides stopped containers."""
     containers.state.sweep()
     remove_orphaned_storage(containers)
     containers.images.sweep()
 
 
-def remove_remains(containers: Containers, name: str, kill_timeout: float) -> None:
+def remove_remains(containers: ContainerStore, name: str, kill_timeout: float) -> None:
     """``rm -f`` of a corrupt record, under its lock: kill its process if the record still
     names it, remove the cgroup and the storage of the container id it names, then the
     record. Without an id, the storage cannot be told from another container's, but once
@@ -61,7 +61,7 @@ def remove_remains(containers: Containers, name: str, kill_timeout: float) -> No
         remove_orphaned_storage(containers)
 
 
-def remove_orphaned_storage(containers: Containers) -> None:
+def remove_orphaned_storage(containers: ContainerStore) -> None:
     """Remove the storage of every container id that no record names (a record deleted
     in a crash, a corrupt one removed without its id); none while a record that cannot be
     read might name any of them.

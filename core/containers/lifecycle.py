@@ -12,106 +12,47 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pydock.core import failpoints
+from pydock.core.containers import attach, spec
+from pydock.core.containers.liveness import (
+    KILL_TIMEOUT,
+    is_running,
+    kill_recorded,
+    live_status,
+    monitor_alive,
+    process_alive,
+)
+from pydock.core.containers.spec import ExecOptions, RunOptions
 from pydock.core.containers.state import (
-    CREATED,
     EXITED,
     RUNNING,
     ContainerRecord,
     CorruptRecord,
     NameInUse,
-    StateStore,
     new_container_id,
     now,
     validate_name,
 )
+from pydock.core.containers.store import ContainerStore
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.images.store import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore
-from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+from pydock.core.images.store import DEFAULT_IMAGE, Image
+from pydock.core.plugins import driver_home
 from pydock.core.processes import process_start_time
-from pydock.core.runtime import capabilities, security_opts
-from pydock.core.runtime.users import validate_user_spec
-from pydock.core.runtime.volumes import create_sources, parse_volumes
+from pydock.core.runtime.volumes import Volume, create_sources
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
-    from pydock.core.runtime import spawn
     from pydock.core.runtime.cgroups import Cgroup
     from pydock.core.runtime.monitor import Session
     from pydock.core.runtime.spawn import Exited
 
-DEFAULT_DRIVER = "overlay"
-_ENV_KEY = re.compile(r"[^=\x00]+")
-_HOSTNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-HOSTNAME_MAX = 64
-KILL_TIMEOUT = 10.0
 
-
-class RunOptions(NamedTuple):
-    """``pydock run``'s options, as given on the command line."""
-
-    command: tuple[str, ...]
-    name: str | None = None
-    driver: str = DEFAULT_DRIVER
-    image: str | None = None
-    env: tuple[str, ...] = ()
-    workdir: str | None = None
-    hostname: str | None = None
-    network: str = "none"
-    read_only: bool = False
-    remove: bool = False
-    user: str | None = None
-    detach: bool = False
-    interactive: bool = False
-    tty: bool = False
-    volumes: tuple[str, ...] = ()
-    memory: str | None = None
-    cpus: str | None = None
-    pids_limit: str | None = None
-    cap_add: tuple[str, ...] = ()
-    cap_drop: tuple[str, ...] = ()
-    security_opt: tuple[str, ...] = ()
-
-
-class ExecOptions(NamedTuple):
-    """``pydock exec``'s options, as given on the command line."""
-
-    command: tuple[str, ...]
-    env: tuple[str, ...] = ()
-    workdir: str | None = None
-    user: str | None = None
-    interactive: bool = False
-    tty: bool = False
-
-
-class Containers:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.state = StateStore(root)
-        self.images = ImageStore(root)
-        self._registry: DriverRegistry | None = None
-
-    @property
-    def registry(self) -> DriverRegistry:
-        if self._registry is None:
-            self._registry = DriverRegistry()
-        return self._registry
-
-    def driver(self, name: str) -> StorageDriver:
-        """An instance of driver ``name``, refused with the driver's reason if it cannot work."""
-        cls = self.registry.driver_class(name)
-        home = driver_home(self.root, name)
-        availability = availability_of(cls, home)
-        if not availability.ok:
-            raise PydockError(f"storage driver {name!r} is not available here: "
-                              f"{availability.reason}")
-        return cls(home)
+class Containers(ContainerStore):
+    """The container commands of one storage root."""
 
     # -- run -------------------------------------------------------------
 
@@ -125,39 +66,13 @@ class Containers:
         driver = self.driver(options.driver)
         name = options.name if options.name is not None else self.state.generate_name()
         validate_name(name)
-        if options.hostname is not None:
-            validate_hostname(options.hostname)
-        hostname = options.hostname or name
-        config = image.run_config
-        entrypoint = config.get("Entrypoint") or []
-        if entrypoint == [""]:  # docker's reset: how `--entrypoint ""` clears an image's
-            entrypoint = []
-        argv = list(entrypoint) + list(options.command or config.get("Cmd") or [])
-        if not argv:
-            raise PydockError("no command given and the image has no default command")
-        user = options.user if options.user is not None else str(config.get("User") or "")
-        if user:
-            validate_user_spec(user)
-        workdir = clean_workdir(options.workdir or config.get("WorkingDir") or "/")
-        volumes = parse_volumes(options.volumes)
-        cap_add, cap_drop = capabilities.effective_add_drop(options.cap_add, options.cap_drop)
-        capabilities.resolve(cap_add, cap_drop)  # refuses what pydock cannot give, up front
-        security_opts.no_new_privileges(options.security_opt)  # refuses what pydock lacks
-        memory = nano_cpus = pids_limit = 0
-        if (options.memory, options.cpus, options.pids_limit) != (None, None, None):
-            # Only then: a run without limits does no cgroup work, not even this import.
-            from pydock.core.runtime import cgroups
-
-            limits = cgroups.parse_limits(options.memory, options.cpus, options.pids_limit)
-            memory, nano_cpus, pids_limit = limits.memory, limits.nano_cpus, limits.pids
+        container_id = new_container_id()
         record = ContainerRecord(
-            id=new_container_id(), name=name, driver=driver.name,
+            id=container_id, name=name, driver=driver.name,
             image=options.image or DEFAULT_IMAGE, image_id=image.id, layers=image.diff_ids,
-            command=argv, env=build_env(config.get("Env") or [], options.env, hostname),
-            workdir=workdir, hostname=hostname, network=options.network,
-            read_only=options.read_only, user=user, volumes=list(options.volumes),
-            memory=memory, nano_cpus=nano_cpus, pids_limit=pids_limit, cap_add=cap_add,
-            cap_drop=cap_drop, security_opt=list(options.security_opt), created=now())
+            spec=spec.build(options, image.run_config, name,
+                            str(driver.rootfs_dir(container_id))),
+            created=now())
         try:
             lock = self.state.create(record)
         except NameInUse:
@@ -168,7 +83,7 @@ class Containers:
         try:
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
-            create_sources(volumes)
+            create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]])
             failpoints.reached("run.storage-prepared")
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -193,31 +108,24 @@ class Containers:
             if record.has_limits:  # otherwise no cgroup work at all
                 from pydock.core.runtime import cgroups
 
-                cgroup = cgroups.create(self.root, record.id, cgroups.Limits(
-                    record.memory, record.nano_cpus, record.pids_limit))
+                cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
+                    record.spec["linux"]["resources"]))
                 failpoints.reached("run.cgroup-created")
             request = monitor.Launch(
-                spec=spawn.ProcessSpec(
-                    argv=record.command, env=dict(e.split("=", 1) for e in record.env),
-                    workdir=record.workdir, hostname=record.hostname, network=record.network,
-                    read_only=record.read_only, user=record.user,
-                    volumes=parse_volumes(record.volumes),
-                    capability_set=capabilities.resolve(record.cap_add, record.cap_drop),
-                    no_new_privileges=security_opts.no_new_privileges(record.security_opt)),
-                rootfs=str(driver.rootfs_dir(record.id)),
+                spec=spawn.process_spec(record.spec), rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
-                attach=not options.detach, pty=_open_pty() if options.tty else None,
+                attach=not options.detach, pty=attach.open_pty() if options.tty else None,
                 cgroup=cgroup)
             hooks = monitor.Hooks(forked=lambda pid: self._record_process(record, pid),
                                   started=lambda _pid: self._record_started(record),
                                   exited=lambda exited: self._record_exited(
                                       record, exited, options.remove))
-            with _signals_blocked():
+            with attach.signals_blocked():
                 session = monitor.launch(request, hooks, lock)
                 failpoints.reached("run.monitor-forked")
                 lock = -1
-                previous = _forward_signals(session.monitor_pid, request.pty)
+                previous = attach.forward_signals(session.monitor_pid, request.pty)
         except BaseException:
             if lock >= 0:
                 os.close(lock)
@@ -231,10 +139,10 @@ class Containers:
                 cgroup.close()  # the monitor has its own copy, for the container to join
             if request.pty is not None:
                 os.close(request.pty[1])
-            exited = self._follow(session, record, options, request.pty)
+            exited = attach.follow(session, request.pty, options.interactive, options.detach,
+                                   lambda: self._lost_monitor(session, record))
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            attach.restore_signals(previous)
             session.close()
             if request.pty is not None:
                 os.close(request.pty[0])
@@ -244,27 +152,6 @@ class Containers:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(session.monitor_pid, 0)
         return record.name, exited.code, exited.error
-
-    def _follow(self, session: Session, record: ContainerRecord, options: RunOptions,
-                pty: tuple[int, int] | None) -> Exited | None:
-        """Wait for the monitor's reports: None once running if detached, else the exit."""
-        from pydock.core.runtime import monitor
-
-        with _raw_terminal(pty is not None and options.interactive):
-            while True:
-                if pty is not None and not options.detach:
-                    from pydock.core.runtime import terminal
-
-                    terminal.forward_input(pty[0], session.status_fd,
-                                           0 if options.interactive else None)
-                kind, rest = session.next_message()
-                if kind == "started":
-                    if options.detach:
-                        return None
-                    continue
-                if kind == "exited":
-                    return monitor.parse_exit(rest)
-                return self._lost_monitor(session, record)
 
     def _lost_monitor(self, session: Session, ours: ContainerRecord) -> Exited:
         """The monitor died before its last report (it was killed): what the record knows."""
@@ -350,7 +237,7 @@ class Containers:
             if is_running(record) and not force:
                 raise PydockError(f"container {name} is running: stop it first or use rm -f")
             if process_alive(record):  # running, or on its way to (its monitor crashed)
-                _kill(record)
+                kill_recorded(record)
             failpoints.reached("rm.killed")
             if record.has_limits:
                 from pydock.core.runtime import cgroups
@@ -361,11 +248,6 @@ class Containers:
             failpoints.reached("rm.storage-removed")
             self.state.delete(name)
 
-    def stored_driver(self, name: str) -> StorageDriver:
-        """Driver ``name``, to handle what it stored: unlike :meth:`driver`, also where it
-        could no longer create anything."""
-        return self.registry.driver_class(name)(driver_home(self.root, name))
-
     # -- exec --------------------------------------------------------------
 
     def exec(self, name: str, options: ExecOptions) -> tuple[int, str]:
@@ -374,20 +256,7 @@ class Containers:
         from pydock.core.runtime import spawn
 
         record = self.state.load(name)
-        if not options.command:
-            raise PydockError("no command given")
-        user = options.user if options.user is not None else record.user
-        if user:
-            validate_user_spec(user)
-        workdir = clean_workdir(options.workdir or record.workdir)
-        env = build_env(record.env, options.env, record.hostname)
-        spec = spawn.ProcessSpec(
-            argv=list(options.command), env=dict(e.split("=", 1) for e in env), workdir=workdir,
-            hostname=record.hostname, network=record.network, read_only=record.read_only,
-            user=user,
-            # As in docker: what the container's processes may do, exec'd ones may do.
-            capability_set=capabilities.resolve(record.cap_add, record.cap_drop),
-            no_new_privileges=security_opts.no_new_privileges(record.security_opt))
+        process = spawn.process_spec(spec.exec_spec(record.spec, options))
         with processes.opened(record.pid, record.pid_start) as container:
             if record.status != RUNNING or container is None:
                 raise PydockError(f"container {name} is not running")
@@ -396,40 +265,14 @@ class Containers:
                 from pydock.core.runtime import cgroups
 
                 cgroup = cgroups.attach(self.root, record.id)
-            pty = _open_pty() if options.tty else None
+            pty = attach.open_pty() if options.tty else None
             try:
-                return self._exec_in(container, spec, options, pty, cgroup)
+                exited = attach.exec_in(container, process, pty, options.interactive, cgroup)
             finally:
                 if pty is not None:
                     os.close(pty[0])
                 if cgroup is not None:
                     cgroup.close()
-
-    def _exec_in(self, container: int, spec: spawn.ProcessSpec, options: ExecOptions,
-                 pty: tuple[int, int] | None, cgroup: Cgroup | None) -> tuple[int, str]:
-        from pydock.core.runtime import spawn, terminal
-
-        stdio = (spawn.Stdio(pty[1], pty[1], pty[1], tty=True) if pty is not None
-                 else spawn.Stdio(0, 1, 2))
-        with _signals_blocked():
-            started = spawn.start_in(container, spec, stdio,
-                                       cgroup.join if cgroup is not None else None)
-            # Our own child: its pid cannot be reused before we reap it.
-            previous = _forward_signals(started.pid, pty)
-        try:
-            if pty is not None:
-                os.close(pty[1])
-            failed = spawn.exec_report(started)
-            if failed is None and pty is not None:
-                process = os.pidfd_open(started.pid)
-                with _raw_terminal(options.interactive):
-                    terminal.relay(pty[0], 0 if options.interactive else None, process)
-                os.close(process)
-            _, status = os.waitpid(started.pid, 0)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        exited = failed or spawn.Exited(spawn.exit_status(status))
         return exited.code, exited.error
 
     # -- signals and logs ----------------------------------------------------
@@ -454,7 +297,7 @@ class Containers:
             if is_running(record) and pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
                 if not processes.wait_for_exit(pidfd, grace):
-                    _kill(record)
+                    kill_recorded(record)
         # The monitor still drains the output and records the exit code.
         with processes.opened(record.monitor_pid, record.monitor_start) as monitor:
             if monitor is not None:
@@ -513,6 +356,7 @@ class Containers:
         """docker-inspect-style description of one container."""
         record = self.state.load(name)
         status = live_status(record)
+        process = record.spec["process"]
         graph_data: dict[str, str] = {}
         with contextlib.suppress(PydockError):
             cls = self.registry.driver_class(record.driver)
@@ -537,147 +381,15 @@ class Containers:
             "Image": f"sha256:{record.image_id.removeprefix('sha256:')}",
             "GraphDriver": {"Name": record.driver, "Data": graph_data},
             "Config": {
-                "Hostname": record.hostname,
-                "Env": record.env,
+                "Hostname": record.spec["hostname"],
+                "Env": process["env"],
                 "Cmd": record.command,
                 "Image": record.image,
-                "WorkingDir": record.workdir,
-                "User": record.user,
+                "WorkingDir": process["cwd"],
+                "User": process["user"]["username"],
             },
-            "Mounts": [volume.describe() for volume in parse_volumes(record.volumes)],
-            "HostConfig": {
-                "NetworkMode": record.network,
-                "ReadonlyRootfs": record.read_only,
-                "Binds": record.volumes or None,  # docker's null when there are none
-                "Memory": record.memory,
-                "NanoCpus": record.nano_cpus,
-                "PidsLimit": record.pids_limit or None,  # docker shows no limit as null
-                "CapAdd": record.cap_add or None,
-                "CapDrop": record.cap_drop or None,
-                "SecurityOpt": record.security_opt or None,
-            },
+            "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]],
+            "HostConfig": spec.host_config(record.spec),
+            # What the runtime runs, as an OCI runtime would read it from config.json.
+            "Spec": record.spec,
         }
-
-
-def _raw_terminal(wanted: bool) -> contextlib.AbstractContextManager[None]:
-    """The user's terminal in raw mode while typed input goes to a container's terminal."""
-    if not wanted:
-        return contextlib.nullcontext()
-    from pydock.core.runtime import terminal
-
-    return terminal.raw_mode(0)
-
-
-def _open_pty() -> tuple[int, int]:
-    from pydock.core.runtime import terminal
-
-    return terminal.open_pty()
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Hold the signals meant for the container while its monitor is forked: they are
-    delivered once forwarding is in place, never to a half-made monitor."""
-    from pydock.core.runtime.spawn import FORWARDED_SIGNALS
-
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-
-
-def _forward_signals(monitor_pid: int,
-                     pty: tuple[int, int] | None) -> dict[int, signal._HANDLER]:
-    """Signals sent to the CLI go to the monitor, which passes them to the container.
-    With a terminal, SIGWINCH resizes the container's terminal instead."""
-    from pydock.core.runtime.spawn import FORWARDED_SIGNALS
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(monitor_pid, signum)
-
-    def resize(_signum: int, _frame: object) -> None:
-        from pydock.core.runtime import terminal
-
-        if pty is not None:
-            terminal.copy_window_size(pty[0])
-
-    previous: dict[int, signal._HANDLER] = {}
-    for signum in FORWARDED_SIGNALS:
-        handler = resize if signum == signal.SIGWINCH and pty is not None else forward
-        previous[signum] = signal.signal(signum, handler)
-    return previous
-
-
-def process_alive(record: ContainerRecord) -> bool:
-    """Whether the recorded process is alive: the pid *and* its start time must match."""
-    return record.pid_start != 0 and process_start_time(record.pid) == record.pid_start
-
-
-def monitor_alive(record: ContainerRecord) -> bool:
-    """Whether the monitor that records the container's end is alive (pid and start time)."""
-    return record.monitor_pid > 0 and process_start_time(record.monitor_pid) == \
-        record.monitor_start
-
-
-def is_running(record: ContainerRecord) -> bool:
-    return live_status(record) == RUNNING
-
-
-def live_status(record: ContainerRecord) -> str:
-    """The recorded status, corrected by what the kernel says about the recorded process:
-    after a crash (of the CLI, the monitor, the host) the record says what was last known.
-    """
-    if record.pid_start == 0:  # no process was ever recorded
-        return EXITED if record.status == RUNNING else record.status
-    if record.status == EXITED or not process_alive(record):
-        # Its process ended and no one recorded how: the monitor died.
-        return EXITED
-    if record.status == CREATED and monitor_alive(record):
-        return CREATED  # being started: its monitor records it running once it execs
-    # Recorded running, or its monitor died after letting the process run its command.
-    return RUNNING
-
-
-def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) -> list[str]:
-    """Defaults, then the image's Env, then ``-e``: later wins. Never the host's environment,
-    except for ``-e KEY`` without a value, which (as in docker) copies the host's KEY if set.
-    """
-    # HOME is defaulted later, from the passwd entry of the user the command runs as.
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "TERM": "xterm"}
-    for item in image_env:
-        key, sep, value = item.partition("=")
-        if sep and key:
-            env[key] = value
-    for item in user_env:
-        key, sep, value = item.partition("=")
-        if not _ENV_KEY.fullmatch(key) or "\x00" in value:
-            raise PydockError(f"invalid environment variable {item!r}: expected KEY=VALUE")
-        if sep:
-            env[key] = value
-        elif key in os.environ:
-            env[key] = os.environ[key]
-    return [f"{key}={value}" for key, value in env.items()]
-
-
-def clean_workdir(path: str) -> str:
-    """An absolute working directory, cleaned lexically as docker's filepath.Clean does:
-    ``/a/../b`` is ``/b`` (no ``/a`` is created on the way) and ``..`` stops at ``/``."""
-    if not path.startswith("/"):
-        raise PydockError(f"working directory {path!r} must be an absolute path")
-    return "/" + os.path.normpath(path).lstrip("/")
-
-
-def validate_hostname(hostname: str) -> None:
-    if len(hostname) > HOSTNAME_MAX or not _HOSTNAME.fullmatch(hostname):
-        raise PydockError(f"invalid hostname {hostname!r}: expected {_HOSTNAME.pattern}, "
-                          f"at most {HOSTNAME_MAX} characters")
-
-
-def _kill(record: ContainerRecord) -> None:
-    from pydock.core import processes
-
-    if not processes.kill(record.pid, record.pid_start, KILL_TIMEOUT):
-        raise PydockError(f"container {record.name} (pid {record.pid}) did not die "
-                          f"within {KILL_TIMEOUT:.0f}s of SIGKILL")

@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -64,18 +64,18 @@ def validate_name(name: str) -> None:
 class ContainerRecord:
     """Everything pydock knows about one container; serialised as ``state.json``.
 
+    What the container is, is its ``spec`` (:mod:`pydock.core.containers.spec`, shaped
+    like the OCI runtime spec's config.json), written once when it is created; the other
+    fields say where it came from and what has become of it.
+
     A plain class, not a dataclass: it is defined on the way to every container's start,
     where a dataclass of this size costs milliseconds to build. The signature of
     ``__init__`` is the one list of fields, which :meth:`from_json` checks against.
     """
 
     def __init__(self, *, id: str, name: str, driver: str, image: str, image_id: str,
-                 layers: list[str], command: list[str], env: list[str], workdir: str,
-                 hostname: str, network: str, read_only: bool, user: str = "",
-                 volumes: list[str] | None = None, tty: bool = False, memory: int = 0,
-                 nano_cpus: int = 0, pids_limit: int = 0, cap_add: list[str] | None = None,
-                 cap_drop: list[str] | None = None, security_opt: list[str] | None = None,
-                 created: str = "", status: str = CREATED, pid: int = 0, pid_start: int = 0,
+                 layers: list[str], spec: dict[str, Any], created: str = "",
+                 status: str = CREATED, pid: int = 0, pid_start: int = 0,
                  monitor_pid: int = 0, monitor_start: int = 0, exit_code: int | None = None,
                  error: str = "", started: str = "", finished: str = "",
                  oom_killed: bool = False) -> None:
@@ -85,26 +85,7 @@ class ContainerRecord:
         self.image = image
         self.image_id = image_id
         self.layers = layers
-        self.command = command
-        self.env = env
-        self.workdir = workdir
-        self.hostname = hostname
-        self.network = network
-        self.read_only = read_only
-        self.user = user
-        self.volumes = volumes or []  # each -v as given (docker's Binds)
-        self.tty = tty
-        # Resource limits in docker's units (inspect's HostConfig); 0 is no limit. Records
-        # written before limits existed have none, which is what they had.
-        self.memory = memory
-        self.nano_cpus = nano_cpus
-        self.pids_limit = pids_limit
-        # --cap-add and --cap-drop as docker records them (capabilities.effective_add_drop),
-        # --security-opt as given. Records written before they existed have none: docker's
-        # default capabilities and no no-new-privileges, which is what those containers got.
-        self.cap_add = cap_add or []
-        self.cap_drop = cap_drop or []
-        self.security_opt = security_opt or []
+        self.spec = spec
         self.created = created  # given by the creator: now() when it is new
         self.status = status
         self.pid = pid
@@ -122,9 +103,13 @@ class ContainerRecord:
         return f"ContainerRecord({self.to_json()!r})"
 
     @property
+    def command(self) -> list[str]:
+        return list(self.spec["process"]["args"])
+
+    @property
     def has_limits(self) -> bool:
         """Whether the container has a cgroup of its own (pydock.core.runtime.cgroups)."""
-        return bool(self.memory or self.nano_cpus or self.pids_limit)
+        return bool(self.spec["linux"]["resources"])
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -139,21 +124,89 @@ class ContainerRecord:
         types = cls.__init__.__annotations__
         fields = {k: v for k, v in data.items() if k in types and k != "return"}
         for key, value in fields.items():
-            expected = types[key]
-            if expected == "list[str] | None":  # None is "empty" to __init__, never stored
-                expected = "list[str]"
-            if not _FIELD_CHECKS[expected](value):
-                raise TypeError(f"{key} is not {expected}: {value!r}")
+            if not _FIELD_CHECKS[types[key]](value):
+                raise TypeError(f"{key} is not {types[key]}: {value!r}")
+        if "spec" not in fields and "command" in data:
+            fields["spec"] = _legacy_spec(data)
+        if "spec" in fields:
+            _check_spec(fields["spec"])
         return cls(**fields)
 
 
-_FIELD_CHECKS = {
+def _list_of_str(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _list_of_dict(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
     "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-    "list[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+    "list[str]": _list_of_str,
+    "dict[str, Any]": lambda v: isinstance(v, dict),
 }
+# What the runtime reads of a spec, and the type it must have: a record is checked when it
+# is loaded, so that a damaged one is refused as corrupt, never half-used.
+_SPEC_FIELDS: dict[tuple[str, ...], Callable[[Any], bool]] = {
+    ("process", "args"): _list_of_str,
+    ("process", "env"): _list_of_str,
+    ("process", "cwd"): _FIELD_CHECKS["str"],
+    ("process", "terminal"): _FIELD_CHECKS["bool"],
+    ("process", "user", "username"): _FIELD_CHECKS["str"],
+    ("process", "capabilities", "bounding"): _list_of_str,
+    ("process", "noNewPrivileges"): _FIELD_CHECKS["bool"],
+    ("root", "path"): _FIELD_CHECKS["str"],
+    ("root", "readonly"): _FIELD_CHECKS["bool"],
+    ("hostname",): _FIELD_CHECKS["str"],
+    ("mounts",): _list_of_dict,
+    ("linux", "namespaces"): _list_of_dict,
+    ("linux", "resources"): _FIELD_CHECKS["dict[str, Any]"],
+    ("linux", "devices"): _list_of_dict,
+    ("linux", "maskedPaths"): _list_of_str,
+    ("linux", "readonlyPaths"): _list_of_str,
+    ("annotations",): _FIELD_CHECKS["dict[str, Any]"],
+}
+
+
+# The fields a record had before it held a spec, each optional field with the release
+# that added it absent from older records.
+_LEGACY_FIELDS = {"command": "list[str]", "env": "list[str]", "workdir": "str",
+                  "hostname": "str", "network": "str", "read_only": "bool", "user": "str",
+                  "volumes": "list[str]", "tty": "bool", "memory": "int", "nano_cpus": "int",
+                  "pids_limit": "int", "cap_add": "list[str]", "cap_drop": "list[str]",
+                  "security_opt": "list[str]"}
+_LEGACY_REQUIRED = ("command", "env", "workdir", "hostname", "network", "read_only")
+
+
+def _legacy_spec(data: dict[str, Any]) -> dict[str, Any]:
+    """The spec of a record written before records held one (see
+    :func:`pydock.core.containers.spec.from_legacy_record`)."""
+    fields = {key: data[key] for key in _LEGACY_FIELDS if key in data}
+    for key in _LEGACY_REQUIRED:
+        if key not in fields:
+            raise TypeError(f"{key} is missing")
+    for key, value in fields.items():
+        if not _FIELD_CHECKS[_LEGACY_FIELDS[key]](value):
+            raise TypeError(f"{key} is not {_LEGACY_FIELDS[key]}: {value!r}")
+    from pydock.core.containers.spec import from_legacy_record
+
+    try:
+        return from_legacy_record(fields)
+    except PydockError as exc:  # a value the flags' own checks refuse
+        raise TypeError(str(exc)) from None
+
+
+def _check_spec(spec: dict[str, Any]) -> None:
+    for path, check in _SPEC_FIELDS.items():
+        value: Any = spec
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not check(value):
+            raise TypeError(f"spec.{'.'.join(path)} is invalid: {value!r}")
 
 
 class Remains(NamedTuple):

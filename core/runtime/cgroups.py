@@ -51,6 +51,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydock.core.errors import PydockError
 
@@ -86,6 +87,28 @@ class Limits:
         """The cgroup controllers these limits need."""
         needed = {"memory": self.memory, "cpu": self.nano_cpus, "pids": self.pids}
         return [controller for controller, limit in needed.items() if limit]
+
+    def to_resources(self) -> dict[str, Any]:
+        """The limits as the OCI runtime spec's ``linux.resources``: what a container's
+        spec stores and :meth:`from_resources` reads back."""
+        resources: dict[str, Any] = {}
+        if self.memory:
+            # memory+swap in the OCI spec: equal to the limit, it allows no swap.
+            resources["memory"] = {"limit": self.memory, "swap": self.memory}
+        if self.nano_cpus:
+            resources["cpu"] = {"quota": self.nano_cpus * CPU_PERIOD_US // NANO,
+                                "period": CPU_PERIOD_US}
+        if self.pids:
+            resources["pids"] = {"limit": self.pids}
+        return resources
+
+    @classmethod
+    def from_resources(cls, resources: dict[str, Any]) -> Limits:
+        """The limits in an OCI ``linux.resources`` (CPUs as the quota enforces them)."""
+        cpu = resources.get("cpu")
+        return cls(memory=resources.get("memory", {}).get("limit", 0),
+                   nano_cpus=cpu["quota"] * NANO // cpu["period"] if cpu else 0,
+                   pids=resources.get("pids", {}).get("limit", 0))
 
 
 def parse_limits(memory: str | None, cpus: str | None, pids_limit: str | None) -> Limits:

@@ -20,6 +20,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
@@ -53,9 +54,9 @@ _MOUNT_ATTRIBUTES = {MS_RDONLY: MOUNT_ATTR_RDONLY, MS_NOSUID: MOUNT_ATTR_NOSUID,
 _OPTION_FLAGS = {"ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
                  "noexec": MS_NOEXEC, "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
 
-# The device nodes every container gets (docker's defaults), all mode 0666.
-_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-            "urandom": (1, 9), "tty": (5, 0)}
+# The character devices every container gets (docker's defaults): name -> (major, minor).
+DEFAULT_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+                   "urandom": (1, 9), "tty": (5, 0)}
 # runc's and docker's defaults (DESIGN.md section 4).
 MASKED_PATHS = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats",
                 "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
@@ -65,9 +66,27 @@ _DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
                  "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 
 
-def prepare_root(rootfs: str, mounts: Sequence[Mount], volumes: Sequence[Volume] = ()) -> None:
-    """Build the container's root at ``rootfs`` from the driver's mounts, add the
-    volumes, and switch to it.
+class Device(NamedTuple):
+    """A character device node made in the container's /dev (an OCI ``linux.devices`` entry)."""
+
+    name: str  # below /dev
+    major: int
+    minor: int
+    mode: int = 0o666
+
+
+class RootSpec(NamedTuple):
+    """What the container's root holds besides the driver's mounts, from its spec."""
+
+    volumes: Sequence[Volume] = ()  # in mounting order
+    devices: Sequence[Device] = ()
+    masked_paths: Sequence[str] = ()  # relative to the root: "proc/kcore"
+    read_only_paths: Sequence[str] = ()
+
+
+def prepare_root(rootfs: str, mounts: Sequence[Mount], spec: RootSpec) -> None:
+    """Build the container's root at ``rootfs`` from the driver's mounts, add what
+    ``spec`` asks for, and switch to it.
 
     Afterwards ``/`` is the container's root, the host's root is unreachable,
     and the working directory is ``/``.
@@ -79,10 +98,10 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount], volumes: Sequence[Volume]
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         mount_proc(root_fd)
-        mount_dev(root_fd)
+        mount_dev(root_fd, spec.devices)
         mount_sys(root_fd)
-        mask_paths(root_fd)
-        mount_volumes(root_fd, volumes)
+        mask_paths(root_fd, spec.masked_paths, spec.read_only_paths)
+        mount_volumes(root_fd, spec.volumes)
     finally:
         os.close(root_fd)
     pivot_to(rootfs)
@@ -111,13 +130,14 @@ def mount_proc(root_fd: int) -> None:
         mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mount_dev(root_fd: int) -> None:
+def mount_dev(root_fd: int, devices: Sequence[Device]) -> None:
     with _mountpoint(root_fd, "dev") as target:
         mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     dev = open_in_root(root_fd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
-        for name, (major, minor) in _DEVICES.items():
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        for device in devices:
+            os.mknod(device.name, stat.S_IFCHR | device.mode,
+                     os.makedev(device.major, device.minor), dir_fd=dev)
         for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
             os.mkdir(name, mode, dir_fd=dev)
         for name, target_path in _DEV_SYMLINKS.items():
@@ -140,10 +160,11 @@ def mount_sys(root_fd: int) -> None:
         mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mask_paths(root_fd: int) -> None:
-    """Docker's masked and read-only paths: kernel interfaces a container must not read
-    (/proc/kcore, /proc/keys ...) or change (/proc/sys, /proc/sysrq-trigger ...)."""
-    for path in MASKED_PATHS:
+def mask_paths(root_fd: int, masked: Sequence[str], read_only: Sequence[str]) -> None:
+    """Masked and read-only paths (docker's defaults: :data:`MASKED_PATHS`,
+    :data:`READ_ONLY_PATHS`): kernel interfaces a container must not read (/proc/kcore,
+    /proc/keys ...) or change (/proc/sys, /proc/sysrq-trigger ...)."""
+    for path in masked:
         fd = _open_existing(root_fd, path)
         if fd is None:
             continue
@@ -154,7 +175,7 @@ def mask_paths(root_fd: int) -> None:
                 mount("/dev/null", f"/proc/self/fd/{fd}", None, MS_BIND)
         finally:
             os.close(fd)
-    for path in READ_ONLY_PATHS:
+    for path in read_only:
         fd = _open_existing(root_fd, path)
         if fd is None:
             continue

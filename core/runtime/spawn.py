@@ -27,11 +27,11 @@ import json
 import os
 import signal
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from pydock.core.driver import Mount
 from pydock.core.runtime import capabilities, users
-from pydock.core.runtime.rootfs import prepare_root, remount_root_read_only
+from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
     CLONE_NEWIPC,
@@ -58,7 +58,11 @@ FORWARDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT, sig
 
 
 class ProcessSpec(NamedTuple):
-    """What the container's first process is: command, environment and surroundings."""
+    """What the container's first process is: command, environment and surroundings.
+
+    The runtime's typed reading of a container spec (:func:`process_spec`); nothing else
+    tells the runtime what to run.
+    """
 
     argv: list[str]
     env: dict[str, str]
@@ -67,11 +71,33 @@ class ProcessSpec(NamedTuple):
     network: str  # "none": a new network namespace with only lo; "host": the host's
     read_only: bool
     user: str = ""  # NAME|UID[:GROUP|GID], resolved in the image; "" is root
-    volumes: tuple[Volume, ...] = ()  # in mounting order
+    root: RootSpec = RootSpec()
     # What root in the container may do (names without CAP_), and whether any exec may
     # grant more (setuid bits, file capabilities); exec'd processes get the same.
     capability_set: tuple[str, ...] = capabilities.DOCKER_DEFAULT
     no_new_privileges: bool = False
+
+
+def process_spec(spec: dict[str, Any]) -> ProcessSpec:
+    """Read a container spec (:mod:`pydock.core.containers.spec`, shaped like the OCI
+    runtime spec's config.json) as the runtime needs it."""
+    process, linux = spec["process"], spec["linux"]
+    namespaces = {namespace["type"] for namespace in linux["namespaces"]}
+    return ProcessSpec(
+        argv=process["args"], env=dict(item.split("=", 1) for item in process["env"]),
+        workdir=process["cwd"], hostname=spec["hostname"],
+        network="none" if "network" in namespaces else "host",
+        read_only=spec["root"]["readonly"], user=process["user"]["username"],
+        root=RootSpec(
+            volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]),
+            devices=tuple(Device(device["path"].removeprefix("/dev/"), device["major"],
+                                 device["minor"], device["fileMode"])
+                          for device in linux["devices"]),
+            masked_paths=tuple(path.lstrip("/") for path in linux["maskedPaths"]),
+            read_only_paths=tuple(path.lstrip("/") for path in linux["readonlyPaths"])),
+        capability_set=tuple(name.removeprefix("CAP_")
+                             for name in process["capabilities"]["bounding"]),
+        no_new_privileges=process["noNewPrivileges"])
 
 
 class Stdio(NamedTuple):
@@ -220,7 +246,7 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     if spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
-    prepare_root(rootfs, mounts, spec.volumes)
+    prepare_root(rootfs, mounts, spec.root)
     sethostname(spec.hostname)
     if spec.network == "none":
         set_link_up("lo")

@@ -53,6 +53,21 @@ class Volume(NamedTuple):
     def read_only(self) -> bool:
         return self.mode == "ro"
 
+    def to_mount(self) -> dict[str, Any]:
+        """The volume as an entry of an OCI spec's ``mounts`` (docker's default ``rbind``;
+        the mode only where it was given, so that inspect shows it as docker does)."""
+        return {"destination": self.destination, "type": "bind", "source": self.source,
+                "options": ["rbind", *([self.mode] if self.mode else [])]}
+
+    @classmethod
+    def from_mount(cls, mount: dict[str, Any]) -> Volume:
+        """The volume an OCI ``mounts`` entry written by :meth:`to_mount` describes."""
+        modes = [option for option in mount["options"] if option in MODES]
+        mode = modes[-1] if modes else ""
+        source, destination = mount["source"], mount["destination"]
+        return cls(":".join([source, destination, *([mode] if mode else [])]), source,
+                   destination, mode)
+
     def describe(self) -> dict[str, Any]:
         """The volume as an entry of docker's inspect ``Mounts``."""
         return {"Type": "bind", "Source": self.source, "Destination": self.destination,

@@ -1,0 +1,278 @@
+"""The container spec: what a container is, built once from the command line and the image.
+
+``pydock run``'s flags and the image's config are parsed and checked here, in one place,
+into one document shaped like the OCI runtime spec's ``config.json`` (the file runc, crun
+and every other OCI runtime read):
+
+- ``process``: ``args`` (the image's Entrypoint and Cmd, or the command given), ``env``,
+  ``cwd``, ``user``, ``terminal``, ``capabilities``, ``rlimits``, ``noNewPrivileges``;
+- ``root``: where the storage driver assembles the root filesystem, and ``readonly``;
+- ``hostname``; ``mounts``: the ``-v`` bind mounts, in the order they are mounted;
+- ``linux``: ``namespaces``, ``resources`` (``-m``, ``--cpus``, ``--pids-limit``),
+  ``devices``, ``maskedPaths``, ``readonlyPaths`` and ``seccomp``;
+- ``annotations``: what docker's ``inspect`` shows as given (``HostConfig.Binds``,
+  ``CapAdd``, ``CapDrop``, ``SecurityOpt``), which the resolved values cannot tell.
+
+The spec is stored in the container's record and the runtime consumes only it
+(:func:`pydock.core.runtime.spawn.process_spec`), as runc consumes ``config.json``; so data
+flows one way: CLI -> spec -> record -> runtime -> driver mounts. A new ``run`` flag is
+parsed here, lands in the spec, and is read by the runtime from there.
+
+Where pydock departs from the OCI spec, and why:
+
+- ``process.user`` is ``{"username": SPEC}``: docker's ``-u NAME|UID[:GROUP|GID]`` as given,
+  resolved to numbers inside the container's own ``/etc/passwd`` and ``/etc/group`` when
+  the process starts (docker's daemon does the same before it hands runc numbers), never
+  in the host's files. An empty one is root.
+- ``root.path`` is absolute: there is no bundle directory for it to be relative to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, NamedTuple
+
+from pydock.core.errors import PydockError
+from pydock.core.images.store import DEFAULT_PATH
+from pydock.core.runtime import capabilities, security_opts
+from pydock.core.runtime.rootfs import DEFAULT_DEVICES, MASKED_PATHS, READ_ONLY_PATHS
+from pydock.core.runtime.users import validate_user_spec
+from pydock.core.runtime.volumes import Volume, parse_volumes
+
+OCI_VERSION = "1.2.0"
+# Docker's inspect fields kept as given, in one annotation (annotations are strings).
+HOST_CONFIG_ANNOTATION = "org.pydock.host-config"
+DEFAULT_DRIVER = "overlay"
+HOSTNAME_MAX = 64
+
+_ENV_KEY = re.compile(r"[^=\x00]+")
+_HOSTNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+class RunOptions(NamedTuple):
+    """``pydock run``'s options, as given on the command line."""
+
+    command: tuple[str, ...]
+    name: str | None = None
+    driver: str = DEFAULT_DRIVER
+    image: str | None = None
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    hostname: str | None = None
+    network: str = "none"
+    read_only: bool = False
+    remove: bool = False
+    user: str | None = None
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    volumes: tuple[str, ...] = ()
+    memory: str | None = None
+    cpus: str | None = None
+    pids_limit: str | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+
+
+class ExecOptions(NamedTuple):
+    """``pydock exec``'s options, as given on the command line."""
+
+    command: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    interactive: bool = False
+    tty: bool = False
+
+
+def build(options: RunOptions, image_config: dict[str, Any], name: str,
+          rootfs: str) -> dict[str, Any]:
+    """The spec of a container named ``name`` run with ``options`` from an image whose
+    config is ``image_config``, its root assembled at ``rootfs``; PydockError for anything
+    invalid, before anything exists."""
+    if options.hostname is not None:
+        validate_hostname(options.hostname)
+    hostname = options.hostname or name
+    entrypoint = image_config.get("Entrypoint") or []
+    if entrypoint == [""]:  # docker's reset: how `--entrypoint ""` clears an image's
+        entrypoint = []
+    args = list(entrypoint) + list(options.command or image_config.get("Cmd") or [])
+    if not args:
+        raise PydockError("no command given and the image has no default command")
+    user = options.user if options.user is not None else str(image_config.get("User") or "")
+    if user:
+        validate_user_spec(user)
+    cap_add, cap_drop = capabilities.effective_add_drop(options.cap_add, options.cap_drop)
+    return _assemble(
+        args=args, env=build_env(image_config.get("Env") or [], options.env, hostname),
+        cwd=clean_workdir(options.workdir or image_config.get("WorkingDir") or "/"),
+        user=user, terminal=options.tty, rootfs=rootfs, read_only=options.read_only,
+        hostname=hostname, network=options.network,
+        capability_set=capabilities.resolve(cap_add, cap_drop),
+        no_new_privileges=security_opts.no_new_privileges(options.security_opt),
+        volumes=parse_volumes(options.volumes), resources=_resources(options),
+        given={"Binds": list(options.volumes), "CapAdd": cap_add, "CapDrop": cap_drop,
+               "SecurityOpt": list(options.security_opt)})
+
+
+def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal: bool,
+              rootfs: str, read_only: bool, hostname: str, network: str,
+              capability_set: tuple[str, ...], no_new_privileges: bool,
+              volumes: tuple[Volume, ...], resources: dict[str, Any],
+              given: dict[str, list[str]]) -> dict[str, Any]:
+    """The document itself, from values already checked."""
+    granted = ["CAP_" + name for name in capability_set]
+    namespaces = ["pid", "mount", "uts", "ipc"]
+    if network == "none":
+        namespaces.append("network")
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": terminal,
+            "user": {"username": user},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            # Docker's rule: the bounding, effective and permitted sets are the container's
+            # capabilities; nothing is inheritable or ambient, so a non-root user's
+            # processes get none of them.
+            "capabilities": {"bounding": granted, "effective": granted, "permitted": granted,
+                             "inheritable": [], "ambient": []},
+            "rlimits": [],
+            "noNewPrivileges": no_new_privileges,
+        },
+        "root": {"path": rootfs, "readonly": read_only},
+        "hostname": hostname,
+        "mounts": [volume.to_mount() for volume in volumes],
+        "linux": {
+            "namespaces": [{"type": namespace} for namespace in namespaces],
+            "resources": resources,
+            "devices": [{"path": f"/dev/{name}", "type": "c", "major": major, "minor": minor,
+                         "fileMode": 0o666, "uid": 0, "gid": 0}
+                        for name, (major, minor) in DEFAULT_DEVICES.items()],
+            "maskedPaths": ["/" + path for path in MASKED_PATHS],
+            "readonlyPaths": ["/" + path for path in READ_ONLY_PATHS],
+            "seccomp": None,
+        },
+        "annotations": {HOST_CONFIG_ANNOTATION: json.dumps(given)},
+    }
+
+
+def from_legacy_record(fields: dict[str, Any]) -> dict[str, Any]:
+    """The spec of a container recorded before records held one, from the loose fields
+    such a record has (each checked by the caller), as that container was run. Its
+    ``root.path`` is unknown (it was the driver's to say) and stays empty: nothing starts
+    such a container again."""
+    from pydock.core.runtime import cgroups
+
+    cap_add, cap_drop = fields.get("cap_add", []), fields.get("cap_drop", [])
+    limits = cgroups.Limits(fields.get("memory", 0), fields.get("nano_cpus", 0),
+                            fields.get("pids_limit", 0))
+    return _assemble(
+        args=fields["command"], env=fields["env"], cwd=fields["workdir"],
+        user=fields.get("user", ""), terminal=fields.get("tty", False), rootfs="",
+        read_only=fields["read_only"], hostname=fields["hostname"],
+        network=fields["network"],
+        # What that container was given, not what pydock could give today: no host check.
+        capability_set=_recorded_capabilities(cap_add, cap_drop),
+        no_new_privileges=security_opts.no_new_privileges(fields.get("security_opt", [])),
+        volumes=parse_volumes(fields.get("volumes", [])), resources=limits.to_resources(),
+        given={"Binds": fields.get("volumes", []), "CapAdd": cap_add, "CapDrop": cap_drop,
+               "SecurityOpt": fields.get("security_opt", [])})
+
+
+def _recorded_capabilities(cap_add: list[str], cap_drop: list[str]) -> tuple[str, ...]:
+    try:
+        return capabilities.resolve(cap_add, cap_drop)
+    except PydockError:  # the host lacks one now: the record still says what was asked
+        return tuple(name.removeprefix("CAP_") for name in cap_add if name != capabilities.ALL)
+
+
+def exec_spec(container: dict[str, Any], options: ExecOptions) -> dict[str, Any]:
+    """The spec of a process ``exec`` starts in a container whose spec is ``container``:
+    the container's, with the command, user, working directory, environment and terminal
+    that ``options`` give. As in docker, what the container's processes may do (their
+    capabilities, no-new-privileges), exec'd ones may do."""
+    if not options.command:
+        raise PydockError("no command given")
+    process = container["process"]
+    user = options.user if options.user is not None else process["user"]["username"]
+    if user:
+        validate_user_spec(user)
+    env = build_env(process["env"], options.env, container["hostname"])
+    return {**container, "process": {
+        **process, "terminal": options.tty, "user": {"username": user},
+        "args": list(options.command), "env": env,
+        "cwd": clean_workdir(options.workdir or process["cwd"])}}
+
+
+def _resources(options: RunOptions) -> dict[str, Any]:
+    """``linux.resources`` for ``-m``, ``--cpus`` and ``--pids-limit``; empty without them,
+    and then no cgroup work at all, not even this import."""
+    if (options.memory, options.cpus, options.pids_limit) == (None, None, None):
+        return {}
+    from pydock.core.runtime import cgroups
+
+    return cgroups.parse_limits(options.memory, options.cpus,
+                                options.pids_limit).to_resources()
+
+
+def host_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """Docker's ``inspect`` ``HostConfig`` of a container with this spec."""
+    given = json.loads(spec["annotations"][HOST_CONFIG_ANNOTATION])
+    namespaces = {namespace["type"] for namespace in spec["linux"]["namespaces"]}
+    memory = nano_cpus = pids = 0
+    if spec["linux"]["resources"]:
+        from pydock.core.runtime import cgroups
+
+        limits = cgroups.Limits.from_resources(spec["linux"]["resources"])
+        memory, nano_cpus, pids = limits.memory, limits.nano_cpus, limits.pids
+    return {
+        "NetworkMode": "none" if "network" in namespaces else "host",
+        "ReadonlyRootfs": spec["root"]["readonly"],
+        "Binds": given["Binds"] or None,  # docker's null when there are none
+        "Memory": memory,
+        "NanoCpus": nano_cpus,
+        "PidsLimit": pids or None,  # docker's null: no limit
+        "CapAdd": given["CapAdd"] or None,
+        "CapDrop": given["CapDrop"] or None,
+        "SecurityOpt": given["SecurityOpt"] or None,
+    }
+
+
+def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) -> list[str]:
+    """Defaults, then the image's Env, then ``-e``: later wins. Never the host's environment,
+    except for ``-e KEY`` without a value, which (as in docker) copies the host's KEY if set.
+    """
+    # HOME is defaulted later, from the passwd entry of the user the command runs as.
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "TERM": "xterm"}
+    for item in image_env:
+        key, sep, value = item.partition("=")
+        if sep and key:
+            env[key] = value
+    for item in user_env:
+        key, sep, value = item.partition("=")
+        if not _ENV_KEY.fullmatch(key) or "\x00" in value:
+            raise PydockError(f"invalid environment variable {item!r}: expected KEY=VALUE")
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return [f"{key}={value}" for key, value in env.items()]
+
+
+def clean_workdir(path: str) -> str:
+    """An absolute working directory, cleaned lexically as docker's filepath.Clean does:
+    ``/a/../b`` is ``/b`` (no ``/a`` is created on the way) and ``..`` stops at ``/``."""
+    if not path.startswith("/"):
+        raise PydockError(f"working directory {path!r} must be an absolute path")
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def validate_hostname(hostname: str) -> None:
+    if len(hostname) > HOSTNAME_MAX or not _HOSTNAME.fullmatch(hostname):
+        raise PydockError(f"invalid hostname {hostname!r}: expected {_HOSTNAME.pattern}, "
+                          f"at most {HOSTNAME_MAX} characters")
