@@ -1,4 +1,8 @@
-"""pydock's core: CLI, runtime, images, state and the plugin manager.
+"""pydock's core, one package per layer; a layer imports only the layers below it.
+
+From the bottom: the ground-floor helpers and the plugin contract (the modules at this
+level), then ``layers``, ``images``, ``runtime``, ``containers``, ``bench`` and ``cli``
+(``tests/test_architecture.py`` holds the table and checks it).
 
 Third-party storage drivers mark their hook implementations with
 :data:`hookimpl`::

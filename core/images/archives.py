@@ -55,7 +55,8 @@ from pydock.core.progress import ProgressReader
 
 # Manifests, indexes and configs are small; anything bigger is not an image document.
 _JSON_LIMIT = 8 << 20
-# The kernel's own overlay cap (DESIGN.md section 5): no runnable image has more.
+# The kernel's own cap on overlay lower layers (OVL_MAX_STACK in fs/overlayfs): no runnable
+# image has more.
 _MAX_LAYERS = 500
 _MAX_IMAGES = 1000
 _MAX_MEMBERS = 100_000

@@ -14,13 +14,15 @@ limits gets none, and pydock does no cgroup work for it at all. A cgroup's life:
 5. :meth:`Cgroup.remove` deletes it; :func:`remove` does the same from the container id
    alone and is idempotent, so ``rm`` and ``prune`` clean up after a runtime that crashed.
 
-Where the cgroup lives: ``<hierarchy>/pydock/<container id>``, below the root of every
-hierarchy that holds a controller the limits need, and not below the cgroup of the
-process that runs pydock, because
+Where the cgroup lives: ``<hierarchy>/pydock/<root key>-<container id>``, below the root
+of every hierarchy that holds a controller the limits need, where ``<root key>`` is the
+first 12 hex digits of the SHA-256 of the storage root's path (:func:`cgroup_name` says
+why), and not below the cgroup of the process that runs pydock, because
 
-- the path then follows from the container id alone: ``rm`` run from another shell (or
-  a crashed run's cleanup) finds it whatever cgroup it runs in itself; the caller's
-  cgroup is arbitrary (a login session, a CI job, a sandbox's nested memory cgroup);
+- the path then follows from the storage root and the container id alone: ``rm`` run
+  from another shell (or a crashed run's cleanup) finds it whatever cgroup it runs in
+  itself; the caller's cgroup is arbitrary (a login session, a CI job, a sandbox's nested
+  memory cgroup);
 - cgroup v2 lets a cgroup hand controllers to its children only while it has no
   processes of its own (the "no internal processes" rule): below the cgroup of the
   running CLI, enabling ``memory`` for the container's cgroup would fail with EBUSY,

@@ -57,7 +57,8 @@ _OPTION_FLAGS = {"ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "nodev": MS_NODE
 # The character devices every container gets (docker's defaults): name -> (major, minor).
 DEFAULT_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
                    "urandom": (1, 9), "tty": (5, 0)}
-# runc's and docker's defaults (DESIGN.md section 4).
+# Docker's defaults: MaskedPaths and ReadonlyPaths of moby's oci/defaults.go, applied the way
+# runc's libcontainer/rootfs_linux.go does (maskPath, readonlyPath).
 MASKED_PATHS = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats",
                 "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
                 "sys/firmware", "proc/interrupts")
