@@ -37,3 +37,12 @@ def test_run_phases_reports_every_step_and_leaves_no_container(pydock: Pydock) -
     # The last column is the time since the spawn: it ends with the whole run's.
     assert float(rows[-1].split(" | ")[-1].rstrip(" |")) > 0
     assert pydock.container_names() == []
+
+
+def test_compare_finds_its_modules_and_parses_its_command_line() -> None:
+    # compare.py imports its compare_*.py modules from its own folder, from any working
+    # directory; --help needs no root and runs nothing.
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "compare.py"), "--help"],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert "--large-repeat" in result.stdout
