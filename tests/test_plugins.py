@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,99 @@ def test_a_hook_that_raises_is_reported() -> None:
     registry = DriverRegistry()
     registry.add_plugin(Raises(), "raiser", "raiser-dist")
     assert "RuntimeError: kaboom" in registry.failures[0].reason
+
+
+def test_each_driver_knows_the_plugin_and_distribution_that_registered_it() -> None:
+    class Other(CopyDriver):
+        name = "other"
+
+    registry = DriverRegistry()
+    registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "mirror-dist")
+    registry.add_plugin(plugin_registering(Other), "other-plugin", "other-dist")
+    assert {e.name: (e.plugin, e.origin) for e in registry.entries()} == {
+        "bind": ("pydock.drivers.bind", "built-in"), "copy": ("pydock.drivers.copy", "built-in"),
+        "overlay": ("pydock.drivers.overlay", "built-in"),
+        "mirror": ("mirror-plugin", "mirror-dist"), "other": ("other-plugin", "other-dist")}
+
+
+def test_the_hook_is_called_through_pluggy_once_per_plugin_as_it_registers() -> None:
+    registry = DriverRegistry()
+    calls: list[tuple[str, list[str]]] = []
+    undo = registry.plugin_manager.add_hookcall_monitoring(
+        lambda hook, impls, kwargs: calls.append((hook, [i.plugin_name for i in impls])),
+        lambda outcome, hook, impls, kwargs: None)
+    try:
+        registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "tests")
+    finally:
+        undo()
+    assert calls == [("register_storage_drivers", ["mirror-plugin"])]
+    assert registry.driver_class("mirror") is MirrorDriver
+
+
+def test_a_plugin_whose_hook_raises_leaves_none_of_its_drivers_behind() -> None:
+    class RegistersThenRaises:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            register(MirrorDriver)
+            raise RuntimeError("kaboom")
+
+    class Other(CopyDriver):
+        name = "other"
+
+    registry = DriverRegistry()
+    registry.add_plugin(RegistersThenRaises(), "raiser", "raiser-dist")
+    registry.add_plugin(plugin_registering(Other), "other-plugin", "other-dist")
+    [failure] = registry.failures
+    assert failure == ("raiser", "raiser-dist",
+                       "register_storage_drivers raised RuntimeError: kaboom")
+    assert [e.name for e in registry.entries()] == ["bind", "copy", "other", "overlay"]
+    # Unregistered from pluggy as well: the name is free for a plugin that works.
+    registry.add_plugin(plugin_registering(MirrorDriver), "raiser", "fixed-dist")
+    assert registry.driver_class("mirror") is MirrorDriver
+
+
+def test_a_plugin_that_catches_its_refused_registration_still_fails_whole() -> None:
+    class Stubborn:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            register(MirrorDriver)
+            with contextlib.suppress(TypeError):
+                register(int)  # type: ignore[arg-type]
+
+    registry = DriverRegistry()
+    registry.add_plugin(Stubborn(), "stubborn", "stubborn-dist")
+    [failure] = registry.failures
+    assert failure.reason == ("invalid registration: <class 'int'> is not a subclass of "
+                              "pydock.core.driver.StorageDriver")
+    assert "mirror" not in {e.name for e in registry.entries()}
+
+
+def test_a_hook_wrapper_is_refused_because_the_hook_is_historic() -> None:
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def register_storage_drivers(self, register: Register) -> Iterator[None]:
+            yield
+
+    registry = DriverRegistry()
+    registry.add_plugin(Wrapper(), "wrapper", "wrapper-dist")
+    [failure] = registry.failures
+    assert "historic incompatible with yield/wrapper/hookwrapper" in failure.reason
+    assert [e.name for e in registry.entries()] == ["bind", "copy", "overlay"]
+
+
+def test_register_kept_for_later_is_refused() -> None:
+    kept: list[Register] = []
+
+    class Hoarder:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            kept.append(register)
+
+    registry = DriverRegistry()
+    registry.add_plugin(Hoarder(), "hoarder", "hoarder-dist")
+    with pytest.raises(RuntimeError, match="only during the plugin's register_storage_drivers"):
+        kept[0](MirrorDriver)
+    assert "mirror" not in {e.name for e in registry.entries()}
 
 
 def test_an_unknown_driver_names_the_known_ones() -> None:
@@ -254,3 +348,5 @@ def test_storage_info_describes_one_driver(pydock: Pydock) -> None:
     assert info["Name"] == "copy" and info["Available"] is True
     assert info["Containers"] == ["c1"]
     assert info["Class"] == "pydock.drivers.copy.CopyDriver"
+    assert (info["Plugin"], info["Origin"]) == ("pydock.drivers.copy", "built-in")
+

@@ -82,7 +82,7 @@ def storage_rows(containers: Containers) -> list[dict[str, Any]]:
 
 def _storage_row(containers: Containers, entry: DriverEntry) -> dict[str, Any]:
     availability = availability_of(entry.cls, driver_home(containers.root, entry.name))
-    return {"Name": entry.name, "Origin": entry.origin,
+    return {"Name": entry.name, "Plugin": entry.plugin, "Origin": entry.origin,
             "Available": availability.ok and not entry.conflict,
             "Reason": entry.conflict or availability.reason,
             "Class": f"{entry.cls.__module__}.{entry.cls.__qualname__}"}
