@@ -37,11 +37,19 @@ unknown hook) is recorded with the reason and unregistered, and the drivers it
 had registered before failing are withdrawn: a plugin is used whole or not at
 all, never as a subset of itself its author has not seen. Every other driver
 keeps working.
+
+``PYDOCK_DISABLE_PLUGINS=name,...`` (tox's ``TOX_DISABLED_EXTERNAL_PLUGINS``)
+names third-party plugins, by entry-point name, that are not even imported;
+``storage ls`` lists them as disabled. Built-in plugins cannot be disabled:
+they are part of pydock itself, their driver names are reserved, and the
+containers already made with them must stay removable. A built-in name or a
+name no installed plugin has disables nothing, and ``storage ls`` says so.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +64,7 @@ from pydock.core.errors import PydockError
 BUILTIN_PLUGINS = ("pydock.drivers.overlay", "pydock.drivers.copy", "pydock.drivers.bind")
 ENTRY_POINT_GROUP = "pydock"
 BUILTIN_ORIGIN = "built-in"
+DISABLE_VARIABLE = "PYDOCK_DISABLE_PLUGINS"
 DRIVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
@@ -102,16 +111,27 @@ class PluginFailure(NamedTuple):
     reason: str
 
 
+class DisabledPlugin(NamedTuple):
+    """An installed plugin that PYDOCK_DISABLE_PLUGINS kept from being imported."""
+
+    plugin: str
+    origin: str
+
+
 class DriverRegistry:
     """Storage drivers registered by plugins. ``DriverRegistry()`` holds the built-ins;
     third-party plugins are added by :meth:`load_entry_points` (once) or :meth:`add_plugin`.
+
+    ``disabled`` names plugins not to load; by default, those in PYDOCK_DISABLE_PLUGINS.
     """
 
-    def __init__(self, builtins: Iterable[str] = BUILTIN_PLUGINS) -> None:
+    def __init__(self, builtins: Iterable[str] = BUILTIN_PLUGINS,
+                 disabled: Iterable[str] | None = None) -> None:
         self._pm = pluggy.PluginManager("pydock")
         self._pm.add_hookspecs(hookspecs)
         self._entries: dict[str, DriverEntry] = {}
         self.failures: list[PluginFailure] = []
+        self.disabled: list[DisabledPlugin] = []
         self._entry_points_loaded = False
         # The plugin pluggy is registering (and so replaying the hook for), and the first
         # invalid registration it made.
@@ -120,8 +140,17 @@ class DriverRegistry:
         # Made before any plugin is registered, so that pluggy replays it for each plugin
         # alone, as it registers.
         self._pm.hook.register_storage_drivers.call_historic(kwargs={"register": self._register})
+        builtins = tuple(builtins)
         for module_name in builtins:
             self.add_plugin(importlib.import_module(module_name), module_name, BUILTIN_ORIGIN)
+        names = disabled_by_environment() if disabled is None else set(disabled)
+        # A user writes a built-in's driver name ("overlay") more likely than its module's.
+        builtin_names = {*builtins, *self._entries}
+        self._builtins_named = sorted(names & builtin_names)
+        self._blocked = names - builtin_names
+        for name in self._blocked:
+            # pluggy's own block list (as tox uses it): a blocked name is never registered.
+            self._pm.set_blocked(name)
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -131,6 +160,8 @@ class DriverRegistry:
     def add_plugin(self, plugin: object, plugin_name: str, origin: str) -> None:
         """Register one plugin object (usually a module) and the drivers it registers; or
         record why it cannot be used, leaving nothing of it registered."""
+        if self._skip_disabled(plugin_name, origin):
+            return
         if self._pm.has_plugin(plugin_name):
             self._fail(plugin_name, origin, f"another plugin is already registered as "
                                             f"{plugin_name!r}")
@@ -160,6 +191,8 @@ class DriverRegistry:
 
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             origin = ep.dist.name if ep.dist is not None else "unknown distribution"
+            if self._skip_disabled(ep.name, origin):
+                continue  # before ep.load(): a disabled plugin's code never runs
             try:
                 plugin = ep.load()
             except Exception as exc:
@@ -178,10 +211,24 @@ class DriverRegistry:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise PydockError(f"unknown storage driver {name!r} (available: {known})")
+            message = f"unknown storage driver {name!r} (available: {known})"
+            if self.disabled:
+                off = ", ".join(f"{d.plugin} ({d.origin})" for d in self.disabled)
+                message += f"; plugins disabled by {DISABLE_VARIABLE}: {off}"
+            raise PydockError(message)
         if entry.conflict:
             raise PydockError(entry.conflict)
         return entry.cls
+
+    def disabling_problems(self) -> list[str]:
+        """Each name in PYDOCK_DISABLE_PLUGINS that disabled nothing, and why (this needs
+        the entry points, so it loads them)."""
+        self.load_entry_points()
+        found = {d.plugin for d in self.disabled}
+        return ([f"{DISABLE_VARIABLE}: {name!r} is built in and cannot be disabled"
+                 for name in self._builtins_named]
+                + [f"{DISABLE_VARIABLE}: no installed plugin is named {name!r}"
+                   for name in sorted(self._blocked - found)])
 
     def _register_with_pluggy(self, plugin: object, plugin_name: str) -> str:
         """Register ``plugin``, which makes pluggy replay the hook for it; what is wrong
@@ -233,8 +280,20 @@ class DriverRegistry:
         self._refusal = self._refusal or f"invalid registration: {error}"
         raise error
 
+    def _skip_disabled(self, plugin_name: str, origin: str) -> bool:
+        if not self._pm.is_blocked(plugin_name):
+            return False
+        self.disabled.append(DisabledPlugin(plugin_name, origin))
+        return True
+
     def _fail(self, plugin: str, origin: str, reason: str) -> None:
         self.failures.append(PluginFailure(plugin, origin, reason))
+
+
+def disabled_by_environment() -> set[str]:
+    """The plugin names in PYDOCK_DISABLE_PLUGINS (comma-separated; blanks ignored)."""
+    return {name.strip() for name in os.environ.get(DISABLE_VARIABLE, "").split(",")
+            if name.strip()}
 
 
 def availability_of(cls: type[StorageDriver], home: Path) -> Availability:

@@ -14,7 +14,7 @@ import pytest
 from pydock.core import hookimpl
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.plugins import DriverRegistry
+from pydock.core.plugins import DisabledPlugin, DriverRegistry
 from pydock.drivers.copy import CopyDriver
 from pydock.drivers.overlay import OverlayDriver
 from pydock.testing.cli import Pydock
@@ -208,6 +208,26 @@ def test_register_kept_for_later_is_refused() -> None:
     assert "mirror" not in {e.name for e in registry.entries()}
 
 
+def test_a_disabled_plugin_is_not_registered_and_is_listed_as_disabled() -> None:
+    registry = DriverRegistry(disabled={"mirror-plugin"})
+    registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "mirror-dist")
+    assert registry.disabled == [DisabledPlugin("mirror-plugin", "mirror-dist")]
+    assert registry.failures == []
+    with pytest.raises(PydockError) as error:
+        registry.driver_class("mirror")
+    assert str(error.value).endswith(
+        "; plugins disabled by PYDOCK_DISABLE_PLUGINS: mirror-plugin (mirror-dist)")
+
+
+def test_builtins_cannot_be_disabled_and_a_name_that_disables_nothing_is_reported() -> None:
+    registry = DriverRegistry(disabled={"overlay", "pydock.drivers.copy", "no-such-plugin"})
+    assert [e.name for e in registry.entries()] == ["bind", "copy", "overlay"]
+    assert registry.disabling_problems() == [
+        "PYDOCK_DISABLE_PLUGINS: 'overlay' is built in and cannot be disabled",
+        "PYDOCK_DISABLE_PLUGINS: 'pydock.drivers.copy' is built in and cannot be disabled",
+        "PYDOCK_DISABLE_PLUGINS: no installed plugin is named 'no-such-plugin'"]
+
+
 def test_an_unknown_driver_names_the_known_ones() -> None:
     with pytest.raises(PydockError, match=r"unknown storage driver 'nope' \(available: ") as e:
         DriverRegistry().driver_class("nope")
@@ -220,7 +240,7 @@ def test_an_unknown_driver_names_the_known_ones() -> None:
 # Drivers other distributions in this environment register (the btrfs example that
 # scripts/setup.sh installs, say): the listings below may show them too.
 def _installed_third_party_drivers() -> set[str]:
-    registry = DriverRegistry()
+    registry = DriverRegistry(disabled=())  # whatever the shell's PYDOCK_DISABLE_PLUGINS says
     registry.load_entry_points()
     return {e.name for e in registry.entries() if e.origin != "built-in"}
 
@@ -350,3 +370,39 @@ def test_storage_info_describes_one_driver(pydock: Pydock) -> None:
     assert info["Class"] == "pydock.drivers.copy.CopyDriver"
     assert (info["Plugin"], info["Origin"]) == ("pydock.drivers.copy", "built-in")
 
+
+def test_disabled_plugins_are_not_imported_and_storage_ls_says_so(pydock: Pydock,
+                                                                   site: Path) -> None:
+    # "broken" raises on import: listed as disabled instead of failed, it was not imported.
+    assert "btrfs" in OTHERS_INSTALLED  # the example plugin scripts/setup.sh installs
+    pydock.env["PYDOCK_DISABLE_PLUGINS"] = "btrfs, broken,overlay,nosuch"
+    result = pydock("storage", "ls", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert "btrfs" not in {d["Name"] for d in listing["drivers"]}
+    assert {d["Name"] for d in listing["drivers"]} >= {"overlay", "mirror"}
+    assert listing["disabled_plugins"] == [{"Plugin": "broken", "Origin": "pydock-broken"},
+                                           {"Plugin": "btrfs", "Origin": "pydock-btrfs"}]
+    assert [f["Plugin"] for f in listing["failed_plugins"]] == ["notaplugin"]
+    assert result.stderr == (
+        "pydock: warning: PYDOCK_DISABLE_PLUGINS: 'overlay' is built in and cannot be disabled\n"
+        "pydock: warning: PYDOCK_DISABLE_PLUGINS: no installed plugin is named 'nosuch'\n")
+
+    table = pydock("storage", "ls")
+    assert table.returncode == 0
+    assert "btrfs" not in [line.split()[0] for line in table.stdout.splitlines()]
+    assert "plugin btrfs (pydock-btrfs) disabled by PYDOCK_DISABLE_PLUGINS" in table.stderr
+    assert "plugin broken (pydock-broken) disabled by PYDOCK_DISABLE_PLUGINS" in table.stderr
+    assert "plugin broken (pydock-broken) failed" not in table.stderr
+
+
+def test_a_disabled_plugins_driver_is_refused_by_name_with_the_reason(pydock: Pydock) -> None:
+    pydock.env["PYDOCK_DISABLE_PLUGINS"] = "btrfs"
+    available = ", ".join(sorted({"bind", "copy", "overlay", *OTHERS_INSTALLED} - {"btrfs"}))
+    for command in (("storage", "info", "btrfs"), ("run", "--storage", "btrfs", "true")):
+        result = pydock(*command)
+        assert result.returncode == 125
+        assert result.stderr == (f"pydock: unknown storage driver 'btrfs' (available: "
+                                 f"{available}); plugins disabled by PYDOCK_DISABLE_PLUGINS: "
+                                 "btrfs (pydock-btrfs)\n")
+    assert pydock.container_names() == []

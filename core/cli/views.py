@@ -93,6 +93,10 @@ def plugin_failure_rows(registry: DriverRegistry) -> list[dict[str, str]]:
             for f in registry.failures]
 
 
+def disabled_plugin_rows(registry: DriverRegistry) -> list[dict[str, str]]:
+    return [{"Plugin": d.plugin, "Origin": d.origin} for d in registry.disabled]
+
+
 def storage_details(containers: Containers, name: str) -> dict[str, Any]:
     # driver_class() raises the one-line error for an unknown or clashing name.
     cls = containers.registry.driver_class(name)
