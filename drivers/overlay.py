@@ -21,8 +21,23 @@ from pydock.core.syscalls import OVERLAYFS_SUPER_MAGIC, statfs_type
 # overlay's mount options are a comma-separated list and lowerdir a colon-separated one.
 _UNSAFE_PATH_CHARACTERS = frozenset(",:\\")
 # The kernel's own cap on lower layers (OVL_MAX_STACK). Chains longer than one page of
-# mount options are mounted by the core through fsconfig(2) "lowerdir+" (Linux 6.8+).
+# mount options (these fixed options included) are mounted by the core through fsconfig(2),
+# one "lowerdir+" per layer and one call per other option (Linux 6.8+).
 MAX_LAYERS = 500
+# Set explicitly (containerd's overlay snapshotter does so for index), because the kernel's
+# defaults for them vary (CONFIG_OVERLAY_FS_INDEX, _REDIRECT_DIR and _METACOPY, or the
+# overlay module's parameters), and pydock's layer code (diff, commit, flatten) and the
+# conformance suite assume all three off. With redirect_dir, renaming a lower directory
+# writes a redirect xattr into the upper directory that no layer tar can carry; with
+# metacopy, a chown or chmod copies up metadata only, leaving an upper file without its
+# data that commit would store as an empty file; with index, hardlinks of a lower file
+# survive copy-up, which the upper directory alone cannot express in a layer.
+# redirect_dir=off creates no redirects (the kernel may still follow existing ones, per
+# redirect_always_follow; pydock's layers hold none).
+# userxattr does not apply: pydock mounts as root in the initial user namespace, where
+# overlay keeps its own xattrs in trusted.overlay.*, the layer format's namespace;
+# userxattr (user.overlay.*) is for mounts made inside a user namespace.
+FIXED_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off")
 
 
 class OverlayDriver(StorageDriver):
@@ -70,7 +85,7 @@ class OverlayDriver(StorageDriver):
         lowerdir = ":".join(str(layer) for layer in _lower_dirs(layers))
         return [Mount("overlay", "overlay",
                       (f"lowerdir={lowerdir}", f"upperdir={top / 'upper'}",
-                       f"workdir={top / 'work'}"))]
+                       f"workdir={top / 'work'}", *FIXED_OPTIONS))]
 
     def changes_dir(self, container_id: str) -> Path:
         # The upper directory holds exactly what the container changed, in the layer format.

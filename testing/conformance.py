@@ -64,6 +64,9 @@ Cases (containerd's, with the same meaning, then pydock's own):
 - ``concurrent_prepare``: 10 containers prepared by 10 threads at once are each independent.
 - ``available_explains_itself``: a "no" from ``available()`` comes with a sentence; the check
   creates nothing.
+- ``overlay_mount_options``: every overlay mount the driver returns turns off index,
+  redirect_dir and metacopy, and the live mount has them off, with one layer and with options
+  past one page (:mod:`pydock.testing.overlay_options`).
 
 Carve-outs, where a driver is told apart by name and its documented behaviour is checked instead:
 
@@ -111,6 +114,7 @@ from pydock.core.syscalls import MNT_DETACH, umount2
 from pydock.testing.cli import mounts_under
 from pydock.testing.layers import import_built_layers
 from pydock.testing.manifest import Entry, diff_manifests, manifest
+from pydock.testing.overlay_options import overlay_mount_options
 
 BUILTIN_DRIVERS = ("overlay", "copy", "bind")
 # Drivers whose container root is the kernel's overlay mount, without redirect_dir or index.
@@ -1019,6 +1023,9 @@ def available_explains_itself(h: Harness) -> None:
     if not availability.ok and len(availability.reason.split()) < 2:
         h.fail(f"available() says no with the reason {availability.reason!r}; a user needs a "
                "sentence saying why and, where possible, what to do")
+
+
+_case()(overlay_mount_options)  # in its own module: pydock.testing.overlay_options
 
 
 # -- running a case -----------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import DRIVERS
 
+from pydock.core.driver import Mount
 from pydock.core.layers.pack import OPAQUE_XATTR, apply_layer, flatten, is_whiteout
 from pydock.core.layers.treecopy import copy_tree
 from pydock.core.plugins import driver_home
 from pydock.drivers.copy import CopyDriver
+from pydock.drivers.overlay import FIXED_OPTIONS, OverlayDriver
 from pydock.testing import conformance
 from pydock.testing.conformance import CASES, Case, ConformanceFailure, run_case
 from pydock.testing.pytest_plugin import run_conformance_case
@@ -115,3 +117,24 @@ def test_the_module_docstring_lists_every_case_and_carve_out() -> None:
     assert [c.name for c in CASES if f"``{c.name}``" not in doc] == []
     for name in conformance.KERNEL_OVERLAY_DRIVERS | conformance.SHARED_ROOT_DRIVERS:
         assert f"- ``{name}``, " in doc
+
+
+class OnKernelDefaults(OverlayDriver):
+    """The overlay driver as it was: index, redirect_dir and metacopy left to the kernel."""
+
+    name = "kernel-defaults"
+
+    def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
+        return [m._replace(options=tuple(o for o in m.options if o not in FIXED_OPTIONS))
+                for m in super().mounts(container_id, layers)]
+
+
+def test_an_overlay_driver_that_relies_on_kernel_defaults_fails_readably(tmp_path: Path) -> None:
+    [case] = [c for c in CASES if c.name == "overlay_mount_options"]
+    with pytest.raises(ConformanceFailure) as failure:
+        run_case(case, OnKernelDefaults.name, tmp_path,
+                 lambda root: OnKernelDefaults(driver_home(root, OnKernelDefaults.name)))
+    assert str(failure.value) == (
+        "kernel-defaults: case overlay_mount_options: an overlay mount on one layer must turn "
+        "off index, redirect_dir, metacopy explicitly (kernel defaults vary); it has "
+        "index=(not given), redirect_dir=(not given), metacopy=(not given)")

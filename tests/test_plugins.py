@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from pydock.core import hookimpl
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.plugins import DriverRegistry
+from pydock.core.plugins import DisabledPlugin, DriverRegistry
 from pydock.drivers.copy import CopyDriver
 from pydock.drivers.overlay import OverlayDriver
 from pydock.testing.cli import Pydock
@@ -114,6 +115,119 @@ def test_a_hook_that_raises_is_reported() -> None:
     assert "RuntimeError: kaboom" in registry.failures[0].reason
 
 
+def test_each_driver_knows_the_plugin_and_distribution_that_registered_it() -> None:
+    class Other(CopyDriver):
+        name = "other"
+
+    registry = DriverRegistry()
+    registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "mirror-dist")
+    registry.add_plugin(plugin_registering(Other), "other-plugin", "other-dist")
+    assert {e.name: (e.plugin, e.origin) for e in registry.entries()} == {
+        "bind": ("pydock.drivers.bind", "built-in"), "copy": ("pydock.drivers.copy", "built-in"),
+        "overlay": ("pydock.drivers.overlay", "built-in"),
+        "mirror": ("mirror-plugin", "mirror-dist"), "other": ("other-plugin", "other-dist")}
+
+
+def test_the_hook_is_called_through_pluggy_once_per_plugin_as_it_registers() -> None:
+    registry = DriverRegistry()
+    calls: list[tuple[str, list[str]]] = []
+    undo = registry.plugin_manager.add_hookcall_monitoring(
+        lambda hook, impls, kwargs: calls.append((hook, [i.plugin_name for i in impls])),
+        lambda outcome, hook, impls, kwargs: None)
+    try:
+        registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "tests")
+    finally:
+        undo()
+    assert calls == [("register_storage_drivers", ["mirror-plugin"])]
+    assert registry.driver_class("mirror") is MirrorDriver
+
+
+def test_a_plugin_whose_hook_raises_leaves_none_of_its_drivers_behind() -> None:
+    class RegistersThenRaises:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            register(MirrorDriver)
+            raise RuntimeError("kaboom")
+
+    class Other(CopyDriver):
+        name = "other"
+
+    registry = DriverRegistry()
+    registry.add_plugin(RegistersThenRaises(), "raiser", "raiser-dist")
+    registry.add_plugin(plugin_registering(Other), "other-plugin", "other-dist")
+    [failure] = registry.failures
+    assert failure == ("raiser", "raiser-dist",
+                       "register_storage_drivers raised RuntimeError: kaboom")
+    assert [e.name for e in registry.entries()] == ["bind", "copy", "other", "overlay"]
+    # Unregistered from pluggy as well: the name is free for a plugin that works.
+    registry.add_plugin(plugin_registering(MirrorDriver), "raiser", "fixed-dist")
+    assert registry.driver_class("mirror") is MirrorDriver
+
+
+def test_a_plugin_that_catches_its_refused_registration_still_fails_whole() -> None:
+    class Stubborn:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            register(MirrorDriver)
+            with contextlib.suppress(TypeError):
+                register(int)  # type: ignore[arg-type]
+
+    registry = DriverRegistry()
+    registry.add_plugin(Stubborn(), "stubborn", "stubborn-dist")
+    [failure] = registry.failures
+    assert failure.reason == ("invalid registration: <class 'int'> is not a subclass of "
+                              "pydock.core.driver.StorageDriver")
+    assert "mirror" not in {e.name for e in registry.entries()}
+
+
+def test_a_hook_wrapper_is_refused_because_the_hook_is_historic() -> None:
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def register_storage_drivers(self, register: Register) -> Iterator[None]:
+            yield
+
+    registry = DriverRegistry()
+    registry.add_plugin(Wrapper(), "wrapper", "wrapper-dist")
+    [failure] = registry.failures
+    assert "historic incompatible with yield/wrapper/hookwrapper" in failure.reason
+    assert [e.name for e in registry.entries()] == ["bind", "copy", "overlay"]
+
+
+def test_register_kept_for_later_is_refused() -> None:
+    kept: list[Register] = []
+
+    class Hoarder:
+        @hookimpl
+        def register_storage_drivers(self, register: Register) -> None:
+            kept.append(register)
+
+    registry = DriverRegistry()
+    registry.add_plugin(Hoarder(), "hoarder", "hoarder-dist")
+    with pytest.raises(RuntimeError, match="only during the plugin's register_storage_drivers"):
+        kept[0](MirrorDriver)
+    assert "mirror" not in {e.name for e in registry.entries()}
+
+
+def test_a_disabled_plugin_is_not_registered_and_is_listed_as_disabled() -> None:
+    registry = DriverRegistry(disabled={"mirror-plugin"})
+    registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "mirror-dist")
+    assert registry.disabled == [DisabledPlugin("mirror-plugin", "mirror-dist")]
+    assert registry.failures == []
+    with pytest.raises(PydockError) as error:
+        registry.driver_class("mirror")
+    assert str(error.value).endswith(
+        "; plugins disabled by PYDOCK_DISABLE_PLUGINS: mirror-plugin (mirror-dist)")
+
+
+def test_builtins_cannot_be_disabled_and_a_name_that_disables_nothing_is_reported() -> None:
+    registry = DriverRegistry(disabled={"overlay", "pydock.drivers.copy", "no-such-plugin"})
+    assert [e.name for e in registry.entries()] == ["bind", "copy", "overlay"]
+    assert registry.disabling_problems() == [
+        "PYDOCK_DISABLE_PLUGINS: 'overlay' is built in and cannot be disabled",
+        "PYDOCK_DISABLE_PLUGINS: 'pydock.drivers.copy' is built in and cannot be disabled",
+        "PYDOCK_DISABLE_PLUGINS: no installed plugin is named 'no-such-plugin'"]
+
+
 def test_an_unknown_driver_names_the_known_ones() -> None:
     with pytest.raises(PydockError, match=r"unknown storage driver 'nope' \(available: ") as e:
         DriverRegistry().driver_class("nope")
@@ -126,7 +240,7 @@ def test_an_unknown_driver_names_the_known_ones() -> None:
 # Drivers other distributions in this environment register (the btrfs example that
 # scripts/setup.sh installs, say): the listings below may show them too.
 def _installed_third_party_drivers() -> set[str]:
-    registry = DriverRegistry()
+    registry = DriverRegistry(disabled=())  # whatever the shell's PYDOCK_DISABLE_PLUGINS says
     registry.load_entry_points()
     return {e.name for e in registry.entries() if e.origin != "built-in"}
 
@@ -254,3 +368,41 @@ def test_storage_info_describes_one_driver(pydock: Pydock) -> None:
     assert info["Name"] == "copy" and info["Available"] is True
     assert info["Containers"] == ["c1"]
     assert info["Class"] == "pydock.drivers.copy.CopyDriver"
+    assert (info["Plugin"], info["Origin"]) == ("pydock.drivers.copy", "built-in")
+
+
+def test_disabled_plugins_are_not_imported_and_storage_ls_says_so(pydock: Pydock,
+                                                                   site: Path) -> None:
+    # "broken" raises on import: listed as disabled instead of failed, it was not imported.
+    assert "btrfs" in OTHERS_INSTALLED  # the example plugin scripts/setup.sh installs
+    pydock.env["PYDOCK_DISABLE_PLUGINS"] = "btrfs, broken,overlay,nosuch"
+    result = pydock("storage", "ls", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert "btrfs" not in {d["Name"] for d in listing["drivers"]}
+    assert {d["Name"] for d in listing["drivers"]} >= {"overlay", "mirror"}
+    assert listing["disabled_plugins"] == [{"Plugin": "broken", "Origin": "pydock-broken"},
+                                           {"Plugin": "btrfs", "Origin": "pydock-btrfs"}]
+    assert [f["Plugin"] for f in listing["failed_plugins"]] == ["notaplugin"]
+    assert result.stderr == (
+        "pydock: warning: PYDOCK_DISABLE_PLUGINS: 'overlay' is built in and cannot be disabled\n"
+        "pydock: warning: PYDOCK_DISABLE_PLUGINS: no installed plugin is named 'nosuch'\n")
+
+    table = pydock("storage", "ls")
+    assert table.returncode == 0
+    assert "btrfs" not in [line.split()[0] for line in table.stdout.splitlines()]
+    assert "plugin btrfs (pydock-btrfs) disabled by PYDOCK_DISABLE_PLUGINS" in table.stderr
+    assert "plugin broken (pydock-broken) disabled by PYDOCK_DISABLE_PLUGINS" in table.stderr
+    assert "plugin broken (pydock-broken) failed" not in table.stderr
+
+
+def test_a_disabled_plugins_driver_is_refused_by_name_with_the_reason(pydock: Pydock) -> None:
+    pydock.env["PYDOCK_DISABLE_PLUGINS"] = "btrfs"
+    available = ", ".join(sorted({"bind", "copy", "overlay", *OTHERS_INSTALLED} - {"btrfs"}))
+    for command in (("storage", "info", "btrfs"), ("run", "--storage", "btrfs", "true")):
+        result = pydock(*command)
+        assert result.returncode == 125
+        assert result.stderr == (f"pydock: unknown storage driver 'btrfs' (available: "
+                                 f"{available}); plugins disabled by PYDOCK_DISABLE_PLUGINS: "
+                                 "btrfs (pydock-btrfs)\n")
+    assert pydock.container_names() == []

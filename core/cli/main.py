@@ -355,18 +355,32 @@ def storage() -> None:
 @pass_context
 def storage_ls(ctx: Context, fmt: str) -> None:
     """List storage drivers, where each comes from, and whether it works here."""
-    from pydock.core.cli.views import plugin_failure_rows, print_table, storage_rows
+    from pydock.core.cli.views import (
+        disabled_plugin_rows,
+        plugin_failure_rows,
+        print_table,
+        storage_rows,
+    )
+    from pydock.core.plugins import DISABLE_VARIABLE
 
     containers = ctx.containers()
-    containers.registry.load_entry_points()
-    rows, failures = storage_rows(containers), plugin_failure_rows(containers.registry)
+    registry = containers.registry
+    registry.load_entry_points()
+    rows, failures = storage_rows(containers), plugin_failure_rows(registry)
+    disabled = disabled_plugin_rows(registry)
+    for problem in registry.disabling_problems():
+        click.echo(f"pydock: warning: {problem}", err=True)
     if fmt == "json":
-        click.echo(json.dumps({"drivers": rows, "failed_plugins": failures}, indent=2))
+        click.echo(json.dumps({"drivers": rows, "failed_plugins": failures,
+                               "disabled_plugins": disabled}, indent=2))
         return
     print_table(rows, ["Name", "Origin", "Available", "Reason"])
     for failure in failures:
         click.echo(f"plugin {failure['Plugin']} ({failure['Origin']}) failed: "
                    f"{failure['Error']}", err=True)
+    for plugin in disabled:
+        click.echo(f"plugin {plugin['Plugin']} ({plugin['Origin']}) disabled by "
+                   f"{DISABLE_VARIABLE}", err=True)
 
 
 @storage.command("info")

@@ -83,7 +83,7 @@ def storage_rows(containers: Containers) -> list[dict[str, Any]]:
 
 def _storage_row(containers: Containers, entry: DriverEntry) -> dict[str, Any]:
     availability = availability_of(entry.cls, driver_home(containers.root, entry.name))
-    return {"Name": entry.name, "Origin": entry.origin,
+    return {"Name": entry.name, "Plugin": entry.plugin, "Origin": entry.origin,
             "Available": availability.ok and not entry.conflict,
             "Reason": entry.conflict or availability.reason,
             "Class": f"{entry.cls.__module__}.{entry.cls.__qualname__}"}
@@ -92,6 +92,10 @@ def _storage_row(containers: Containers, entry: DriverEntry) -> dict[str, Any]:
 def plugin_failure_rows(registry: DriverRegistry) -> list[dict[str, str]]:
     return [{"Plugin": f.plugin, "Origin": f.origin, "Error": f.reason}
             for f in registry.failures]
+
+
+def disabled_plugin_rows(registry: DriverRegistry) -> list[dict[str, str]]:
+    return [{"Plugin": d.plugin, "Origin": d.origin} for d in registry.disabled]
 
 
 def storage_details(containers: Containers, name: str) -> dict[str, Any]:
