@@ -1,0 +1,161 @@
+"""The commands that look after named containers: logs, stop, kill, ps, inspect, rm,
+diff, commit, export and prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pydock.core.cli.common import (
+    Context,
+    echo_each,
+    for_each,
+    pass_context,
+    require_root,
+)
+from pydock.core.errors import PydockError
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the container ends.")
+@click.argument("name")
+@pass_context
+def logs(ctx: Context, follow: bool, name: str) -> None:
+    """Show a container's output: stdout and stderr, in the order it wrote them."""
+    from pydock.core.runtime.logs import STDERR, STDOUT
+
+    outputs = {STDOUT: sys.stdout.buffer, STDERR: sys.stderr.buffer}
+    try:
+        for stream, data in ctx.containers().log_frames(name, follow):
+            outputs[stream].write(data)
+            outputs[stream].flush()
+    except BrokenPipeError:  # `pydock logs NAME | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@click.command()
+@click.option("-t", "--time", "grace", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def stop(ctx: Context, grace: int, names: tuple[str, ...]) -> None:
+    """Stop running containers: SIGTERM, then SIGKILL after the grace period."""
+    require_root()
+    containers = ctx.containers()
+    echo_each(names, lambda name: containers.stop(name, grace))
+
+
+@click.command()
+@click.option("-s", "--signal", "signal_name", default="KILL", show_default=True,
+              help="Signal to send: a name (TERM, SIGTERM) or a number.")
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def kill(ctx: Context, signal_name: str, names: tuple[str, ...]) -> None:
+    """Send a signal to running containers."""
+    require_root()
+    signum = parse_signal(signal_name)
+    containers = ctx.containers()
+    echo_each(names, lambda name: containers.kill(name, signum))
+
+
+@click.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_context
+def ps(ctx: Context, show_all: bool, fmt: str) -> None:
+    """List containers."""
+    from pydock.core.cli.views import container_rows, print_table
+
+    rows = container_rows(ctx.containers(), show_all)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, ["ID", "Image", "Command", "Created", "Status", "Storage", "Names"])
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def inspect(ctx: Context, names: tuple[str, ...]) -> None:
+    """Show containers in detail (JSON, docker's keys)."""
+    containers = ctx.containers()
+    found: list[Any] = []
+    failed = for_each(names, lambda name: found.append(containers.inspect(name)))
+    click.echo(json.dumps(found, indent=2))
+    if failed:
+        sys.exit(PydockError.exit_code)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Kill running containers first.")
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
+    """Remove containers and their storage."""
+    require_root()
+    containers = ctx.containers()
+    echo_each(names, lambda name: containers.remove(name, force))
+
+
+@click.command()
+@click.argument("name")
+@pass_context
+def diff(ctx: Context, name: str) -> None:
+    """Show what a container changed: A added, C changed, D deleted."""
+    from pydock.core.containers.commit import container_changes
+
+    require_root()
+    for change in container_changes(ctx.containers(), name):
+        click.echo(str(change))
+
+
+@click.command()
+@click.argument("name")
+@click.argument("reference")
+@pass_context
+def commit(ctx: Context, name: str, reference: str) -> None:
+    """Create image REFERENCE from a container's changes (one new layer on its image)."""
+    from pydock.core.containers.commit import commit as commit_container
+
+    require_root()
+    click.echo(commit_container(ctx.containers(), name, reference).id)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The tar file to write.")
+@pass_context
+def export(ctx: Context, name: str, output: Path) -> None:
+    """Write a container's whole root filesystem, flattened, to a tar file."""
+    from pydock.core.containers.commit import export as export_container
+
+    require_root()
+    export_container(ctx.containers(), name, output)
+
+
+@click.command()
+@pass_context
+def prune(ctx: Context) -> None:
+    """Remove every container that is not running."""
+    require_root()
+    for name in ctx.containers().prune():
+        click.echo(name)
+
+
+def parse_signal(text: str) -> int:
+    """TERM, SIGTERM, term or 15: docker's spellings of a signal."""
+    import signal
+
+    name = text.upper().removeprefix("SIG")
+    if name.isdigit() and 0 < int(name) <= signal.SIGRTMAX:
+        return int(name)
+    if f"SIG{name}" in signal.Signals.__members__:
+        return int(signal.Signals[f"SIG{name}"])
+    raise PydockError(f"invalid signal {text!r}: expected a name such as TERM or a number")
+

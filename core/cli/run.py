@@ -1,0 +1,96 @@
+"""``pydock run`` and ``pydock exec``: the commands that start processes in containers.
+
+The hot path: this module imports click and nothing of pydock's beyond what the
+run needs; the container machinery is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from pydock.core.cli.common import (
+    RUN_CONTEXT,
+    Context,
+    pass_context,
+    require_root,
+)
+from pydock.core.errors import PydockError
+
+
+@click.command(context_settings=RUN_CONTEXT)
+@click.option("--storage", "driver", default="overlay", show_default=True,
+              help="Storage driver for this container (see `pydock storage ls`).")
+@click.option("-name", "--name", "name", help="Container name (default: generated).")
+@click.option("--image", help="Image NAME[:TAG] or id (default: the embedded default image).")
+@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("--hostname", help="Container hostname (default: the container name).")
+@click.option("--network", type=click.Choice(["none", "host"]), default="none",
+              show_default=True, help="none: a private network with only lo; host: the host's.")
+@click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
+@click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the image's User).")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
+              help="Bind mount host path SRC at DST (repeatable; SRC is created if missing).")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background and print the container's name.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="With -t: send what you type to the container's terminal.")
+@click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
+@click.option("-m", "--memory", metavar="SIZE",
+              help="Memory limit, e.g. 512m or 1g (units b, k, m, g; no swap on top).")
+@click.option("--cpus", metavar="N", help="CPU limit, e.g. 0.5 or 1.5 CPUs.")
+@click.option("--pids-limit", metavar="N", help="Limit on processes and threads (-1: none).")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Add a Linux capability to docker's default set (repeatable; ALL: all).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a Linux capability (repeatable; ALL: all but those added).")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="no-new-privileges[=true|false]: no exec may grant privileges (setuid).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
+    """Run COMMAND in a new container (default: the image's command).
+
+    In the foreground, the container reads pydock's stdin (a terminal with -i -t), and
+    its output is shown and kept in its log (`pydock logs`).
+    """
+    from pydock.core.containers.spec import RunOptions
+
+    require_root()
+    if options["tty"] and options["interactive"] and not os.isatty(0):
+        raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
+    name, code, error = ctx.containers().run(RunOptions(command=command, **options))
+    if error:
+        click.echo(f"pydock: {error}", err=True)
+    elif options["detach"]:
+        click.echo(name)
+    sys.exit(code)
+
+
+@click.command("exec", context_settings=RUN_CONTEXT)
+@click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory (default: the container's).")
+@click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the container's).")
+@click.option("-i", "--interactive", is_flag=True,
+              help="With -t: send what you type to the command's terminal.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def exec_(ctx: Context, /, name: str, command: tuple[str, ...], **options: Any) -> None:
+    """Run COMMAND in a running container, with its namespaces, root and environment."""
+    from pydock.core.containers.spec import ExecOptions
+
+    require_root()
+    if options["tty"] and options["interactive"] and not os.isatty(0):
+        raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
+    code, error = ctx.containers().exec(name, ExecOptions(command=command, **options))
+    if error:
+        click.echo(f"pydock: {error}", err=True)
+    sys.exit(code)
+
