@@ -117,12 +117,12 @@ class Containers(ContainerStore):
                 log_path=str(self.state.log_path(record.name)),
                 attach=not options.detach, pty=attach.open_pty() if options.tty else None,
                 cgroup=cgroup)
-            hooks = monitor.Hooks(forked=lambda pid: self._record_process(record, pid),
-                                  started=lambda _pid: self._record_started(record),
-                                  exited=lambda exited: self._record_exited(
-                                      record, exited, options.remove))
+            callbacks = monitor.Callbacks(
+                forked=lambda pid: self._record_process(record, pid),
+                started=lambda _pid: self._record_started(record),
+                exited=lambda exited: self._record_exited(record, exited, options.remove))
             with attach.signals_blocked():
-                session = monitor.launch(request, hooks, lock)
+                session = monitor.launch(request, callbacks, lock)
                 failpoints.reached("run.monitor-forked")
                 lock = -1
                 previous = attach.forward_signals(session.monitor_pid, request.pty)

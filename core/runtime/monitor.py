@@ -9,7 +9,7 @@ starts the container (:func:`pydock.core.runtime.spawn.start`) and owns it until
   attached, to that CLI's stdout or stderr as well;
 - it has the container's pid recorded before the process does anything (:mod:`gate`),
   then the container recorded as running, then as exited with its exit code (and
-  removed, with ``--rm``), through the callbacks in :class:`Hooks`;
+  removed, with ``--rm``), through the callbacks in :class:`Callbacks`;
 - it tells the CLI over a pipe: ``started PID``, then ``exited CODE MESSAGE``.
 
 An attached CLI that dies stops only the copy to its terminal: the output still goes to
@@ -61,7 +61,7 @@ class Launch(NamedTuple):
     cgroup: Cgroup | None = None
 
 
-class Hooks(NamedTuple):
+class Callbacks(NamedTuple):
     """What the monitor has done at each step; it runs these in its own process."""
 
     forked: Callable[[int], None]  # the container's pid, before the process does anything
@@ -99,7 +99,7 @@ def parse_exit(rest: str) -> spawn.Exited:
     return spawn.Exited(int(code), unescaped)
 
 
-def launch(request: Launch, hooks: Hooks, lock_fd: int) -> Session:
+def launch(request: Launch, callbacks: Callbacks, lock_fd: int) -> Session:
     """Fork the monitor, which starts the container; returns at once.
 
     ``lock_fd`` holds the record's lock: the monitor inherits it and lets go once the
@@ -111,18 +111,18 @@ def launch(request: Launch, hooks: Hooks, lock_fd: int) -> Session:
     pid = os.fork()
     if pid == 0:
         os.close(status_read)
-        _monitor(request, hooks, lock_fd, status_write)
+        _monitor(request, callbacks, lock_fd, status_write)
     os.close(status_write)
     os.close(lock_fd)
     return Session(pid, status_read)
 
 
-def _monitor(request: Launch, hooks: Hooks, lock_fd: int, status_fd: int) -> NoReturn:
+def _monitor(request: Launch, callbacks: Callbacks, lock_fd: int, status_fd: int) -> NoReturn:
     """The monitor process, from fork to exit; never returns into the CLI's code."""
     try:
         os.setsid()
         stdin, outputs = _detach_from_cli(request)
-        _Monitor(request, hooks, lock_fd, status_fd, stdin, outputs).run()
+        _Monitor(request, callbacks, lock_fd, status_fd, stdin, outputs).run()
     except BaseException as exc:  # nothing must escape: report, then leave
         _report(status_fd, f"exited {EXIT_MONITOR_LOST} monitor failed: {exc}")
     finally:
@@ -157,10 +157,10 @@ def _dup_or_null(fd: int) -> int:
 
 
 class _Monitor:
-    def __init__(self, request: Launch, hooks: Hooks, lock_fd: int, status_fd: int,
+    def __init__(self, request: Launch, callbacks: Callbacks, lock_fd: int, status_fd: int,
                  stdin: int, outputs: dict[int, int]) -> None:
         self.request = request
-        self.hooks = hooks
+        self.callbacks = callbacks
         self.lock_fd = lock_fd
         self.status_fd = status_fd
         self.stdin = stdin
@@ -190,7 +190,7 @@ class _Monitor:
         _forward_signals_to(started.pid)
         failpoints.reached("monitor.started")
         try:
-            self.hooks.forked(started.pid)
+            self.callbacks.forked(started.pid)
             gate.open()
             failpoints.reached("monitor.released")
             exited = spawn.exec_report(started)
@@ -212,7 +212,7 @@ class _Monitor:
 
     def _attend(self, pid: int, sources: dict[int, int]) -> None:
         """The container runs: record it, tell the CLI, copy its output until it closes."""
-        self.hooks.started(pid)
+        self.callbacks.started(pid)
         failpoints.reached("monitor.recorded-running")
         self._unlock()
         _report(self.status_fd, f"started {pid}")
@@ -285,7 +285,7 @@ class _Monitor:
             self.log.close()
         self._cli_left()
         self._unlock()  # the hook may remove the container, which takes the lock anew
-        self.hooks.exited(exited)
+        self.callbacks.exited(exited)
         _report(self.status_fd, f"exited {exited.code} {exited.error}")
 
 
