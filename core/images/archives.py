@@ -514,7 +514,7 @@ class _HashingReader(io.RawIOBase):
 
 @contextlib.contextmanager
 def _open_source(store: ImageStore, source: Path) -> Iterator[_Source]:
-    from pydock.core.layers.unpack import open_tarball
+    from pydock.core.layers.compression import open_tarball
 
     with contextlib.ExitStack() as stack:
         if source.is_dir():
