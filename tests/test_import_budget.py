@@ -20,7 +20,8 @@ NOT_ON_THE_RUN_PATH = (
     "dataclasses",
     "pydock.core.layers.unpack", "pydock.core.layers.pack", "pydock.core.layers.flatten",
     "pydock.core.layers.compression", "pydock.core.layers.treecopy",
-    "pydock.core.images.default", "pydock.core.images.archives",
+    "pydock.core.images.default", "pydock.core.images.load", "pydock.core.images.save",
+    "pydock.core.images.archive_files",
     "pydock.core.images.rootfs_tarball",
     "pydock.core.containers.commit", "pydock.core.layers.changes", "pydock.core.cli.views",
     "pydock.core.runtime.cgroups",  # only for containers with resource limits
