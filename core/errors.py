@@ -1,4 +1,10 @@
-"""The one exception type pydock raises for errors of its own making."""
+"""The one exception type pydock raises for errors of its own making, and its exit status."""
+
+EXIT_PYDOCK_ERROR = 125
+"""The exit status of a failure in pydock itself rather than in the container's program: 125,
+as ``docker run`` reports it. It is also the status pydock records for a container whose setup
+failed or whose monitor was lost, so a script tells both apart from the program's own
+failures the way it does with docker (a program that exits 125 itself is ambiguous there too)."""
 
 
 class PydockError(Exception):
@@ -8,4 +14,4 @@ class PydockError(Exception):
     to do about it. Anything else escaping to the CLI is a bug in pydock.
     """
 
-    exit_code = 125
+    exit_code = EXIT_PYDOCK_ERROR

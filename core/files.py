@@ -1,5 +1,5 @@
 """Small-file primitives: atomic replacement (readers see the old content or the new,
-never a mix), advisory locks, and tree removal.
+never a mix), advisory locks, tree removal, and lookups relative to a directory descriptor.
 
 Everything here is on the path of every ``pydock run``, so it sticks to ``os``: the
 ``secrets`` and ``shutil`` modules would cost milliseconds of imports per run.
@@ -43,6 +43,15 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """``name`` in directory ``dir_fd``, not followed if it is a symlink; None if there is
+    nothing there."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -24,7 +24,7 @@ class CopyDriver(StorageDriver):
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
         # Imported here: it brings tarfile and the copier, which `run` on other drivers
         # must not pay for (every built-in driver module is imported on the run path).
-        from pydock.core.layers.pack import flatten
+        from pydock.core.layers.flatten import flatten
 
         self.make_home()
         top = self.container_dir(container_id)

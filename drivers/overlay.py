@@ -16,14 +16,11 @@ from pathlib import Path
 from pydock.core import hookimpl
 from pydock.core.driver import Availability, Mount, StorageDriver
 from pydock.core.errors import PydockError
+from pydock.core.layers.format import MAX_LAYERS
 from pydock.core.syscalls import OVERLAYFS_SUPER_MAGIC, statfs_type
 
 # overlay's mount options are a comma-separated list and lowerdir a colon-separated one.
 _UNSAFE_PATH_CHARACTERS = frozenset(",:\\")
-# The kernel's own cap on lower layers (OVL_MAX_STACK). Chains longer than one page of
-# mount options (these fixed options included) are mounted by the core through fsconfig(2),
-# one "lowerdir+" per layer and one call per other option (Linux 6.8+).
-MAX_LAYERS = 500
 # Set explicitly (containerd's overlay snapshotter does so for index), because the kernel's
 # defaults for them vary (CONFIG_OVERLAY_FS_INDEX, _REDIRECT_DIR and _METACOPY, or the
 # overlay module's parameters), and pydock's layer code (diff, commit, flatten) and the
@@ -63,6 +60,9 @@ class OverlayDriver(StorageDriver):
         return Availability(True)
 
     def prepare(self, container_id: str, layers: Sequence[Path]) -> None:
+        # Chains longer than one page of mount options (the fixed options included) are
+        # mounted by the core through fsconfig(2), one "lowerdir+" per layer and one call per
+        # other option (Linux 6.8+), up to the kernel's own cap.
         if len(_lower_dirs(layers)) > MAX_LAYERS:
             raise PydockError(f"the image has {len(layers)} layers; overlay stacks at most "
                               f"{MAX_LAYERS} (the kernel's limit): flatten it, or use "

@@ -55,7 +55,7 @@ class Layer(NamedTuple):
 # - testing: the conformance suite and test helpers, free to use anything it tests.
 LAYERS: tuple[Layer, ...] = (
     Layer("ground", (
-        "pydock.core.errors", "pydock.core.failpoints", "pydock.core.files",
+        "pydock.core.errors", "pydock.core.failpoints", "pydock.core.files", "pydock.core.ids",
         "pydock.core.leftovers", "pydock.core.processes", "pydock.core.progress",
         "pydock.core.storage_root", "pydock.core.syscalls",
     )),

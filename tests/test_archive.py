@@ -20,7 +20,8 @@ import xattr
 from tar_members import Member, dir_, link, make_tar, node, reg, sym
 
 from pydock.core.errors import PydockError
-from pydock.core.layers.unpack import extract_tar, open_tarball
+from pydock.core.layers.compression import open_tarball
+from pydock.core.layers.unpack import extract_tar
 
 UP = "../" * 20  # more than enough to climb from any test directory to /
 

@@ -15,7 +15,8 @@ import pytest
 from conftest import DRIVERS
 
 from pydock.core.driver import Mount
-from pydock.core.layers.pack import OPAQUE_XATTR, apply_layer, flatten, is_whiteout
+from pydock.core.layers.flatten import apply_layer, flatten
+from pydock.core.layers.format import OPAQUE_XATTR, is_whiteout
 from pydock.core.layers.treecopy import copy_tree
 from pydock.core.plugins import driver_home
 from pydock.drivers.copy import CopyDriver

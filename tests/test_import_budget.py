@@ -18,8 +18,10 @@ NOT_ON_THE_RUN_PATH = (
     "hashlib", "secrets", "random", "shutil", "socket",
     # Builds each class by compiling its methods: most of a millisecond per class.
     "dataclasses",
-    "pydock.core.layers.unpack", "pydock.core.layers.pack", "pydock.core.layers.treecopy",
-    "pydock.core.images.default", "pydock.core.images.archives",
+    "pydock.core.layers.unpack", "pydock.core.layers.pack", "pydock.core.layers.flatten",
+    "pydock.core.layers.compression", "pydock.core.layers.treecopy",
+    "pydock.core.images.default", "pydock.core.images.load", "pydock.core.images.save",
+    "pydock.core.images.archive_files",
     "pydock.core.images.rootfs_tarball",
     "pydock.core.containers.commit", "pydock.core.layers.changes", "pydock.core.cli.views",
     "pydock.core.runtime.cgroups",  # only for containers with resource limits

@@ -1,4 +1,4 @@
-"""Tests for pydock.core.layers.pack, with the kernel as the oracle.
+"""Tests for pydock.core.layers.flatten and .pack, with the kernel as the oracle.
 
 Each chain of layers is built as OCI tars, extracted with extract_tar into overlay-format layer
 directories, and then, for every prefix of the chain, flattened with apply_layer and mounted
@@ -25,7 +25,9 @@ import pytest
 from tar_members import Member, dir_, link, make_tar, node, reg, sym
 
 from pydock.core.errors import PydockError
-from pydock.core.layers.pack import OPAQUE_XATTR, apply_layer, is_whiteout, write_layer_tar
+from pydock.core.layers.flatten import apply_layer
+from pydock.core.layers.format import OPAQUE_XATTR, is_whiteout
+from pydock.core.layers.pack import write_layer_tar
 from pydock.core.layers.treecopy import copy_tree
 from pydock.core.layers.unpack import extract_tar
 from pydock.testing.manifest import Entry as ManifestEntry

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -32,8 +31,8 @@ from pydock.core.containers.lifecycle import Containers
 from pydock.core.containers.state import new_container_id
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
+from pydock.core.ids import CONTAINER_ID
 
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # The signals that end a bench early: Ctrl-C, kill, and the terminal going away.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -154,7 +153,7 @@ class BenchStorage:
             try:
                 driver = self.containers.registry.driver_class(home.name)(home)
                 for entry in sorted(os.listdir(home)):
-                    if _CONTAINER_ID.fullmatch(entry):
+                    if CONTAINER_ID.fullmatch(entry):
                         driver.remove(entry)
                 shutil.rmtree(home)
             except (PydockError, OSError) as exc:

@@ -41,7 +41,7 @@ def image_import(ctx: Context, tarball: Path, reference: str) -> None:
 @pass_context
 def image_load(ctx: Context, source: Path) -> None:
     """Load images from a docker archive or an OCI image layout."""
-    from pydock.core.images.archives import load_archive
+    from pydock.core.images.load import load_archive
 
     require_root()
     for loaded in load_archive(ctx.containers().images, source):
@@ -58,7 +58,7 @@ def image_load(ctx: Context, source: Path) -> None:
 @pass_context
 def image_save(ctx: Context, reference: str, output: Path, fmt: str) -> None:
     """Save an image to a docker archive or an OCI layout tar."""
-    from pydock.core.images.archives import save_archive
+    from pydock.core.images.save import save_archive
 
     save_archive(ctx.containers().images, reference, output, fmt)
 

@@ -21,8 +21,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydock.core.containers.state import CONTAINER_ID, CorruptRecord
+from pydock.core.containers.state import CorruptRecord
 from pydock.core.errors import PydockError
+from pydock.core.ids import CONTAINER_ID
 
 if TYPE_CHECKING:
     from pydock.core.containers.store import ContainerStore

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from pydock.core.errors import PydockError
 from pydock.core.images.store import Image, ImageStore, normalize_reference, rfc3339
 from pydock.core.layers.changes import Change, upper_changes, walk_changes
+from pydock.core.layers.format import OVERLAY_XATTR_PREFIX, make_whiteout
 from pydock.core.runtime.mounted import in_container_root
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
         dst = _open_path(layer, parent)
         try:
             if change.kind == "D":
-                os.mknod(entry, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dst)
+                make_whiteout(entry, dst)
                 continue
             src = _open_path(root, parent)
             try:
@@ -138,7 +139,7 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
                     fd = os.open(entry, _DIR_FLAGS, dir_fd=src)
                     try:
                         attrs = [(a, os.getxattr(fd, a)) for a in os.listxattr(fd)
-                                 if not a.startswith("trusted.overlay.")]
+                                 if not a.startswith(OVERLAY_XATTR_PREFIX)]
                     finally:
                         os.close(fd)
                     directories.append((change.path.strip("/"), st, attrs))

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import remove_tree, write_json_atomic
+from pydock.core.ids import CONTAINER_ID
 from pydock.core.leftovers import hidden_name, sweep
 from pydock.core.syscalls import rename_noreplace
 
@@ -36,7 +37,6 @@ NAME_RULE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 NAME_MAX = 64
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
-CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class CorruptRecord(PydockError):

@@ -12,6 +12,7 @@ Where to start:
   remove them.
 * :func:`pydock.core.images.default.build_default_image`: the image ``run`` uses without
   ``--image``.
-* :func:`pydock.core.images.archives.load_archive` / ``save_archive``: ``image load`` / ``save``.
+* :func:`pydock.core.images.load.load_archive` / :func:`~pydock.core.images.save.save_archive`:
+  ``image load`` / ``save``.
 * :func:`pydock.core.images.rootfs_tarball.import_rootfs_tarball`: ``image import``.
 """

@@ -12,7 +12,7 @@ from pydock.core.progress import ProgressReader
 
 def import_rootfs_tarball(store: ImageStore, tarball: Path, reference: str) -> Image:
     """Import ``tarball`` (plain, gzip, xz or bzip2, detected by content) as ``reference``."""
-    from pydock.core.layers.unpack import open_tarball
+    from pydock.core.layers.compression import open_tarball
 
     name = normalize_reference(reference)  # a bad name fails before any work is done
     progress = ProgressReader(open_tarball(tarball), f"importing {tarball.name}")

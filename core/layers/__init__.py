@@ -9,8 +9,10 @@ May import: the ground floor and the plugin contract (the modules at the top of 
 Where to start:
 
 * :func:`pydock.core.layers.unpack.extract_tar`: a layer tar into a directory, never outside it.
-* :func:`pydock.core.layers.pack.write_layer_tar` and :func:`~pydock.core.layers.pack.flatten`:
-  a changed tree out to a layer; a chain of layers onto one tree.
+* :mod:`pydock.core.layers.format`: the format's vocabulary (whiteouts, opaque directories).
+* :func:`pydock.core.layers.pack.write_layer_tar` and
+  :func:`pydock.core.layers.flatten.flatten`: a changed tree out to a layer; a chain of layers
+  onto one tree.
 * :mod:`pydock.core.layers.changes`: what a container changed, as ``docker diff`` prints it.
 * :func:`pydock.core.layers.treecopy.copy_tree`: a faithful copy of a tree (hard links, xattrs).
 """

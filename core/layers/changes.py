@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydock.core.layers.pack import OPAQUE_XATTR, is_whiteout
+from pydock.core.layers.format import OVERLAY_XATTR_PREFIX, is_opaque, is_whiteout
 
 T = TypeVar("T")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -140,7 +140,7 @@ def _probe(layer: str, parts: list[str],
     """
     fd = os.open(layer, _DIR_FLAGS)
     try:
-        opaque = _opaque_fd(fd)
+        opaque = _opaque(fd)
         for index, name in enumerate(parts):
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -153,7 +153,7 @@ def _probe(layer: str, parts: list[str],
             child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
-            opaque = opaque or _opaque_fd(fd)
+            opaque = opaque or _opaque(fd)
         st = os.fstat(fd)
         if want_fd:
             result, fd = fd, -1
@@ -164,15 +164,11 @@ def _probe(layer: str, parts: list[str],
             os.close(fd)
 
 
-def _opaque(path: str) -> bool:
+def _opaque(source: int | str) -> bool:
+    """Whether a directory (a descriptor, or a path not followed) is opaque; not if its
+    xattrs cannot be read."""
     with contextlib.suppress(OSError):
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    return False
-
-
-def _opaque_fd(fd: int) -> bool:
-    with contextlib.suppress(OSError):
-        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
+        return is_opaque(source)
     return False
 
 
@@ -202,7 +198,7 @@ def _xattrs(path: str) -> dict[str, bytes]:
     try:
         return {name: os.getxattr(path, name, follow_symlinks=False)
                 for name in os.listxattr(path, follow_symlinks=False)
-                if not name.startswith("trusted.overlay.")}
+                if not name.startswith(OVERLAY_XATTR_PREFIX)}
     except OSError:
         return {}
 

@@ -80,7 +80,7 @@ def copy_tree(src: Path, dst: Path) -> None:
 class EntryCopier:
     """Copies one non-directory entry at a time, keeping all that :func:`copy_tree` keeps but
     hardlinks, between directories the caller holds open: for code that walks a tree itself,
-    such as :func:`pydock.core.layers.pack.apply_layer`.
+    such as :func:`pydock.core.layers.flatten.apply_layer`.
 
     Unlike under copy_tree, the destination directories already have their final attributes,
     so a new inode may get its group from a setgid directory or its mode from a default ACL:

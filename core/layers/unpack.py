@@ -20,7 +20,7 @@ created with the ``*at`` system calls relative to its parent's descriptor and ne
 Names containing ``..`` are refused outright rather than silently cleaned, and hardlinks may
 only point at something this archive already put in the layer.
 
-A layer is stored in the kernel's overlay format (see :mod:`pydock.core.layers.pack`), so OCI
+A layer is stored in the kernel's overlay format (see :mod:`pydock.core.layers.format`), so OCI
 whiteouts become overlay ones here: ``.wh.NAME`` a character device 0/0 at ``NAME``, and
 ``.wh..wh..opq`` the ``trusted.overlay.opaque`` xattr on its directory. Whiteouts go through the
 same resolution as every other member. What would let an archive forge overlay metadata
@@ -31,46 +31,42 @@ layers), and ``.wh.`` names that mean nothing.
 
 from __future__ import annotations
 
-import bz2
 import errno
-import gzip
 import hashlib
 import io
-import lzma
 import os
 import shutil
 import stat
 import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO, TypeVar, cast
+from typing import IO, TypeVar
 
 import xattr
 
 from pydock.core.errors import PydockError
-from pydock.core.files import write_all
-from pydock.core.layers.pack import OPAQUE_XATTR, is_whiteout
+from pydock.core.files import lstat_at, write_all
+from pydock.core.layers.compression import READ_ERRORS, error_reason
+from pydock.core.layers.format import (
+    NODE_TAR_TYPES,
+    OPAQUE_MARKER,
+    OPAQUE_VALUE,
+    OPAQUE_XATTR,
+    OVERLAY_XATTR_PREFIX,
+    PAX_XATTR_PREFIX,
+    WHITEOUT_PREFIX,
+    is_whiteout,
+    make_whiteout,
+)
 from pydock.core.syscalls import open_in_root
 
 _CHUNK = 1 << 20
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY
 # 2**32 - 1 is (uid_t)-1, which chown reads as "leave unchanged" rather than as an owner.
 _MAX_ID = 2**32 - 2
-_XATTR_PREFIX = "SCHILY.xattr."
-_OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_WHITEOUT_PREFIX = ".wh."
-_OPAQUE_MARKER = ".wh..wh..opq"
-_NODE_TYPES = {
-    tarfile.CHRTYPE: stat.S_IFCHR,
-    tarfile.BLKTYPE: stat.S_IFBLK,
-    tarfile.FIFOTYPE: stat.S_IFIFO,
-}
-_GZIP_MAGIC = b"\x1f\x8b"
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_BZIP2_MAGIC = b"BZh"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# A device node's or fifo's tar typeflag -> its file type.
+_NODE_TYPES = {tar_type: kind for kind, tar_type in NODE_TAR_TYPES.items()}
 
 _T = TypeVar("_T")
 
@@ -79,49 +75,8 @@ class _BadMember(Exception):
     """A member this module refuses; becomes a PydockError naming the member."""
 
 
-# Everything a corrupt or hostile archive can make the standard library raise: tarfile lets
-# ValueError and OverflowError out of some malformed headers, recursion errors out of long
-# chains of extended headers, and the decompressors have exception types of their own.
-_BAD_INPUT = (
-    _BadMember,
-    tarfile.TarError,
-    OSError,
-    EOFError,
-    ValueError,
-    OverflowError,
-    RecursionError,
-    zlib.error,
-    lzma.LZMAError,
-)
-
-
-def open_tarball(path: Path) -> BinaryIO:
-    """Open a tar file, transparently decompressing gzip, xz or bzip2.
-
-    The compression is recognised by its magic bytes, not by the file name. Returns a
-    readable binary stream of the uncompressed tar. zstd, an empty file or anything that
-    does not start with a tar header raises :class:`PydockError`.
-    """
-    try:
-        with open(path, "rb") as file:
-            magic = file.read(len(_XZ_MAGIC))
-    except OSError as e:
-        raise PydockError(f"{path}: {_reason(e)}") from e
-    if not magic:
-        raise PydockError(f"{path}: empty file")
-    if magic.startswith(_ZSTD_MAGIC):
-        raise PydockError(f"{path}: zstd-compressed archives are not supported")
-    stream = _open_decompressed(path, magic)
-    try:
-        header = stream.read(tarfile.BLOCKSIZE)
-        stream.seek(0)
-    except _BAD_INPUT as e:
-        stream.close()
-        raise PydockError(f"{path}: {_reason(e)}") from e
-    if not _is_tar_header(header):
-        stream.close()
-        raise PydockError(f"{path}: not a tar archive")
-    return stream
+# A refused member, or anything a corrupt archive makes the standard library raise.
+_BAD_INPUT = (_BadMember, *READ_ERRORS)
 
 
 def extract_tar(stream: IO[bytes], dest: Path) -> str:
@@ -131,28 +86,28 @@ def extract_tar(stream: IO[bytes], dest: Path) -> str:
     raises :class:`PydockError` naming the offending member, leaving ``dest`` half-filled:
     the caller extracts into a temporary directory and deletes it on error.
     """
-    reader = _HashingReader(stream)
+    reader = _HashingTarReader(stream)
     root_fd = os.open(dest, _DIRECTORY)
     try:
-        layer = _Layer(root_fd)
+        extractor = _Extractor(root_fd)
         with _errors_as("cannot read tar archive"):
             with tarfile.open(
                 fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape"
             ) as tar:
                 for member in tar:
                     with _errors_as(f"tar member {member.name!r}"):
-                        layer.add(tar, member)
+                        extractor.add(tar, member)
                 end = tar.offset
             while reader.read(_CHUNK):
                 pass
         _check_end(reader, end)
-        layer.apply_directory_metadata()
+        extractor.apply_directory_metadata()
     finally:
         os.close(root_fd)
     return reader.sha256.hexdigest()
 
 
-class _Layer:
+class _Extractor:
     """Creates members inside the layer directory ``root_fd``, one method per member type."""
 
     def __init__(self, root_fd: int) -> None:
@@ -174,8 +129,8 @@ class _Layer:
         whiteout = _whiteout_target(name, member)
         parent_fd = self._open_dir(parent)
         try:
-            if whiteout == _OPAQUE_MARKER:
-                xattr.setxattr(parent_fd, OPAQUE_XATTR, b"y")
+            if whiteout == OPAQUE_MARKER:
+                xattr.setxattr(parent_fd, OPAQUE_XATTR, OPAQUE_VALUE)
             elif whiteout is not None:
                 _whiteout(parent_fd, whiteout)
             elif member.isdir():
@@ -240,7 +195,7 @@ class _Layer:
         return fd
 
     def _directory(self, parent_fd: int, name: str, path: str, member: tarfile.TarInfo) -> None:
-        st = _lstat(parent_fd, name)
+        st = lstat_at(parent_fd, name)
         if st is None or not stat.S_ISDIR(st.st_mode):
             _replace(parent_fd, name, lambda: os.mkdir(name, 0o700, dir_fd=parent_fd))
             if st is not None and is_whiteout(st):
@@ -277,7 +232,7 @@ class _Layer:
         except (FileNotFoundError, NotADirectoryError):
             raise missing from None
         try:
-            st = _lstat(source_fd, target_name)
+            st = lstat_at(source_fd, target_name)
             if st is None or is_whiteout(st):
                 raise missing
             if stat.S_ISDIR(st.st_mode):
@@ -306,8 +261,9 @@ class _Layer:
         _set_metadata_at(parent_fd, name, member)
 
 
-class _HashingReader(io.RawIOBase):
-    """Hashes every byte read and remembers where the last non-zero byte was."""
+class _HashingTarReader(io.RawIOBase):
+    """A layer's tar stream, hashed as it is read for its diff_id, remembering where its last
+    non-zero byte was (for :func:`_check_end`). The caller keeps the stream and closes it."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         super().__init__()
@@ -329,7 +285,7 @@ class _HashingReader(io.RawIOBase):
         return data
 
 
-def _check_end(reader: _HashingReader, end: int) -> None:
+def _check_end(reader: _HashingTarReader, end: int) -> None:
     """Refuse an archive that does not end with an end-of-archive marker.
 
     tarfile quietly treats a garbled or truncated header after the first member as the end
@@ -347,33 +303,10 @@ def _errors_as(prefix: str) -> Iterator[None]:
     try:
         yield
     except _BAD_INPUT as e:
-        raise PydockError(f"{prefix}: {_reason(e)}") from e
+        raise PydockError(f"{prefix}: {error_reason(e)}") from e
 
 
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or type(error).__name__
 
-
-def _open_decompressed(path: Path, magic: bytes) -> BinaryIO:
-    if magic.startswith(_GZIP_MAGIC):
-        return cast(BinaryIO, gzip.open(path))
-    if magic.startswith(_XZ_MAGIC):
-        return cast(BinaryIO, lzma.open(path))
-    if magic.startswith(_BZIP2_MAGIC):
-        return cast(BinaryIO, bz2.open(path))
-    return open(path, "rb")
-
-
-def _is_tar_header(block: bytes) -> bool:
-    if block == bytes(tarfile.BLOCKSIZE):
-        return True  # the end-of-archive marker: an empty archive, a valid (empty) layer
-    try:
-        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-    except tarfile.HeaderError:
-        return False
-    return True
 
 
 def _clean_name(name: str, what: str = "the name") -> str:
@@ -388,13 +321,6 @@ def _depth(path: str) -> int:
     return 0 if path == "." else path.count("/") + 1
 
 
-def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
-    """``name`` in ``dir_fd``, not followed; None if there is nothing there."""
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
 
 def _not_a_directory(root_fd: int, st: os.stat_result | None, path: str) -> str:
     """Why ``path``, which exists (as ``st``), cannot be entered as a directory."""
@@ -408,19 +334,19 @@ def _not_a_directory(root_fd: int, st: os.stat_result | None, path: str) -> str:
 
 
 def _whiteout_target(name: str, member: tarfile.TarInfo) -> str | None:
-    """What the OCI whiteout ``name`` hides: a sibling's name, or _OPAQUE_MARKER for its
+    """What the OCI whiteout ``name`` hides: a sibling's name, or OPAQUE_MARKER for its
     directory's lower contents; None if ``name`` is not a whiteout."""
-    if not name.startswith(_WHITEOUT_PREFIX):
+    if not name.startswith(WHITEOUT_PREFIX):
         return None
     if not member.isreg():
         raise _BadMember("a whiteout must be a regular file")
-    if name == _OPAQUE_MARKER:
+    if name == OPAQUE_MARKER:
         return name
-    target = name.removeprefix(_WHITEOUT_PREFIX)
+    target = name.removeprefix(WHITEOUT_PREFIX)
     if target in ("", ".", ".."):
         raise _BadMember(f"{name!r} is not a valid whiteout")
     # Reserved by the OCI spec for markers such as the opaque one, of which no other exists.
-    if target.startswith(_WHITEOUT_PREFIX):
+    if target.startswith(WHITEOUT_PREFIX):
         raise _BadMember(f"unknown whiteout marker {name!r}")
     return target
 
@@ -445,19 +371,19 @@ def _check_overlay_forgery(member: tarfile.TarInfo) -> None:
     if member.ischr() and member.devmajor == 0 and member.devminor == 0:
         raise _BadMember("a character device 0/0 would be taken for a whiteout")
     for key, _ in _xattrs(member):
-        if key.startswith(_OVERLAY_XATTR_PREFIX):
+        if key.startswith(OVERLAY_XATTR_PREFIX):
             raise _BadMember(f"xattr {key!r} is overlay metadata")
 
 
 def _whiteout(dir_fd: int, name: str) -> None:
-    _replace(dir_fd, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dir_fd))
+    _replace(dir_fd, name, lambda: make_whiteout(name, dir_fd))
 
 
 def _make_opaque(dir_fd: int, name: str) -> None:
     # Just created by us, so O_NOFOLLOW alone keeps this inside the layer.
     fd = os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
     try:
-        xattr.setxattr(fd, OPAQUE_XATTR, b"y")
+        xattr.setxattr(fd, OPAQUE_XATTR, OPAQUE_VALUE)
     finally:
         os.close(fd)
 
@@ -468,7 +394,7 @@ def _make_parent(root_fd: int, dir_fd: int, name: str, path: str) -> int:
         os.mkdir(name, dir_fd=dir_fd)
     except FileExistsError:
         # It exists, yet resolving ``path`` found no directory.
-        st = _lstat(dir_fd, name)
+        st = lstat_at(dir_fd, name)
         if st is None or not is_whiteout(st):
             raise _BadMember(_not_a_directory(root_fd, st, path)) from None
         # An entry under a path this layer deleted: the OCI spec keeps it, and only an
@@ -511,9 +437,9 @@ def _chmod_nofollow(dir_fd: int, name: str, mode: int) -> None:
 
 def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
     for key, value in member.pax_headers.items():
-        if key.startswith(_XATTR_PREFIX):
+        if key.startswith(PAX_XATTR_PREFIX):
             # tarfile decodes PAX values as UTF-8 with surrogateescape; this undoes it.
-            yield key.removeprefix(_XATTR_PREFIX), value.encode("utf-8", "surrogateescape")
+            yield key.removeprefix(PAX_XATTR_PREFIX), value.encode("utf-8", "surrogateescape")
 
 
 def _mtime_ns(member: tarfile.TarInfo) -> int:

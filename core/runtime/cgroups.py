@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from pydock.core.errors import PydockError
+from pydock.core.ids import CONTAINER_ID
 
 PARENT = "pydock"  # the directory below each hierarchy's root that holds containers' cgroups
 
@@ -71,7 +72,6 @@ _SIZE = re.compile(r"(\d+)(?:\.(\d+))? ?(?:([kmgtp])i?)?b?", re.IGNORECASE | re.
 _SIZE_UNITS = "kmgtp"
 _CPUS = re.compile(r"(\d*)(?:\.(\d*))?", re.ASCII)
 _PIDS = re.compile(r"[+-]?\d+", re.ASCII)
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def cgroup_name(root: Path, container_id: str) -> str:
     """
     from pydock.core.files import sha256_hex
 
-    if not _CONTAINER_ID.fullmatch(container_id):
+    if not CONTAINER_ID.fullmatch(container_id):
         # The id becomes a path below the hierarchies' roots: never let a damaged record
         # point elsewhere.
         raise PydockError(f"invalid container id {container_id!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-EXIT_MONITOR_DIED = 125
+from pydock.core.errors import EXIT_PYDOCK_ERROR
 
 
 class Gate:
@@ -23,7 +23,7 @@ class Gate:
         """In the forked process: return once let through; exit if the monitor died."""
         os.close(self._write)
         if os.read(self._read, 1) != b"1":
-            os._exit(EXIT_MONITOR_DIED)
+            os._exit(EXIT_PYDOCK_ERROR)
         os.close(self._read)
 
     def forked(self) -> None:

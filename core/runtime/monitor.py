@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from pydock.core import failpoints
 from pydock.core.driver import Mount
-from pydock.core.errors import PydockError
+from pydock.core.errors import EXIT_PYDOCK_ERROR, PydockError
 from pydock.core.files import write_all
 from pydock.core.runtime import spawn
 from pydock.core.runtime.gate import Gate
@@ -39,7 +39,8 @@ from pydock.core.runtime.logs import STDERR, STDOUT, LogWriter
 if TYPE_CHECKING:
     from pydock.core.runtime.cgroups import Cgroup
 
-EXIT_MONITOR_LOST = 125
+# What a container whose monitor failed or died exited with, as far as anyone can tell.
+EXIT_MONITOR_LOST = EXIT_PYDOCK_ERROR
 _CHUNK = 1 << 16
 
 

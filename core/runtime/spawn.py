@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from pydock.core.driver import Mount
+from pydock.core.errors import EXIT_PYDOCK_ERROR
 from pydock.core.runtime import capabilities, users
 from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
@@ -48,7 +49,6 @@ from pydock.core.syscalls import (
     unshare,
 )
 
-EXIT_PYDOCK_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
@@ -274,8 +274,8 @@ def _exec(argv: list[str], env: dict[str, str], error_fd: int) -> NoReturn:
             _fail(error_fd, EXIT_NOT_FOUND, f"exec {command}: no such file or directory")
         _fail(error_fd, EXIT_NOT_FOUND, f"exec: {command}: executable file not found in $PATH")
     except OSError as exc:
-        code = EXIT_NOT_EXECUTABLE if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR,
-                                                   errno.EPERM, errno.ENOTDIR) else 125
+        not_executable = (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ENOTDIR)
+        code = EXIT_NOT_EXECUTABLE if exc.errno in not_executable else EXIT_PYDOCK_ERROR
         _fail(error_fd, code, f"exec {command}: {exc.strerror}")
 
 

@@ -5,9 +5,9 @@ container; btrfs does neither. Its subvolumes are copy-on-write at the block lev
 shares every extent with its source and costs the same whatever the image's size, and a write
 to a snapshot allocates new blocks for just the bytes written.
 
-So, per image (layer chain), the first container builds a *base*: the chain flattened into a
-new subvolume (:func:`pydock.core.layers.pack.flatten`, which reflinks file data when the layers are
-on the same btrfs filesystem), frozen by taking a read-only snapshot of it. The image's tree
+So, per image (layer chain), the first container builds a *base*: the chain flattened into a new
+subvolume (:func:`pydock.core.layers.flatten.flatten`, which reflinks file data when the layers
+are on the same btrfs filesystem), frozen by taking a read-only snapshot of it. The image's tree
 sits in a ``rootfs`` directory inside the subvolume, because ``flatten`` creates the directory
 it fills: that is how "/" gets the owner, mode and xattrs of the image's root. Every container
 of that image gets a writable snapshot of the base as its root; the core bind-mounts it in the
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pydock.core.driver import Availability, Mount, StorageDriver, Usage, chain_key
 from pydock.core.files import flocked
-from pydock.core.layers.pack import flatten
+from pydock.core.layers.flatten import flatten
 from pydock.core.syscalls import statfs_type
 
 BTRFS_SUPER_MAGIC = 0x9123683E
