@@ -48,7 +48,6 @@ name no installed plugin has disables nothing, and ``storage ls`` says so.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from collections.abc import Iterable
@@ -65,7 +64,7 @@ BUILTIN_PLUGINS = ("pydock.drivers.overlay", "pydock.drivers.copy", "pydock.driv
 ENTRY_POINT_GROUP = "pydock"
 BUILTIN_ORIGIN = "built-in"
 DISABLE_VARIABLE = "PYDOCK_DISABLE_PLUGINS"
-DRIVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+DRIVER_NAME = r"[a-z0-9][a-z0-9_-]{0,31}"  # compiled and cached by re on first use
 
 
 class Registrant(NamedTuple):
@@ -142,7 +141,10 @@ class DriverRegistry:
         self._pm.hook.register_storage_drivers.call_historic(kwargs={"register": self._register})
         builtins = tuple(builtins)
         for module_name in builtins:
-            self.add_plugin(importlib.import_module(module_name), module_name, BUILTIN_ORIGIN)
+            # __import__ rather than importlib.import_module, so that `python -X importtime`
+            # (the import budget's tool) sees the built-in drivers on the run path.
+            module = __import__(module_name, fromlist=["__name__"])
+            self.add_plugin(module, module_name, BUILTIN_ORIGIN)
         names = disabled_by_environment() if disabled is None else set(disabled)
         # A user writes a built-in's driver name ("overlay") more likely than its module's.
         builtin_names = {*builtins, *self._entries}
@@ -260,9 +262,9 @@ class DriverRegistry:
             self._refuse(TypeError(f"{cls!r} is not a subclass of "
                                    "pydock.core.driver.StorageDriver"))
         name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not DRIVER_NAME.fullmatch(name):
+        if not isinstance(name, str) or not re.fullmatch(DRIVER_NAME, name):
             self._refuse(TypeError(f"{cls.__qualname__}.name must match "
-                                   f"{DRIVER_NAME.pattern}, got {name!r}"))
+                                   f"{DRIVER_NAME}, got {name!r}"))
         existing = self._entries.get(name)
         if existing is not None and existing.builtin and registrant.origin != BUILTIN_ORIGIN:
             # Built-in names are reserved: `run --storage overlay` never scans entry points,

@@ -28,13 +28,13 @@ from test_image_config import tag_with_config
 from pydock.core.bench import image as bench_image
 from pydock.core.bench import run as bench
 from pydock.core.bench.run import MEASUREMENTS, BenchOptions, run_bench
+from pydock.core.ids import is_container_id
 from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
 from pydock.core.progress import StatusLine
 from pydock.testing.cli import PYDOCK, Pydock, mounts_under
 
 SMALL = ("--large-size", "8", "--repeat", "2", "--scale", "3")
 LARGE = "pydock/bench-large:8mb"
-CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
@@ -60,7 +60,7 @@ def container_dirs(root: Path) -> list[Path]:
             for driver in os.listdir(storage):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     found += [storage / driver / name for name in os.listdir(storage / driver)
-                              if CONTAINER_ID.fullmatch(name)]
+                              if is_container_id(name)]
     return found
 
 

@@ -31,7 +31,7 @@ from pydock.core.containers.lifecycle import Containers
 from pydock.core.containers.state import new_container_id
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.ids import CONTAINER_ID
+from pydock.core.ids import is_container_id
 
 # The signals that end a bench early: Ctrl-C, kill, and the terminal going away.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -153,7 +153,7 @@ class BenchStorage:
             try:
                 driver = self.containers.registry.driver_class(home.name)(home)
                 for entry in sorted(os.listdir(home)):
-                    if CONTAINER_ID.fullmatch(entry):
+                    if is_container_id(entry):
                         driver.remove(entry)
                 shutil.rmtree(home)
             except (PydockError, OSError) as exc:

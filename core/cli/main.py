@@ -15,7 +15,6 @@ one line too unless ``--debug`` asks for the traceback.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -51,7 +50,10 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, _, attribute = target.partition(":")
-        command = getattr(importlib.import_module(f"pydock.core.cli.{module_name}"), attribute)
+        # __import__, not importlib.import_module: the import statement's own machinery,
+        # which `python -X importtime` reports on (import_module's top module it does not).
+        module = __import__(f"pydock.core.cli.{module_name}", fromlist=[attribute])
+        command = getattr(module, attribute)
         assert isinstance(command, click.Command), target
         return command
 

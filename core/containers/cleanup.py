@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from pydock.core.containers.state import CorruptRecord
 from pydock.core.errors import PydockError
-from pydock.core.ids import CONTAINER_ID
+from pydock.core.ids import is_container_id
 
 if TYPE_CHECKING:
     from pydock.core.containers.store import ContainerStore
@@ -73,7 +73,7 @@ def remove_orphaned_storage(containers: ContainerStore) -> None:
     """
     home = containers.root / "storage"
     stored = {(driver, entry) for driver in _listdir(home)
-              for entry in _listdir(home / driver) if CONTAINER_ID.fullmatch(entry)}
+              for entry in _listdir(home / driver) if is_container_id(entry)}
     if not stored:
         return
     known = set()

@@ -47,8 +47,9 @@ HOST_CONFIG_ANNOTATION = "org.pydock.host-config"
 DEFAULT_DRIVER = "overlay"
 HOSTNAME_MAX = 64
 
-_ENV_KEY = re.compile(r"[^=\x00]+")
-_HOSTNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# Compiled (and cached) by re on first use: most runs give neither -e nor --hostname.
+_ENV_KEY = r"[^=\x00]+"
+_HOSTNAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 
 
 class RunOptions(NamedTuple):
@@ -255,7 +256,7 @@ def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) ->
             env[key] = value
     for item in user_env:
         key, sep, value = item.partition("=")
-        if not _ENV_KEY.fullmatch(key) or "\x00" in value:
+        if not re.fullmatch(_ENV_KEY, key) or "\x00" in value:
             raise PydockError(f"invalid environment variable {item!r}: expected KEY=VALUE")
         if sep:
             env[key] = value
@@ -273,6 +274,6 @@ def clean_workdir(path: str) -> str:
 
 
 def validate_hostname(hostname: str) -> None:
-    if len(hostname) > HOSTNAME_MAX or not _HOSTNAME.fullmatch(hostname):
-        raise PydockError(f"invalid hostname {hostname!r}: expected {_HOSTNAME.pattern}, "
+    if len(hostname) > HOSTNAME_MAX or not re.fullmatch(_HOSTNAME, hostname):
+        raise PydockError(f"invalid hostname {hostname!r}: expected {_HOSTNAME}, "
                           f"at most {HOSTNAME_MAX} characters")

@@ -28,11 +28,11 @@ from typing import Any, NamedTuple
 from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import remove_tree, write_json_atomic
-from pydock.core.ids import CONTAINER_ID
+from pydock.core.ids import CONTAINER_ID, DIGEST
 from pydock.core.leftovers import hidden_name, sweep
 from pydock.core.syscalls import rename_noreplace
 
-NAME_RULE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+NAME_RULE = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"  # compiled and cached by re on first use
 # The name doubles as the container's default hostname, which the kernel caps at 64 bytes.
 NAME_MAX = 64
 
@@ -56,9 +56,9 @@ def validate_name(name: str) -> None:
     if len(name) > NAME_MAX:
         raise PydockError(f"invalid container name ({len(name)} characters): "
                           f"at most {NAME_MAX} are allowed")
-    if not NAME_RULE.fullmatch(name):
+    if not re.fullmatch(NAME_RULE, name):
         raise PydockError(f"invalid container name {name!r}: only "
-                          f"{NAME_RULE.pattern} is allowed")
+                          f"{NAME_RULE} is allowed")
 
 
 class ContainerRecord:
@@ -232,8 +232,8 @@ class Remains(NamedTuple):
 
 # A value counts only with what follows it: a number cut short must not pass for a pid.
 _NUMBER = r"([0-9]{1,19})\s*[,}]"
-_SALVAGED = {"id": rf'"({CONTAINER_ID.pattern})"', "driver": r'"([a-zA-Z0-9_.-]+)"',
-             "image_id": r'"(sha256:[0-9a-f]{64})"', "pid": _NUMBER, "pid_start": _NUMBER}
+_SALVAGED = {"id": rf'"({CONTAINER_ID})"', "driver": r'"([a-zA-Z0-9_.-]+)"',
+             "image_id": rf'"({DIGEST})"', "pid": _NUMBER, "pid_start": _NUMBER}
 
 
 class StateStore:
@@ -245,7 +245,7 @@ class StateStore:
     def path(self, name: str) -> Path:
         # Names come from the command line: one outside the rule ("../x", "/etc", "a/b")
         # would otherwise name a directory outside the store, which rm would delete.
-        if len(name) > NAME_MAX or not NAME_RULE.fullmatch(name):
+        if len(name) > NAME_MAX or not re.fullmatch(NAME_RULE, name):
             raise PydockError(f"no such container: {name!r} is not a valid container name")
         return self.dir / name
 

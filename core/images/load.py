@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydock.core.errors import PydockError
+from pydock.core.ids import HEX64, is_digest
 from pydock.core.images.archive_files import ArchiveFiles, archive_path, open_archive, parse_json
 from pydock.core.images.oci import (
     CONTAINERD_NAME,
@@ -47,9 +48,8 @@ _MAX_IMAGES = 1000
 _MAX_INDEX_DEPTH = 4
 _CHUNK = 1 << 20
 
-_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 # A file named after a digest ("<hex>.json" from docker save, "blobs/sha256/<hex>") must match it.
-_DIGEST_NAMED = re.compile(r"(?:.*/)?([0-9a-f]{64})(?:\.json)?")
+_DIGEST_NAMED = re.compile(rf"(?:.*/)?({HEX64})(?:\.json)?")
 
 # What docker's image config types accept in the fields pydock reads (null is always fine);
 # Cmd and Entrypoint are its StrSlice, a list of strings or a single one.
@@ -258,7 +258,7 @@ def _check_blob(data: bytes, descriptor: dict[str, Any], what: str) -> None:
 
 def _descriptor_digest(descriptor: dict[str, Any], what: str) -> str:
     digest = descriptor.get("digest")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    if not isinstance(digest, str) or not is_digest(digest):
         raise PydockError(f"{what}: digest {digest!r} is not a sha256 digest")
     return digest
 
@@ -279,7 +279,7 @@ def _diff_ids(config: bytes, what: str) -> list[str]:
         raise PydockError(f"{what}: {len(diff_ids)} layers, more than the {MAX_LAYERS} "
                           "overlay can stack")
     for diff_id in diff_ids:
-        if not isinstance(diff_id, str) or not _DIGEST.fullmatch(diff_id):
+        if not isinstance(diff_id, str) or not is_digest(diff_id):
             raise PydockError(f"{what}: diff_id {diff_id!r} is not a sha256 digest")
     return diff_ids
 

@@ -45,6 +45,7 @@ from pydock.core.files import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from pydock.core.ids import HEX64, is_digest
 from pydock.core.leftovers import hidden_name, sweep
 
 DEFAULT_IMAGE = "pydock/default:latest"
@@ -55,18 +56,16 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # is "localhost"; otherwise "NOT/valid" would pass as host "NOT".
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+"
-_REFERENCE = re.compile(
-    rf"(?P<name>(?:(?:{_HOST})/)?{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-)
-_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{12,64})")
-_CONFIG_FILE = re.compile(r"[0-9a-f]{64}\.json")
-_DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
+# Patterns here and below are compiled (and cached) by re on first use, not on the way to
+# every `pydock run`.
+_REFERENCE = (rf"(?P<name>(?:(?:{_HOST})/)?{_COMPONENT}(?:/{_COMPONENT})*)"
+              r"(?::(?P<tag>[\w][\w.-]{0,127}))?")
+_IMAGE_ID = r"(?:sha256:)?([0-9a-f]{12,64})"
 
 
 def normalize_reference(ref: str) -> str:
     """``name[:tag]`` with the tag defaulting to ``latest``; PydockError if malformed."""
-    match = _REFERENCE.fullmatch(ref)
+    match = re.fullmatch(_REFERENCE, ref)
     if not match or len(match["name"]) > 255:
         raise PydockError(f"invalid image reference {ref!r}: expected NAME[:TAG] "
                           "(lowercase name, tag of letters, digits, '_', '.', '-')")
@@ -263,11 +262,11 @@ class ImageStore:
         except FileNotFoundError:
             return []
         return sorted(f"sha256:{n.removesuffix('.json')}" for n in names
-                      if _CONFIG_FILE.fullmatch(n))
+                      if re.fullmatch(rf"{HEX64}\.json", n))
 
     def _lookup(self, ref: str, repositories: dict[str, str]) -> tuple[str, str | None]:
         """(image id, the name ``ref`` matched or None when it matched an id)."""
-        id_match = _IMAGE_ID.fullmatch(ref)
+        id_match = re.fullmatch(_IMAGE_ID, ref)
         if id_match:
             hits = {i for i in {*self._image_ids(), *repositories.values()}
                     if i.removeprefix("sha256:").startswith(id_match[1])}
@@ -320,7 +319,7 @@ def _diff_ids_of(blob: bytes) -> list[str]:
         raise PydockError(f"invalid image config: no rootfs.diff_ids ({exc!r})") from None
     # They become paths under layers/: anything but a sha256 digest could point elsewhere.
     if not isinstance(diff_ids, list) or not all(
-            isinstance(d, str) and _DIFF_ID.fullmatch(d) for d in diff_ids):
+            isinstance(d, str) and is_digest(d) for d in diff_ids):
         raise PydockError("invalid image config: rootfs.diff_ids is not a list of sha256 "
                           "digests")
     return diff_ids

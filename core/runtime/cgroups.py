@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from pydock.core.errors import PydockError
-from pydock.core.ids import CONTAINER_ID
+from pydock.core.ids import is_container_id
 
 PARENT = "pydock"  # the directory below each hierarchy's root that holds containers' cgroups
 
@@ -239,7 +239,7 @@ def cgroup_name(root: Path, container_id: str) -> str:
     """
     from pydock.core.files import sha256_hex
 
-    if not CONTAINER_ID.fullmatch(container_id):
+    if not is_container_id(container_id):
         # The id becomes a path below the hierarchies' roots: never let a damaged record
         # point elsewhere.
         raise PydockError(f"invalid container id {container_id!r}")

@@ -14,7 +14,8 @@ from typing import NamedTuple
 from pydock.core.errors import PydockError
 
 # A user spec as docker takes it: NAME or UID, optionally :GROUP or :GID.
-USER_SPEC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+# Compiled (and cached) by re on first use: only runs with -u or an image User check it.
+USER_SPEC = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?"
 _MAX_ID = 2**32 - 2
 _MAX_FILE = 1 << 20
 
@@ -27,7 +28,7 @@ class Credentials(NamedTuple):
 
 
 def validate_user_spec(spec: str) -> None:
-    if not USER_SPEC.fullmatch(spec):
+    if not re.fullmatch(USER_SPEC, spec):
         raise PydockError(f"invalid user {spec!r}: expected NAME|UID[:GROUP|GID]")
     for part in spec.split(":"):
         if part.isdigit() and int(part) > _MAX_ID:
