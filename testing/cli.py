@@ -104,6 +104,22 @@ class Pydock:
             f"stdout: {result.stdout}\nstderr: {result.stderr}")
         return result.stdout
 
+    def refused(self, *args: str, code: int = 125, match: str | None = None,
+                input: str | None = None, env: dict[str, str] | None = None) -> str:
+        """Run, insist that pydock refused: exit status ``code`` (125, pydock's own errors, by
+        default), exactly one line on stderr starting ``pydock: `` and holding ``match`` if
+        given, no traceback and no internal error. Returns the message, without the prefix."""
+        result = self(*args, input=input, env=env)
+        shown = (f"pydock {' '.join(args)} exited {result.returncode}\n"
+                 f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        assert result.returncode == code, shown
+        assert result.stderr.startswith("pydock: ") and result.stderr.endswith("\n"), shown
+        assert result.stderr.count("\n") == 1, shown
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, shown
+        message = result.stderr.removeprefix("pydock: ").removesuffix("\n")
+        assert match is None or match in message, f"{match!r} not in the message\n{shown}"
+        return message
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([PYDOCK, "--root", str(self.root), *args], text=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import io
-import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydock.core.images.store import ImageStore
-
-LayerBuild = Callable[[tarfile.TarFile], None]
-"""Writes a layer's members into an open tar (PAX format)."""
+from pydock.testing.tar import Member, tar_bytes
 
 
-def import_built_layers(store: ImageStore, builds: Sequence[LayerBuild]) -> list[str]:
-    """One layer per build, imported through ``ImageStore.import_layer``; their diff_ids."""
-    diff_ids = []
-    for build in builds:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            build(tar)
-        buffer.seek(0)
-        diff_ids.append(store.import_layer(buffer))
-    return diff_ids
+def import_layers(store: ImageStore, layers: Sequence[Sequence[Member]]) -> list[str]:
+    """One layer per member list (a PAX tar of them, in order), imported through
+    ``ImageStore.import_layer``; their diff_ids."""
+    return [store.import_layer(io.BytesIO(tar_bytes(members))) for members in layers]
 
 
 def default_image_root(root: Path) -> Path:

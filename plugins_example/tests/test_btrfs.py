@@ -3,12 +3,9 @@ driven through the ``pydock`` CLI with the storage root on a loopback btrfs file
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import tarfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,13 +15,13 @@ from pydock.core.driver import Availability, Mount
 from pydock.core.images.store import ImageStore, image_config
 from pydock.core.runtime.mounted import in_container_root
 from pydock.testing.cli import Pydock
-from pydock.testing.layers import import_built_layers
+from pydock.testing.layers import import_layers
 from pydock.testing.manifest import manifest
+from pydock.testing.tar import Member, dir_, link, opaque, reg, whiteout
 
 if TYPE_CHECKING:
     from pydock_btrfs.driver import BtrfsDriver
 
-Build = Callable[[tarfile.TarFile], None]
 MTIME = 1_700_000_000
 
 
@@ -47,19 +44,10 @@ def subvolumes(mount_point: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
-def add_file(tar: tarfile.TarFile, name: str, data: bytes = b"",
-             kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mtime, info.linkname = kind, MTIME, link
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def add_image(root: Path, name: str, builds: list[Build]) -> None:
-    """Image ``name``: pydock's default image with one more layer per build on top."""
+def add_image(root: Path, name: str, layers: list[list[Member]]) -> None:
+    """Image ``name``: pydock's default image with one more layer per member list on top."""
     store = ImageStore(root)
-    diff_ids = [*store.resolve("pydock/default").diff_ids, *import_built_layers(store, builds)]
+    diff_ids = [*store.resolve("pydock/default").diff_ids, *import_layers(store, layers)]
     store.add_image(image_config(diff_ids, MTIME, "pydock-btrfs tests"), name)
 
 
@@ -115,7 +103,7 @@ def test_containers_are_isolated_and_the_image_is_unchanged(pydock: Pydock) -> N
 def test_a_container_is_a_snapshot_costing_no_data_blocks(pydock: Pydock, btrfs: Path) -> None:
     size = 48 << 20
     data = os.urandom(size)  # incompressible, should the filesystem compress
-    add_image(pydock.root, "big", [lambda tar: add_file(tar, "big", data)])
+    add_image(pydock.root, "big", [[reg("big", data)]])
     pydock.ok("run", "--storage", "btrfs", "--image", "big", "--name", "first", "true")
     before = used_bytes(btrfs)
     pydock.ok("run", "--storage", "btrfs", "--image", "big", "--name", "second", "true")
@@ -179,29 +167,22 @@ def test_usage_counts_what_the_container_wrote_not_the_image(pydock: Pydock) -> 
 
 # -- a layered image: every driver must show what the kernel's overlay mount of it shows -----
 
-def upper_layer(tar: tarfile.TarFile) -> None:
-    add_file(tar, "etc", kind=tarfile.DIRTYPE)
-    add_file(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")  # replaced
-    add_file(tar, "etc/.wh.group")  # deleted
-    add_file(tar, "opaque", kind=tarfile.DIRTYPE)
-    add_file(tar, "opaque/old", b"hidden by the layer above\n")
-    add_file(tar, "hardlink", b"one inode\n")
-    add_file(tar, "hardlink2", kind=tarfile.LNKTYPE, link="hardlink")
-    add_file(tar, "replaced", kind=tarfile.DIRTYPE)
-    add_file(tar, "replaced/file", b"gone with its directory\n")
-
-
-def top_layer(tar: tarfile.TarFile) -> None:
-    add_file(tar, "opaque", kind=tarfile.DIRTYPE)
-    add_file(tar, "opaque/.wh..wh..opq")
-    add_file(tar, "opaque/new", b"only this\n")
-    add_file(tar, "bin", kind=tarfile.DIRTYPE)
-    add_file(tar, "bin/.wh.ls")
-    add_file(tar, "replaced", b"a file where a directory was\n")
+UPPER_LAYER = [
+    dir_("etc"), reg("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),  # replaced
+    whiteout("etc/group"),  # deleted
+    dir_("opaque"), reg("opaque/old", b"hidden by the layer above\n"),
+    reg("hardlink", b"one inode\n"), link("hardlink2", "hardlink"),
+    dir_("replaced"), reg("replaced/file", b"gone with its directory\n"),
+]
+TOP_LAYER = [
+    dir_("opaque"), opaque("opaque"), reg("opaque/new", b"only this\n"),
+    dir_("bin"), whiteout("bin/ls"),
+    reg("replaced", b"a file where a directory was\n"),
+]
 
 
 def test_a_layered_image_shows_the_overlay_tree(pydock: Pydock, tmp_path: Path) -> None:
-    add_image(pydock.root, "layered", [upper_layer, top_layer])
+    add_image(pydock.root, "layered", [UPPER_LAYER, TOP_LAYER])
     pydock.ok("run", "--storage", "btrfs", "--image", "layered", "--name", "l", "true")
     containers = Containers(pydock.root)
     record = containers.state.load("l")

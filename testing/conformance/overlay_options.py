@@ -15,29 +15,26 @@ fsconfig(2), one option per call. A driver that makes no overlay mount has nothi
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from pydock.core.driver import StorageDriver
+from pydock.testing.tar import Member, reg
 
 OPTIONS = ("index", "redirect_dir", "metacopy")
 _PAGE_SIZE = 4096
 
 
 class Harness(Protocol):
-    """What the case uses of :class:`pydock.testing.conformance.Harness`, named here so that
-    this module does not import the suite that registers it."""
+    """What the case uses of :class:`pydock.testing.conformance.helpers.Harness`."""
 
     base: str
     driver: StorageDriver
 
     def fail(self, message: str) -> NoReturn: ...
-    def import_tar(self, build: Callable[[tarfile.TarFile], None]) -> str: ...
+    def import_layer(self, members: Sequence[Member]) -> str: ...
     def layer_paths(self, chain: Sequence[str]) -> list[Path]: ...
     def prepare(self, chain: Sequence[str], container_id: str | None = None) -> str: ...
     def remove(self, container_id: str) -> None: ...
@@ -74,15 +71,9 @@ def _chain_past_one_page(h: Harness) -> list[str]:
     """The empty base and as many one-file layers as it takes for their paths to pass a page."""
     chain = [h.base]
     while len(":".join(map(str, h.layer_paths(chain)))) <= _PAGE_SIZE:
-        chain.append(h.import_tar(partial(_one_file, f"layer-{len(chain)}")))
+        name = f"layer-{len(chain)}"
+        chain.append(h.import_layer([reg(name, f"{name}\n".encode())]))
     return chain
-
-
-def _one_file(name: str, tar: tarfile.TarFile) -> None:
-    data = f"{name}\n".encode()
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _values(options: Iterable[str]) -> dict[str, str]:
