@@ -1,5 +1,9 @@
 """Fixtures for tests that run real containers through the ``pydock`` CLI.
 
+Running containers, mounting and most of the storage work need root: a test that does any of
+it takes the ``pydock`` fixture (which needs root) or is marked ``needs_root``; as another user
+it is skipped with the reason "requires root", and the pure unit tests still run.
+
 Every test gets its own storage root under pytest's temporary directory (never
 /var/lib/pydock), pre-seeded with the default image so that each test does not
 rebuild it. After every test, containers left behind are force-removed and
@@ -14,22 +18,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import pydock_on_copy
 
 from pydock.core.cli.main import DEFAULT_ROOT
 from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
 from pydock.testing.layers import default_image_root
 
-DRIVERS = ("overlay", "copy", "bind")
+REQUIRES_ROOT = "requires root"
 
-if os.geteuid() != 0:
-    pytest.exit("pydock's tests run real containers and need root", returncode=1)
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_root") and os.geteuid() != 0:
+        pytest.skip(REQUIRES_ROOT)
+
+
+@pytest.fixture(scope="session")
+def needs_root() -> None:
+    """Skips the test unless it runs as root (what the ``needs_root`` marker does, for
+    fixtures that are unusable without it)."""
+    if os.geteuid() != 0:
+        pytest.skip(REQUIRES_ROOT)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,7 +59,7 @@ def host_storage_untouched() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template_root(needs_root: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A storage root holding only the default image, built once per test session."""
     return default_image_root(tmp_path_factory.mktemp("template") / "root")
 
@@ -54,17 +67,6 @@ def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def pydock(template_root: Path, tmp_path: Path) -> Iterator[Pydock]:
     yield from pydock_on_copy(template_root, tmp_path / "root")
-
-
-def pydock_on_copy(template: Path, root: Path) -> Iterator[Pydock]:
-    """The CLI on ``root``, a copy of the storage root ``template``; containers the test
-    leaves behind are force-removed afterwards."""
-    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
-    cli = Pydock(root)
-    yield cli
-    leftovers = cli.container_names() if (root / "containers").exists() else []
-    if leftovers:
-        cli("rm", "-f", *leftovers)
 
 
 @pytest.fixture(autouse=True)
@@ -116,15 +118,3 @@ def image_root(pydock: Pydock) -> Path:
     image = json.loads(pydock.ok("image", "inspect", "pydock/default"))
     layer = image["RootFS"]["Layers"][0].removeprefix("sha256:")
     return pydock.root / "layers" / layer / "diff"
-
-
-def busybox_rootfs(dest: Path) -> Path:
-    """A minimal root filesystem directory from the host's static busybox, for image tests."""
-    busybox = shutil.which("busybox")
-    assert busybox, "busybox-static must be installed (the README's setup installs it)"
-    for sub in ("bin", "etc", "proc", "sys", "dev", "tmp"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox, dest / "bin" / "busybox")
-    for applet in ("sh", "ls", "cat", "echo", "touch", "mkdir", "id", "hostname", "true"):
-        (dest / "bin" / applet).symlink_to("busybox")
-    return dest

@@ -17,17 +17,19 @@ from pathlib import Path
 
 import pytest
 import xattr
-from tar_members import Member, dir_, link, make_tar, node, reg, sym
 
 from pydock.core.errors import PydockError
 from pydock.core.layers.compression import open_tarball
 from pydock.core.layers.unpack import extract_tar
+from pydock.testing.tar import Member, dir_, link, node, reg, sym, tar_bytes
+
+pytestmark = pytest.mark.quick
 
 UP = "../" * 20  # more than enough to climb from any test directory to /
 
 
 def extract(entries: list[Member], dest: Path) -> str:
-    return extract_tar(io.BytesIO(make_tar(entries)), dest)
+    return extract_tar(io.BytesIO(tar_bytes(entries)), dest)
 
 
 @pytest.fixture
@@ -250,6 +252,7 @@ BREAKOUTS: list[tuple[str, Breakout, str | None]] = [
 ]
 
 
+@pytest.mark.needs_root
 @pytest.mark.parametrize(
     ("build", "expect"), [c[1:] for c in BREAKOUTS], ids=[c[0] for c in BREAKOUTS]
 )
@@ -270,6 +273,7 @@ def test_breakout(tmp_path: Path, dest: Path, build: Breakout, expect: str | Non
     assert _snapshot(tmp_path, dest) == before
 
 
+@pytest.mark.needs_root
 def test_writing_a_hardlinked_symlink_replaces_it(tmp_path: Path, dest: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(b"secret")
@@ -279,6 +283,7 @@ def test_writing_a_hardlinked_symlink_replaces_it(tmp_path: Path, dest: Path) ->
     assert secret.read_bytes() == b"secret"
 
 
+@pytest.mark.needs_root
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
@@ -329,6 +334,7 @@ def _opaque(path: Path) -> bytes | None:
         return None
 
 
+@pytest.mark.needs_root
 def test_whiteouts_become_overlay_whiteouts(dest: Path) -> None:
     extract(
         [
@@ -353,6 +359,7 @@ def test_whiteouts_become_overlay_whiteouts(dest: Path) -> None:
     assert (stat.S_IMODE(implicit.st_mode), implicit.st_uid) == (0o755, 0)
 
 
+@pytest.mark.needs_root
 def test_opaque_marker_sets_the_xattr_on_its_directory(dest: Path) -> None:
     extract(
         [
@@ -378,6 +385,7 @@ def test_opaque_marker_sets_the_xattr_on_its_directory(dest: Path) -> None:
         == (0o755, 0)
 
 
+@pytest.mark.needs_root
 def test_entry_after_its_own_whiteout(dest: Path) -> None:
     # The OCI spec recommends whiteouts before their siblings, and keeps an entry of the same
     # layer: a directory must then also keep hiding the lower layers' directory, so it is opaque.
@@ -401,6 +409,7 @@ def test_entry_after_its_own_whiteout(dest: Path) -> None:
     assert _opaque(dest / "file") is None
 
 
+@pytest.mark.needs_root
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
@@ -457,6 +466,7 @@ def test_refused_whiteouts_and_overlay_metadata(
     assert "\n" not in str(excinfo.value)
 
 
+@pytest.mark.needs_root
 def test_other_character_devices_are_kept(dest: Path) -> None:
     extract([node("zero", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=5),
              node("minor-only", tarfile.CHRTYPE, 0o600, devmajor=0, devminor=7)], dest)
@@ -467,6 +477,7 @@ def test_other_character_devices_are_kept(dest: Path) -> None:
 # --- fidelity ---------------------------------------------------------------------------------
 
 
+@pytest.mark.needs_root
 def test_special_modes_survive_chown(dest: Path) -> None:
     extract(
         [
@@ -491,6 +502,7 @@ def test_special_modes_survive_chown(dest: Path) -> None:
         assert stat.S_IMODE(os.lstat(dest / name).st_mode) == mode, name
 
 
+@pytest.mark.needs_root
 def test_numeric_owner_ignores_names(dest: Path) -> None:
     owner = {"uid": 1234, "gid": 5678, "uname": "root", "gname": "root"}
     extract(
@@ -508,6 +520,7 @@ def test_numeric_owner_ignores_names(dest: Path) -> None:
         assert (st.st_uid, st.st_gid) == (1234, 5678), name
 
 
+@pytest.mark.needs_root
 def test_mtimes_and_atimes(dest: Path) -> None:
     extract(
         [
@@ -535,6 +548,7 @@ def test_mtimes_and_atimes(dest: Path) -> None:
         assert (st.st_mtime_ns, st.st_atime_ns) == (ns, ns), name
 
 
+@pytest.mark.needs_root
 def test_directory_metadata_is_applied_after_its_children(dest: Path) -> None:
     extract(
         [
@@ -556,6 +570,7 @@ def test_directory_metadata_is_applied_after_its_children(dest: Path) -> None:
     assert (stat.S_IMODE(implicit.st_mode), implicit.st_uid, implicit.st_gid) == (0o755, 0, 0)
 
 
+@pytest.mark.needs_root
 def test_directory_repeated_takes_the_last_metadata(dest: Path) -> None:
     extract([dir_("d", mode=0o700), reg("d/f", b"kept"), dir_("d", mode=0o751, mtime=42)], dest)
     st = os.stat(dest / "d")
@@ -563,6 +578,7 @@ def test_directory_repeated_takes_the_last_metadata(dest: Path) -> None:
     assert (dest / "d/f").read_bytes() == b"kept"
 
 
+@pytest.mark.needs_root
 def test_hardlink_groups_share_an_inode(dest: Path) -> None:
     extract(
         [
@@ -584,12 +600,14 @@ def test_hardlink_groups_share_an_inode(dest: Path) -> None:
     assert os.readlink(dest / "s2") == "a"
 
 
+@pytest.mark.needs_root
 def test_symlink_targets_are_verbatim(dest: Path) -> None:
     targets = ["/etc/passwd", "../../../../x", "relative/y", "/", "..", "dangling", "a//b/./"]
     extract([sym(f"s{i}", target) for i, target in enumerate(targets)], dest)
     assert [os.readlink(dest / f"s{i}") for i in range(len(targets))] == targets
 
 
+@pytest.mark.needs_root
 def test_device_nodes_and_fifos(dest: Path) -> None:
     extract(
         [
@@ -608,6 +626,7 @@ def test_device_nodes_and_fifos(dest: Path) -> None:
     assert stat.S_ISFIFO(os.lstat(dest / "fifo").st_mode)
 
 
+@pytest.mark.needs_root
 def test_pax_xattrs(dest: Path) -> None:
     extract(
         [
@@ -631,6 +650,7 @@ def test_pax_xattrs(dest: Path) -> None:
     assert "trusted.link" not in xattr.listxattr(str(dest / "d/f"))
 
 
+@pytest.mark.needs_root
 def test_later_member_replaces_earlier(dest: Path) -> None:
     extract(
         [
@@ -661,6 +681,7 @@ def test_later_member_replaces_earlier(dest: Path) -> None:
     assert os.readlink(dest / "becomes-link") == "file"
 
 
+@pytest.mark.needs_root
 def test_large_file_and_odd_names(dest: Path) -> None:
     big = os.urandom(3 * (1 << 20) + 123)
     name = "ünï/" + "n" * 200 + "/not-utf8-\udcff"
@@ -671,6 +692,7 @@ def test_large_file_and_odd_names(dest: Path) -> None:
     assert os.fsencode(dest / name).endswith(b"/not-utf8-\xff")
 
 
+@pytest.mark.needs_root
 def test_non_utf8_directory_names_work(dest: Path) -> None:
     # Linux names are bytes; tarfile hands them over as surrogate-escaped str.
     extract([reg("not-utf8-\udcff/f", b"x")], dest)
@@ -699,8 +721,9 @@ def test_gnu_sparse_files(tmp_path: Path, dest: Path, format: str) -> None:
 # --- hashing, compression and corrupt input ---------------------------------------------------
 
 
+@pytest.mark.needs_root
 def test_sha256_covers_the_whole_stream(dest: Path) -> None:
-    data = make_tar([reg("f", b"x" * 1000)]) + bytes(3 * 512)
+    data = tar_bytes([reg("f", b"x" * 1000)]) + bytes(3 * 512)
     assert extract_tar(io.BytesIO(data), dest) == hashlib.sha256(data).hexdigest()
 
 
@@ -713,11 +736,12 @@ def test_empty_archive(tmp_path: Path, dest: Path) -> None:
     assert list(dest.iterdir()) == []
 
 
+@pytest.mark.needs_root
 @pytest.mark.parametrize("compress", [gzip.compress, lzma.compress, bz2.compress, lambda d: d])
 def test_open_tarball_detects_compression_by_content(
     tmp_path: Path, dest: Path, compress: Callable[[bytes], bytes]
 ) -> None:
-    data = make_tar([dir_("etc"), reg("etc/hostname", b"box\n")])
+    data = tar_bytes([dir_("etc"), reg("etc/hostname", b"box\n")])
     path = tmp_path / "layer.tar.zst"  # the name is deliberately wrong
     path.write_bytes(compress(data))
     with open_tarball(path) as stream:
@@ -752,7 +776,7 @@ def test_open_tarball_missing_file(tmp_path: Path) -> None:
 
 
 def test_truncated_compressed_layer(tmp_path: Path, dest: Path) -> None:
-    compressed = gzip.compress(make_tar([reg("f", os.urandom(100_000))]))
+    compressed = gzip.compress(tar_bytes([reg("f", os.urandom(100_000))]))
     path = tmp_path / "layer.tar.gz"
     path.write_bytes(compressed[: len(compressed) // 2])
     with open_tarball(path) as stream, pytest.raises(PydockError, match="'f': Compressed file"):
@@ -760,12 +784,12 @@ def test_truncated_compressed_layer(tmp_path: Path, dest: Path) -> None:
 
 
 def _two_members() -> bytes:
-    return make_tar([reg("a", b"a" * 700), reg("b", b"b" * 100)])
+    return tar_bytes([reg("a", b"a" * 700), reg("b", b"b" * 100)])
 
 
 def _pax_header_chain() -> bytes:
     """Thousands of PAX extended headers in a row, which tarfile reads by recursion."""
-    member = make_tar([reg("f", pax_headers={"comment": "x"})])
+    member = tar_bytes([reg("f", pax_headers={"comment": "x"})])
     return member[:1024] * 3000 + member
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import tarfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, busybox_rootfs
+from helpers import DRIVERS, busybox_tarball
 from test_crash_safety import LIMITED, NEEDS_MEMORY_CGROUP, assert_cleaned, tree, warm_up
 from test_state import storage_entries
 
@@ -110,10 +109,7 @@ def test_rm_f_racing_run_leaves_nothing(pydock: Pydock, rng: random.Random,
 
 @pytest.fixture
 def racer_tarball(tmp_path: Path) -> Path:
-    archive = tmp_path / "racer.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(busybox_rootfs(tmp_path / "rootfs"), arcname=".")
-    return archive
+    return busybox_tarball(tmp_path, "racer.tar")
 
 
 def test_image_rm_racing_run_never_leaves_a_container_without_layers(
@@ -146,6 +142,7 @@ def test_image_rm_racing_run_never_leaves_a_container_without_layers(
     print(f"run's outcomes: {sorted(outcomes)}")
 
 
+@pytest.mark.quick
 def test_a_lock_waited_for_on_a_deleted_record_is_taken_again_on_the_new_one(
         tmp_path: Path) -> None:
     # The one race above that timing alone cannot reach: rm waits for a record's lock,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS
+from helpers import DRIVERS
 
 from pydock.core.driver import Mount
 from pydock.core.layers.flatten import apply_layer, flatten
@@ -27,6 +27,7 @@ from pydock.testing.pytest_plugin import run_conformance_case
 
 PYTEST = str(Path(sys.executable).with_name("pytest"))
 
+@pytest.mark.needs_root
 @pytest.mark.parametrize(("driver_name", "case"),
                          [pytest.param(driver_name, case, id=f"{driver_name}-{case.name}")
                           for driver_name in DRIVERS for case in CASES])
@@ -34,6 +35,7 @@ def test_builtin_driver_conforms(driver_name: str, case: Case, tmp_path: Path) -
     run_conformance_case(case, driver_name, tmp_path)
 
 
+@pytest.mark.needs_root
 def test_the_authors_command_passes_for_the_copy_driver(tmp_path: Path) -> None:
     # Run from an empty directory, as an author's project would be; --basetemp and no cache
     # keep the inner session's files inside this test's own temporary directory.
@@ -89,6 +91,7 @@ class IgnoresWhiteouts(CopyDriver):
             shutil.rmtree(plain)
 
 
+@pytest.mark.needs_root
 def test_a_driver_that_ignores_whiteouts_fails_the_suite_readably(tmp_path: Path) -> None:
     def factory(root: Path) -> CopyDriver:
         return IgnoresWhiteouts(driver_home(root, IgnoresWhiteouts.name))

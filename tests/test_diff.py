@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import DRIVERS
+from helpers import DRIVERS
 
 from pydock.core.containers.lifecycle import Containers
 from pydock.core.runtime.mounted import in_container_root
@@ -42,8 +42,7 @@ def test_an_unchanged_container_has_an_empty_diff(pydock: Pydock, driver: str) -
 
 
 def test_diff_of_an_unknown_container_is_one_line_125(pydock: Pydock) -> None:
-    result = pydock("diff", "ghost")
-    assert (result.returncode, result.stderr) == (125, "pydock: no such container: ghost\n")
+    assert pydock.refused("diff", "ghost") == "no such container: ghost"
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

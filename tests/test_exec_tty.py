@@ -155,8 +155,7 @@ def test_exec_as_another_user_and_with_stdin(pydock: Pydock) -> None:
 
 def test_exec_refuses_a_container_that_is_not_running(pydock: Pydock) -> None:
     pydock.ok("run", "--name", "done", "true")
-    result = pydock("exec", "done", "true")
-    assert (result.returncode, result.stderr) == (125, "pydock: container done is not running\n")
+    assert pydock.refused("exec", "done", "true") == "container done is not running"
 
 
 def test_exec_with_a_terminal(pydock: Pydock, terminals: list[Terminal]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import subprocess
 import tarfile
@@ -24,21 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DRIVERS, busybox_rootfs, pydock_on_copy
-from test_image_transfer import (
+from helpers import (
+    DRIVERS,
     Layer,
-    add_file,
+    busybox_rootfs,
     docker_archive,
     make_config,
     make_layers,
     oci_layout,
-    tar_directory,
+    pydock_on_copy,
 )
 
 from pydock.core.containers import spec
 from pydock.core.containers.spec import RunOptions
 from pydock.testing.cli import Pydock, mounts_under
 from pydock.testing.manifest import diff_manifests, manifest
+from pydock.testing.tar import reg, tar_bytes, tree, write_tar
 
 # -- fixtures and checks ------------------------------------------------------------------
 
@@ -65,22 +65,14 @@ def layers(tmp_path_factory: pytest.TempPathFactory) -> list[Layer]:
     return make_layers(tmp_path_factory.mktemp("layers"), (False, False, False))
 
 
-def assert_one_line(stderr: str) -> None:
-    assert stderr.startswith("pydock: ") and stderr.count("\n") == 1, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-
-
-def assert_refused(pydock: Pydock, args: list[str], message: str,
-                   code: int = 125) -> subprocess.CompletedProcess[str]:
-    """``pydock ARGS`` exits ``code`` with one line holding ``message``, changing nothing."""
+def refused_unchanged(pydock: Pydock, args: list[str], message: str) -> str:
+    """``pydock ARGS`` is refused with one line holding ``message`` (:meth:`Pydock.refused`)
+    and changes nothing in the storage root; the message."""
     before = manifest(pydock.root)
-    result = pydock(*args)
-    assert result.returncode == code, (args, result.stderr)
-    assert_one_line(result.stderr)
-    assert message in result.stderr, (args, result.stderr)
+    refusal = pydock.refused(*args, match=message)
     assert diff_manifests(before, manifest(pydock.root)) == []
     assert mounts_under(pydock.root) == []
-    return result
+    return refusal
 
 
 def assert_works(result: subprocess.CompletedProcess[str], stdout: str) -> None:
@@ -157,8 +149,7 @@ def test_a_bad_run_flag_is_refused_and_leaves_the_root_as_it_was(
         pydock: Pydock, tmp_path: Path, args: list[str], message: str) -> None:
     source = tmp_path / "src"
     args = [arg.replace("SRC", str(source)) for arg in args]
-    result = assert_refused(pydock, ["run", "--name", "never", *args, "true"], message)
-    assert result.stdout == ""
+    refused_unchanged(pydock, ["run", "--name", "never", *args, "true"], message)
     assert not source.exists()
 
 
@@ -181,14 +172,12 @@ def test_what_only_the_image_refuses_fails_at_setup_and_rm_undoes_it(
         pydock: Pydock, tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "src").mkdir()
     args = [arg.replace("SRC", str(tmp_path / "src")) for arg in args]
-    assert_refused(pydock, ["run", "--rm", *args, "true"], message)
+    refused_unchanged(pydock, ["run", "--rm", *args, "true"], message)
     before = manifest(pydock.root)
-    result = pydock("run", "--name", "failed", *args, "true")
-    assert result.returncode == 125
-    assert_one_line(result.stderr)
+    refusal = pydock.refused("run", "--name", "failed", *args, "true")
     state = pydock.inspect("failed")["State"]
     assert (state["Status"], state["ExitCode"]) == ("exited", 125)
-    assert message in state["Error"] and state["Error"] in result.stderr
+    assert message in state["Error"] and state["Error"] in refusal
     pydock.ok("rm", "failed")
     assert diff_manifests(before, manifest(pydock.root)) == []
 
@@ -245,8 +234,8 @@ NAMES = {
 
 @pytest.mark.parametrize("name", NAMES.values(), ids=NAMES.keys())
 def test_a_bad_single_dash_name_is_refused(pydock: Pydock, name: str) -> None:
-    result = assert_refused(pydock, ["run", "-name", name, "true"], "invalid container name")
-    assert repr(name) in result.stderr or "300 characters" in result.stderr
+    refusal = refused_unchanged(pydock, ["run", "-name", name, "true"], "invalid container name")
+    assert repr(name) in refusal or "300 characters" in refusal
 
 
 # "--" ends the options, so that a name with a leading dash reaches the command.
@@ -270,7 +259,7 @@ def test_a_bad_name_is_no_such_container_for_every_command(pydock: Pydock, tmp_p
     for command in COMMANDS.values():
         args = [name if arg == "NAME" else str(out) if arg == "OUT" else arg for arg in command]
         # Quoted: the name is shown as typed, never as raw control characters.
-        assert_refused(pydock, args, f"no such container: {name!r} is not a valid container "
+        refused_unchanged(pydock, args, f"no such container: {name!r} is not a valid container "
                        "name")
     assert not out.exists()
 
@@ -291,34 +280,19 @@ def test_a_name_that_is_a_path_never_reaches_a_record_outside_the_store(
     before = manifest(planted), manifest(victim)
     for name in (str(planted), f"../../{planted.name}"):
         for args in (["rm", "-f", name], ["inspect", name], ["logs", name]):
-            assert_refused(pydock, args, "is not a valid container name")
+            refused_unchanged(pydock, args, "is not a valid container name")
     assert (manifest(planted), manifest(victim)) == before
 
 
 # -- image files: import and load -----------------------------------------------------------
 
 
-def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    return tarfile.TarInfo(name), data
-
-
 def sparse_bomb(claimed: int) -> bytes:
     """A layer of one GNU sparse file (PAX format 0.1) of ``claimed`` bytes: holes, which
     extraction writes out as zeros, then one block of data."""
-    info = tarfile.TarInfo("bomb")
-    info.pax_headers = {"GNU.sparse.major": "0", "GNU.sparse.minor": "1",
-                        "GNU.sparse.name": "bomb", "GNU.sparse.size": str(claimed),
-                        "GNU.sparse.map": f"{claimed - 512},512"}
-    return tar_bytes([(info, b"x" * 512)])
+    return tar_bytes([reg("bomb", b"x" * 512, pax_headers={
+        "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": "bomb",
+        "GNU.sparse.size": str(claimed), "GNU.sparse.map": f"{claimed - 512},512"})])
 
 
 def claims_size(size: int) -> bytes:
@@ -338,7 +312,7 @@ def negative_size() -> bytes:
 
 
 # Two members, 'first' (3000 bytes) and 'second', then the end-of-archive marker.
-TWO = tar_bytes([regular("first", b"1" * 3000), regular("second", b"2" * 100)])
+TWO = tar_bytes([reg("first", b"1" * 3000), reg("second", b"2" * 100)])
 GZIP = gzip.compress(TWO, mtime=0)
 
 IMPORT_FILES: dict[str, tuple[Callable[[Path], Any], str]] = {
@@ -375,17 +349,12 @@ def test_a_bad_file_to_import_is_refused(pydock: Pydock, tmp_path: Path,
                                          make: Callable[[Path], Any], message: str) -> None:
     source = tmp_path / "image.tar"
     make(source)
-    assert_refused(pydock, ["image", "import", str(source), "imported"], message)
+    refused_unchanged(pydock, ["image", "import", str(source), "imported"], message)
 
 
 def test_an_archive_of_many_entries_imports_and_runs(pydock: Pydock, tmp_path: Path) -> None:
-    rootfs = busybox_rootfs(tmp_path / "rootfs")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(rootfs, arcname=".")
-        for number in range(20_000):
-            tar.addfile(tarfile.TarInfo(f"many/{number}"))
-    (tmp_path / "many.tar").write_bytes(buffer.getvalue())
+    write_tar(tmp_path / "many.tar", [*tree(busybox_rootfs(tmp_path / "rootfs")),
+                                      *(reg(f"many/{number}") for number in range(20_000))])
     pydock.ok("image", "import", str(tmp_path / "many.tar"), "many")
     assert_works(pydock("run", "--rm", "--image", "many", "sh", "-c", "ls /many | wc -l"),
                  "20000\n")
@@ -408,11 +377,8 @@ def docker_archive_manifest_first(path: Path, layers: list[Layer],
     paths = [f"{number}/layer.tar" for number in range(len(layers))]
     entry = {"Config": config_name, "RepoTags": ["hostile:1"], "Layers": paths,
              **(manifest_entry or {})}
-    with tarfile.open(path, "w") as tar:
-        add_file(tar, "manifest.json", json.dumps([entry]).encode())
-        add_file(tar, config_name, config)
-        for layer, name in zip(layers, paths, strict=True):
-            add_file(tar, name, layer.blob)
+    write_tar(path, [reg("manifest.json", json.dumps([entry]).encode()), reg(config_name, config),
+                     *(reg(name, layer.blob) for layer, name in zip(layers, paths, strict=True))])
 
 
 def docker_with(**entry: Any) -> Callable[[Path, list[Layer]], Path]:
@@ -449,7 +415,7 @@ def file_of(data: bytes) -> Callable[[Path, list[Layer]], Path]:
 
 def tar_of(files: dict[str, bytes]) -> Callable[[Path, list[Layer]], Path]:
     def make(tmp_path: Path, layers: list[Layer]) -> Path:
-        (tmp_path / "image.tar").write_bytes(tar_bytes([regular(n, d) for n, d in files.items()]))
+        (tmp_path / "image.tar").write_bytes(tar_bytes([reg(n, d) for n, d in files.items()]))
         return tmp_path / "image.tar"
     return make
 
@@ -482,7 +448,7 @@ def layout_with(edit: Edit,
                  "config_path": layout / "blobs" / "sha256" / document["config"]["digest"][7:],
                  "layer_path": layout / "blobs" / "sha256" / document["layers"][0]["digest"][7:]}
         edit(layout, parts)
-        return tar_directory(layout, tmp_path / "layout.tar", False) if as_tar else layout
+        return write_tar(tmp_path / "layout.tar", tree(layout)) if as_tar else layout
     return make
 
 
@@ -595,7 +561,7 @@ LOAD_FILES: dict[str, tuple[BadArchive, str]] = {
 def test_a_bad_file_to_load_is_refused(pydock: Pydock, tmp_path: Path, layers: list[Layer],
                                        make: BadArchive, message: str) -> None:
     source = make(tmp_path, layers)
-    assert_refused(pydock, ["image", "load", "-i", str(source)], message)
+    refused_unchanged(pydock, ["image", "load", "-i", str(source)], message)
 
 
 # -- image configs --------------------------------------------------------------------------
@@ -682,17 +648,17 @@ def test_absurd_image_configs_work_as_in_docker_or_fail_in_one_line(
     archive, blob = tmp_path / "image.tar", json.dumps(config).encode()
     docker_archive(archive, layers, ["absurd:1"], config=blob)
     if isinstance(outcome, AtLoad):
-        assert_refused(pydock, ["image", "load", "-i", str(archive)], outcome.message)
+        refused_unchanged(pydock, ["image", "load", "-i", str(archive)], outcome.message)
         return
     pydock.ok("image", "load", "-i", str(archive))
     before = manifest(pydock.root)
-    result = pydock("run", "--rm", "--image", "absurd:1")
-    assert result.returncode == outcome.code, result.stderr
-    assert result.stdout == outcome.stdout
     if outcome.error:
-        assert_one_line(result.stderr)
-        assert outcome.error in result.stderr
-    assert "Traceback" not in result.stderr
+        pydock.refused("run", "--rm", "--image", "absurd:1", code=outcome.code,
+                       match=outcome.error)
+    else:
+        result = pydock("run", "--rm", "--image", "absurd:1")
+        assert (result.returncode, result.stdout) == (outcome.code, outcome.stdout), result
+        assert "Traceback" not in result.stderr
     assert diff_manifests(before, manifest(pydock.root)) == []
     # image ls reads the config too; and it is kept as it came, odd values and all.
     pydock.ok("image", "ls")

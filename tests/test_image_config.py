@@ -49,6 +49,5 @@ def test_working_dir_and_user_of_the_image(pydock: Pydock) -> None:
 def test_unusable_image_configs_are_refused_clearly(pydock: Pydock, run_config: dict[str, Any],
                                                     message: str) -> None:
     tag_with_config(pydock, "odd", **run_config)
-    result = pydock("run", "--rm", "--image", "odd")
-    assert result.returncode == 125 and message in result.stderr
+    pydock.refused("run", "--rm", "--image", "odd", match=message)
     assert pydock.container_names() == []

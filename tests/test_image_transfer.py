@@ -3,129 +3,30 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DRIVERS, busybox_rootfs
+from helpers import (
+    DRIVERS,
+    Layer,
+    busybox_rootfs,
+    docker_archive,
+    make_config,
+    make_layers,
+    oci_layout,
+)
 
 from pydock.testing.cli import Pydock, mounts_under
 from pydock.testing.manifest import diff_manifests, manifest
-
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-# -- building archives by hand -------------------------------------------------------------
-
-
-@dataclass
-class Layer:
-    tar: bytes  # uncompressed
-    blob: bytes  # as stored: the tar, or gzip of it
-
-    @property
-    def diff_id(self) -> str:
-        return f"sha256:{hashlib.sha256(self.tar).hexdigest()}"
-
-    @property
-    def digest(self) -> str:
-        return f"sha256:{hashlib.sha256(self.blob).hexdigest()}"
-
-
-def make_layer(tree: Path, compress: bool) -> Layer:
-    buffer = io.BytesIO()
-    # GNU format: whole-second mtimes, as pydock writes them, so round trips compare exactly.
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for path in sorted(tree.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(tree)), recursive=False)
-    data = buffer.getvalue()
-    return Layer(data, gzip.compress(data, mtime=0) if compress else data)
-
-
-def make_layers(tmp_path: Path, compress: tuple[bool, bool, bool]) -> list[Layer]:
-    """busybox; /etc/greeting; /top.txt replacing the greeting's directory's neighbour."""
-    base = busybox_rootfs(tmp_path / "l1")
-    middle = tmp_path / "l2"
-    (middle / "etc").mkdir(parents=True)
-    (middle / "etc" / "greeting").write_text("hello from the middle\n")
-    top = tmp_path / "l3"
-    top.mkdir()
-    (top / "top.txt").write_text("top layer\n")
-    return [make_layer(tree, c) for tree, c in zip((base, middle, top), compress, strict=True)]
-
-
-def make_config(layers: list[Layer]) -> bytes:
-    return json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
-        "config": {"Env": [f"PATH={PATH}"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-    }, indent=2).encode()
-
-
-def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def docker_archive(path: Path, layers: list[Layer], tags: list[str],
-                   layer_paths: list[str] | None = None, config: bytes | None = None) -> bytes:
-    """A docker-save style archive; returns its config bytes."""
-    config = config or make_config(layers)
-    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
-    paths = layer_paths or [f"{i}{'a' * 3}/layer.tar" for i in range(len(layers))]
-    with tarfile.open(path, "w") as tar:
-        for layer, name in zip(layers, paths, strict=False):
-            if not name.startswith(("/", "..")):
-                add_file(tar, name, layer.blob)
-        add_file(tar, config_name, config)
-        add_file(tar, "manifest.json", json.dumps(
-            [{"Config": config_name, "RepoTags": tags, "Layers": paths}]).encode())
-    return config
-
-
-def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> bytes:
-    """An OCI image layout directory; returns its config bytes."""
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def blob(data: bytes, media_type: str) -> dict[str, Any]:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
-
-    config = make_config(layers)
-    layer_type = "application/vnd.oci.image.layer.v1.tar"
-    manifest_blob = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": blob(config, "application/vnd.oci.image.config.v1+json"),
-        "layers": [blob(layer.blob, layer_type + ("+gzip" if layer.blob != layer.tar else ""))
-                   for layer in layers],
-    }).encode()
-    descriptor = blob(manifest_blob, "application/vnd.oci.image.manifest.v1+json")
-    if ref_name:
-        descriptor["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
-    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2,
-                                                      "manifests": [descriptor]}))
-    return config
-
-
-def tar_directory(directory: Path, output: Path, compress: bool) -> Path:
-    with tarfile.open(output, "w:gz" if compress else "w") as tar:
-        tar.add(directory, arcname=".")
-    return output
-
+from pydock.testing.tar import reg, sym, tree, write_tar
 
 # -- checks ----------------------------------------------------------------------------------
 
@@ -139,13 +40,10 @@ def store_state(pydock: Pydock) -> tuple[list[str], str, list[str]]:
             sorted(p.name for p in (images / "configs").iterdir()))
 
 
-def assert_refused(pydock: Pydock, source: Path, message: str) -> None:
+def assert_load_refused(pydock: Pydock, source: Path, message: str) -> None:
+    """``image load`` of ``source`` is refused with ``message`` and changes no image."""
     before = store_state(pydock)
-    result = pydock("image", "load", "-i", str(source))
-    assert result.returncode == 125, result
-    assert message in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    pydock.refused("image", "load", "-i", str(source), match=message)
     assert store_state(pydock) == before
 
 
@@ -205,13 +103,9 @@ def test_layers_shared_through_symlinks_as_older_docker_saves_them(pydock: Pydoc
     archive = tmp_path / "image.tar"
     docker_archive(archive, layers[:2], ["linked:1"],
                    layer_paths=["0/layer.tar", "1/layer.tar", "2/layer.tar"],
-                   config=make_config(layers))
-    with tarfile.open(archive, "a") as tar:
-        add_file(tar, "elsewhere/layer.tar", layers[2].blob)
-        link = tarfile.TarInfo("2/layer.tar")
-        link.type = tarfile.SYMTYPE
-        link.linkname = "../elsewhere/./layer.tar"
-        tar.addfile(link)
+                   config=make_config(layers),
+                   extra=[reg("elsewhere/layer.tar", layers[2].blob),
+                          sym("2/layer.tar", "../elsewhere/./layer.tar")])
     pydock.ok("image", "load", "-i", str(archive))
     assert pydock.ok("run", "--rm", "--image", "linked:1", "cat", "/top.txt") == "top layer\n"
 
@@ -221,8 +115,8 @@ def test_load_an_oci_layout(pydock: Pydock, tmp_path: Path, form: str) -> None:
     layers = make_layers(tmp_path, (True, False, True))
     layout = tmp_path / "layout"
     config = oci_layout(layout, layers, "registry.local:5000/team/tiny:2")
-    source = layout if form == "directory" else tar_directory(
-        layout, tmp_path / f"layout.{form}", form == "tar.gz")
+    source = layout if form == "directory" else write_tar(
+        tmp_path / f"layout.{form}", tree(layout), compress=form == "tar.gz")
 
     assert loaded_ids(pydock.ok("image", "load", "-i", str(source))) == \
         ["registry.local:5000/team/tiny:2"]
@@ -248,7 +142,7 @@ def test_an_oci_image_named_by_a_bare_tag_is_loaded_without_a_name(pydock: Pydoc
         "top layer\n"
     pydock.ok("image", "rm", image_id)
     assert store_state(pydock) == before
-    assert pydock("image", "inspect", image_id).returncode == 125
+    pydock.refused("image", "inspect", image_id)
 
 
 # -- rejected archives -----------------------------------------------------------------------
@@ -263,7 +157,7 @@ def test_a_layer_that_does_not_match_its_diff_id_is_refused(pydock: Pydock,
     flipped[len(flipped) // 2] ^= 0xFF
     layers[0] = Layer(bytes(flipped), bytes(flipped))
     docker_archive(tmp_path / "bad.tar", layers, ["bad:1"], config=config)
-    assert_refused(pydock, tmp_path / "bad.tar", "does not match the config's diff_id")
+    assert_load_refused(pydock, tmp_path / "bad.tar", "does not match the config's diff_id")
 
 
 def test_a_later_bad_layer_removes_the_layers_already_imported(pydock: Pydock,
@@ -275,7 +169,7 @@ def test_a_later_bad_layer_removes_the_layers_already_imported(pydock: Pydock,
     data = bytearray(blob.read_bytes())
     data[600] ^= 0x01  # inside top.txt's contents
     blob.write_bytes(bytes(data))
-    assert_refused(pydock, layout, "content does not match its digest")
+    assert_load_refused(pydock, layout, "content does not match its digest")
 
 
 @pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "a/../../x.tar",
@@ -284,14 +178,10 @@ def test_hostile_layer_paths_are_refused(pydock: Pydock, tmp_path: Path, path: s
     layers = make_layers(tmp_path, (False, False, False))
     archive = tmp_path / "hostile.tar"
     docker_archive(archive, layers, ["hostile:1"], layer_paths=["0/layer.tar", "1/layer.tar",
-                                                                 path])
-    if path == "symlink-out":
-        with tarfile.open(archive, "a") as tar:
-            link = tarfile.TarInfo(path)
-            link.type = tarfile.SYMTYPE
-            link.linkname = "../../../../../../etc/passwd"
-            tar.addfile(link)
-    assert_refused(pydock, archive, "leaves the archive" if path != "/etc/passwd"
+                                                                 path],
+                   extra=[sym(path, "../../../../../../etc/passwd")] if path == "symlink-out"
+                   else [])
+    assert_load_refused(pydock, archive, "leaves the archive" if path != "/etc/passwd"
                    else "absolute path")
 
 
@@ -304,7 +194,7 @@ def test_a_hostile_oci_layout_directory_cannot_reach_outside(pydock: Pydock,
     blob = layout / "blobs" / "sha256" / layers[0].digest[7:]
     blob.unlink()
     blob.symlink_to("/etc/passwd")
-    assert_refused(pydock, layout, "cannot open blobs/sha256/")
+    assert_load_refused(pydock, layout, "cannot open blobs/sha256/")
 
 
 def bad_inputs(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
@@ -312,14 +202,11 @@ def bad_inputs(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     yield "noise", tmp_path / "noise", "not a tar archive"
     (tmp_path / "empty").mkdir()
     yield "empty dir", tmp_path / "empty", "no manifest.json"
-    with tarfile.open(tmp_path / "nomanifest.tar", "w") as tar:
-        add_file(tar, "hello", b"hi")
+    write_tar(tmp_path / "nomanifest.tar", [reg("hello", b"hi")])
     yield "no manifest", tmp_path / "nomanifest.tar", "no index.json"
-    with tarfile.open(tmp_path / "badjson.tar", "w") as tar:
-        add_file(tar, "manifest.json", b"[{\"Config\": ")
+    write_tar(tmp_path / "badjson.tar", [reg("manifest.json", b"[{\"Config\": ")])
     yield "corrupt json", tmp_path / "badjson.tar", "invalid JSON"
-    with tarfile.open(tmp_path / "nodict.tar", "w") as tar:
-        add_file(tar, "manifest.json", b"[42]")
+    write_tar(tmp_path / "nodict.tar", [reg("manifest.json", b"[42]")])
     yield "wrong json type", tmp_path / "nodict.tar", "expected a JSON object"
     layers = make_layers(tmp_path, (False, False, False))
     docker_archive(tmp_path / "missing.tar", layers[:2], ["m:1"],
@@ -331,14 +218,15 @@ def bad_inputs(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     yield "bad diff_id", tmp_path / "wrongcount.tar", "is not a sha256 digest"
     config = make_config(layers)
     docker_archive(tmp_path / "renamed.tar", layers, ["r:1"], config=config)
-    with tarfile.open(tmp_path / "renamed.tar") as source, \
-            tarfile.open(tmp_path / "renamed2.tar", "w") as tar:
+    renamed = []
+    with tarfile.open(tmp_path / "renamed.tar") as source:
         for member in source:
             data = source.extractfile(member).read()  # type: ignore[union-attr]
             if member.name == "manifest.json":
                 data = data.replace(hashlib.sha256(config).hexdigest().encode(), b"f" * 64)
-            add_file(tar, "f" * 64 + ".json" if member.name.endswith(".json") and
-                     member.name != "manifest.json" else member.name, data)
+            renamed.append(reg("f" * 64 + ".json" if member.name.endswith(".json") and
+                               member.name != "manifest.json" else member.name, data))
+    write_tar(tmp_path / "renamed2.tar", renamed)
     yield "config named wrongly", tmp_path / "renamed2.tar", "does not match its digest name"
     huge = json.loads(make_config(layers))
     huge["rootfs"]["diff_ids"] *= 200
@@ -362,7 +250,7 @@ def test_bad_inputs_are_one_line_errors_that_leave_nothing_behind(pydock: Pydock
                                                                   tmp_path: Path) -> None:
     for label, source, message in bad_inputs(tmp_path):
         try:
-            assert_refused(pydock, source, message)
+            assert_load_refused(pydock, source, message)
         except AssertionError as e:
             raise AssertionError(f"{label}: {e}") from e
 
@@ -392,10 +280,10 @@ def test_round_trip_keeps_content_and_names(pydock: Pydock, tmp_path: Path, fmt:
 
 
 def test_save_errors(pydock: Pydock, tmp_path: Path) -> None:
-    result = pydock("image", "save", "nosuch:1", "-o", str(tmp_path / "x.tar"))
-    assert result.returncode == 125 and "no such image" in result.stderr
-    result = pydock("image", "save", "pydock/default", "-o", str(tmp_path / "no" / "x.tar"))
-    assert result.returncode == 125 and "no such directory" in result.stderr
+    pydock.refused("image", "save", "nosuch:1", "-o", str(tmp_path / "x.tar"),
+                   match="no such image")
+    pydock.refused("image", "save", "pydock/default", "-o", str(tmp_path / "no" / "x.tar"),
+                   match="no such directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
 
 
@@ -563,7 +451,7 @@ def test_pydock_loads_podman_archives(pydock: Pydock, tmp_path: Path,
                                       podman: list[str]) -> None:
     rootfs = busybox_rootfs(tmp_path / "rootfs")
     (rootfs / "from-podman.txt").write_text("made by podman\n")
-    tar_directory(rootfs, tmp_path / "rootfs.tar", compress=False)
+    write_tar(tmp_path / "rootfs.tar", tree(rootfs))
     run(*podman, "import", tmp_path / "rootfs.tar", "localhost/made-by-podman:1")
     for fmt in ("docker-archive", "oci-archive"):
         archive = tmp_path / f"{fmt}.tar"

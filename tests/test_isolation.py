@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS
+from helpers import DRIVERS
 
 from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest

@@ -4,91 +4,60 @@ modes, owners, xattrs. Also: the deepest chains overlay allows, and one layer pa
 
 from __future__ import annotations
 
-import io
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS, busybox_rootfs
+from helpers import DRIVERS, busybox_rootfs
 
 from pydock.core.containers.lifecycle import Containers
 from pydock.core.driver import Mount
 from pydock.core.images.store import ImageStore, image_config
 from pydock.core.runtime.mounted import in_container_root
 from pydock.testing.cli import Pydock
-from pydock.testing.layers import LayerBuild, import_built_layers
+from pydock.testing.layers import import_layers
 from pydock.testing.manifest import manifest
+from pydock.testing.tar import Member, dir_, link, node, opaque, reg, sym, tree, whiteout
 
-Build = LayerBuild
 MTIME = 1_700_000_000  # whole seconds: layer tars carry no finer times
 
 
-def entry(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"",
-          mode: int = 0o644, uid: int = 0, gid: int = 0, link: str = "",
-          xattrs: dict[str, str] | None = None, device: tuple[int, int] = (0, 0)) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, uid, gid, MTIME
-    info.linkname, (info.devmajor, info.devminor) = link, device
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    if xattrs:
-        info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+def xattrs(**values: str) -> dict[str, str]:
+    """PAX headers carrying user.* xattrs."""
+    return {f"SCHILY.xattr.user.{name}": value for name, value in values.items()}
 
 
-def base_layer(tmp: Path) -> Build:
-    rootfs = busybox_rootfs(tmp / "rootfs")
-
-    def build(tar: tarfile.TarFile) -> None:
-        tar.add(rootfs, arcname=".", filter=lambda info: _fixed_time(info))
-        entry(tar, "etc/keep", data=b"v1\n")
-        entry(tar, "etc/gone", data=b"deleted in layer 2\n")
-        entry(tar, "olddir", tarfile.DIRTYPE, mode=0o755)
-        entry(tar, "olddir/a", data=b"a\n")
-        entry(tar, "olddir/sub", tarfile.DIRTYPE, mode=0o700, uid=1000, gid=1000)
-        entry(tar, "olddir/sub/deep", data=b"deep\n")
-        entry(tar, "replaced", tarfile.DIRTYPE)
-        entry(tar, "replaced/x", data=b"x\n")
-        entry(tar, "setuid", data=b"#!/bin/sh\n", mode=0o4755)
-        entry(tar, "shared", tarfile.DIRTYPE, mode=0o1777)
-        entry(tar, "link-to-etc", tarfile.SYMTYPE, link="/etc")
-        entry(tar, "hard1", data=b"same inode\n")
-        entry(tar, "hard2", tarfile.LNKTYPE, link="hard1")
-        entry(tar, "tagged", data=b"xattr\n", xattrs={"user.color": "blue"})
-        entry(tar, "fifo", tarfile.FIFOTYPE)
-        entry(tar, "null", tarfile.CHRTYPE, mode=0o666, device=(1, 3))
-    return build
+def base_layer(tmp: Path) -> list[Member]:
+    return [
+        *tree(busybox_rootfs(tmp / "rootfs")),
+        reg("etc/keep", b"v1\n"), reg("etc/gone", b"deleted in layer 2\n"),
+        dir_("olddir"), reg("olddir/a", b"a\n"),
+        dir_("olddir/sub", 0o700, uid=1000, gid=1000), reg("olddir/sub/deep", b"deep\n"),
+        dir_("replaced"), reg("replaced/x", b"x\n"),
+        reg("setuid", b"#!/bin/sh\n", 0o4755), dir_("shared", 0o1777),
+        sym("link-to-etc", "/etc"),
+        reg("hard1", b"same inode\n"), link("hard2", "hard1"),
+        reg("tagged", b"xattr\n", pax_headers=xattrs(color="blue")),
+        node("fifo", tarfile.FIFOTYPE, 0o644),
+        node("null", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=3),
+    ]
 
 
-def second_layer(tar: tarfile.TarFile) -> None:
-    entry(tar, "etc", tarfile.DIRTYPE, mode=0o755)
-    entry(tar, "etc/keep", data=b"v2\n")
-    entry(tar, "etc/.wh.gone")
-    entry(tar, ".wh.olddir")
-    entry(tar, "setuid", data=b"#!/bin/sh\n", mode=0o2750, uid=5, gid=6)
-    entry(tar, "tagged", data=b"xattr\n", xattrs={"user.color": "red", "user.more": "1"})
-
-
-def third_layer(tar: tarfile.TarFile) -> None:
-    entry(tar, "replaced", tarfile.DIRTYPE, mode=0o750)
-    entry(tar, "replaced/.wh..wh..opq")
-    entry(tar, "replaced/y", data=b"only y\n")
-    entry(tar, "link-to-etc", tarfile.DIRTYPE)
-    entry(tar, "link-to-etc/now-a-dir", data=b"dir over symlink\n")
-    entry(tar, "olddir", data=b"a file where a directory was\n")
-    entry(tar, ".wh.hard2")
-
-
-def fourth_layer(tar: tarfile.TarFile) -> None:
-    entry(tar, "olddir", tarfile.DIRTYPE, mode=0o711)
-    entry(tar, "olddir/reborn", data=b"directory again\n")
-    entry(tar, "hard1", data=b"rewritten\n", mode=0o600)
-    entry(tar, "hard3", tarfile.LNKTYPE, link="hard1")
-
-
-def _fixed_time(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.mtime = MTIME
-    return info
+SECOND_LAYER = [
+    dir_("etc"), reg("etc/keep", b"v2\n"), whiteout("etc/gone"), whiteout("olddir"),
+    reg("setuid", b"#!/bin/sh\n", 0o2750, uid=5, gid=6),
+    reg("tagged", b"xattr\n", pax_headers=xattrs(color="red", more="1")),
+]
+THIRD_LAYER = [
+    dir_("replaced", 0o750), opaque("replaced"), reg("replaced/y", b"only y\n"),
+    dir_("link-to-etc"), reg("link-to-etc/now-a-dir", b"dir over symlink\n"),
+    reg("olddir", b"a file where a directory was\n"), whiteout("hard2"),
+]
+FOURTH_LAYER = [
+    dir_("olddir", 0o711), reg("olddir/reborn", b"directory again\n"),
+    reg("hard1", b"rewritten\n", 0o600), link("hard3", "hard1"),
+]
 
 
 def view(rootfs: Path, mounts: list[Mount]) -> str:
@@ -100,12 +69,12 @@ def view(rootfs: Path, mounts: list[Mount]) -> str:
 def test_every_driver_matches_the_kernels_overlay_after_every_layer(pydock: Pydock,
                                                                    tmp_path: Path) -> None:
     containers = Containers(pydock.root)
-    builds = [base_layer(tmp_path), second_layer, third_layer, fourth_layer]
-    diff_ids = import_built_layers(containers.images, builds)
+    layers = [base_layer(tmp_path), SECOND_LAYER, THIRD_LAYER, FOURTH_LAYER]
+    diff_ids = import_layers(containers.images, layers)
     empty, mountpoint = tmp_path / "empty", tmp_path / "mnt"
     empty.mkdir()
     mountpoint.mkdir()
-    for depth in range(1, len(builds) + 1):
+    for depth in range(1, len(layers) + 1):
         chain = diff_ids[:depth]
         containers.images.add_image(image_config(chain, MTIME, "test chain"), f"chain:{depth}")
         # The oracle: the kernel's overlay of the same layer directories (an empty bottom
@@ -129,18 +98,15 @@ def test_overlay_mounts_the_kernels_limit_of_500_layers_and_refuses_501(pydock: 
     store = ImageStore(pydock.root)
     base = store.resolve("pydock/default").diff_ids
 
-    def one_file(index: int) -> Build:
-        return lambda tar: entry(tar, f"layers/f{index:03d}", data=f"layer {index}\n".encode())
-
-    extra = import_built_layers(store, [one_file(i) for i in range(500)])
+    extra = import_layers(store, [[reg(f"layers/f{i:03d}", f"layer {i}\n".encode())]
+                                  for i in range(500)])
     store.add_image(image_config(base + extra[:499], int(time.time()), "deep"), "deep:500")
     store.add_image(image_config(base + extra, int(time.time()), "deep"), "deep:501")
     out = pydock.ok("run", "--rm", "--image", "deep:500", "sh", "-c",
                     "ls /layers | wc -l; cat /layers/f000 /layers/f498")
     assert out.split("\n") == ["499", "layer 0", "layer 498", ""]
-    result = pydock("run", "--rm", "--image", "deep:501", "true")
-    assert result.returncode == 125
-    assert "501 layers; overlay stacks at most 500" in result.stderr
+    pydock.refused("run", "--rm", "--image", "deep:501", "true",
+                   match="501 layers; overlay stacks at most 500")
     assert pydock.container_names() == []
 
 
@@ -148,8 +114,7 @@ def test_overlay_mounts_the_kernels_limit_of_500_layers_and_refuses_501(pydock: 
 def test_flattening_drivers_take_long_chains_too(pydock: Pydock, driver: str) -> None:
     store = ImageStore(pydock.root)
     base = store.resolve("pydock/default").diff_ids
-    extra = import_built_layers(store, [
-        lambda tar, i=i: entry(tar, f"f{i}", data=b"x", mode=0o600 + i) for i in range(40)])
+    extra = import_layers(store, [[reg(f"f{i}", b"x", 0o600 + i)] for i in range(40)])
     store.add_image(image_config(base + extra, int(time.time()), "long"), "long")
     out = pydock.ok("run", "--rm", "--storage", driver, "--image", "long", "stat", "-c", "%a",
                     "/f0", "/f39")

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tar_members import Member, dir_, link, make_tar, node, reg, sym
 
 from pydock.core.errors import PydockError
 from pydock.core.layers.flatten import apply_layer
@@ -32,6 +31,10 @@ from pydock.core.layers.treecopy import copy_tree
 from pydock.core.layers.unpack import extract_tar
 from pydock.testing.manifest import Entry as ManifestEntry
 from pydock.testing.manifest import diff_manifests, manifest
+from pydock.testing.tar import Member, dir_, link, node, reg, sym, tar_bytes
+
+# Layers are made and applied with their owners, devices and trusted.* xattrs: as root.
+pytestmark = [pytest.mark.quick, pytest.mark.needs_root]
 
 NO_ID = 2**32 - 1
 
@@ -42,7 +45,7 @@ def user_xattrs(**values: str) -> dict[str, str]:
 
 def make_layer(members: list[Member], dest: Path) -> Path:
     dest.mkdir()
-    extract_tar(io.BytesIO(make_tar(members)), dest)
+    extract_tar(io.BytesIO(tar_bytes(members)), dest)
     return dest
 
 

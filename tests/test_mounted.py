@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 # The parent is interrupted while the child's task still runs, so the child's reply meets a
 # closed pipe. Each process that reaches the caller's except block prints its pid there.
 INTERRUPTED_CALLER = textwrap.dedent("""
@@ -31,6 +33,8 @@ INTERRUPTED_CALLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.quick
+@pytest.mark.needs_root
 def test_the_child_never_returns_into_the_callers_code(tmp_path: Path) -> None:
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()

@@ -36,6 +36,7 @@ def plugin_registering(*classes: Any) -> object:
     return Plugin()
 
 
+@pytest.mark.quick
 def test_builtins_are_registered_through_the_hook_like_any_plugin() -> None:
     registry = DriverRegistry()
     assert [(e.name, e.origin) for e in registry.entries()] == [
@@ -44,6 +45,7 @@ def test_builtins_are_registered_through_the_hook_like_any_plugin() -> None:
     assert registry.failures == []
 
 
+@pytest.mark.quick
 def test_a_plugin_registered_for_one_test_is_usable_by_name() -> None:
     registry = DriverRegistry()
     registry.add_plugin(plugin_registering(MirrorDriver), "mirror-plugin", "tests")
@@ -51,6 +53,7 @@ def test_a_plugin_registered_for_one_test_is_usable_by_name() -> None:
     assert {e.name: e.origin for e in registry.entries()}["mirror"] == "tests"
 
 
+@pytest.mark.quick
 def test_two_plugins_registering_one_name_is_a_clear_deterministic_error() -> None:
     class Other(CopyDriver):
         name = "mirror"
@@ -65,6 +68,7 @@ def test_two_plugins_registering_one_name_is_a_clear_deterministic_error() -> No
                                     "(by dist-a and dist-b): uninstall all but one of them")
 
 
+@pytest.mark.quick
 def test_a_plugin_may_not_take_a_builtin_name() -> None:
     class FakeOverlay(CopyDriver):
         name = "overlay"
@@ -77,6 +81,7 @@ def test_a_plugin_may_not_take_a_builtin_name() -> None:
     assert "reserved for the built-in driver" in failure.reason
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(("plugin", "reason"), [
     (object(), "provides no pydock hooks"),
     (plugin_registering(int), "is not a subclass of pydock.core.driver.StorageDriver"),
@@ -92,6 +97,7 @@ def test_a_broken_plugin_is_reported_and_the_others_keep_working(plugin: object,
     assert registry.driver_class("copy") is CopyDriver
 
 
+@pytest.mark.quick
 def test_a_misspelled_hook_fails_loudly() -> None:
     class Typo:
         @hookimpl
@@ -104,6 +110,7 @@ def test_a_misspelled_hook_fails_loudly() -> None:
     assert "register_storage_driver" in failure.reason and "unknown hook" in failure.reason
 
 
+@pytest.mark.quick
 def test_a_hook_that_raises_is_reported() -> None:
     class Raises:
         @hookimpl
@@ -228,6 +235,7 @@ def test_builtins_cannot_be_disabled_and_a_name_that_disables_nothing_is_reporte
         "PYDOCK_DISABLE_PLUGINS: no installed plugin is named 'no-such-plugin'"]
 
 
+@pytest.mark.quick
 def test_an_unknown_driver_names_the_known_ones() -> None:
     with pytest.raises(PydockError, match=r"unknown storage driver 'nope' \(available: ") as e:
         DriverRegistry().driver_class("nope")
@@ -346,10 +354,8 @@ def test_a_third_party_driver_runs_containers(pydock: Pydock, site: Path) -> Non
 
 
 def test_an_unavailable_driver_is_refused_with_its_reason(pydock: Pydock, site: Path) -> None:
-    result = pydock("run", "--storage", "never", "true")
-    assert result.returncode == 125
-    assert result.stderr == ("pydock: storage driver 'never' is not available here: "
-                             "needs a flux capacitor\n")
+    assert pydock.refused("run", "--storage", "never", "true") == (
+        "storage driver 'never' is not available here: needs a flux capacitor")
     assert pydock.container_names() == []
 
 
@@ -400,9 +406,7 @@ def test_a_disabled_plugins_driver_is_refused_by_name_with_the_reason(pydock: Py
     pydock.env["PYDOCK_DISABLE_PLUGINS"] = "btrfs"
     available = ", ".join(sorted({"bind", "copy", "overlay", *OTHERS_INSTALLED} - {"btrfs"}))
     for command in (("storage", "info", "btrfs"), ("run", "--storage", "btrfs", "true")):
-        result = pydock(*command)
-        assert result.returncode == 125
-        assert result.stderr == (f"pydock: unknown storage driver 'btrfs' (available: "
-                                 f"{available}); plugins disabled by PYDOCK_DISABLE_PLUGINS: "
-                                 "btrfs (pydock-btrfs)\n")
+        assert pydock.refused(*command) == (
+            f"unknown storage driver 'btrfs' (available: {available}); plugins disabled by "
+            "PYDOCK_DISABLE_PLUGINS: btrfs (pydock-btrfs)")
     assert pydock.container_names() == []

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DRIVERS
+from helpers import DRIVERS
 
 from pydock.testing.cli import PYDOCK, Pydock
 
@@ -28,20 +28,24 @@ def test_default_command_of_the_image_is_a_shell_reading_stdin(pydock: Pydock) -
     assert pydock.ok("run", "--rm", input="echo from-stdin; exit 0\n") == "from-stdin\n"
 
 
+@pytest.mark.quick
 def test_stdin_stdout_and_stderr_are_connected(pydock: Pydock) -> None:
     result = pydock("run", "--rm", "sh", "-c", "cat; echo err >&2", input="through\n")
     assert (result.returncode, result.stdout, result.stderr) == (0, "through\n", "err\n")
 
 
+@pytest.mark.quick
 def test_arguments_after_the_command_are_passed_untouched(pydock: Pydock) -> None:
     out = pydock.ok("run", "--rm", "echo", "--name", "-e", "x=y", "--rm", "--help")
     assert out == "--name -e x=y --rm --help\n"
 
 
+@pytest.mark.quick
 def test_exit_status_of_the_container_is_pydocks(pydock: Pydock) -> None:
     assert pydock("run", "--rm", "sh", "-c", "exit 3").returncode == 3
 
 
+@pytest.mark.quick
 def test_command_not_found_exits_127_with_one_line(pydock: Pydock) -> None:
     result = pydock("run", "--rm", "no-such-command")
     assert result.returncode == 127
@@ -80,6 +84,7 @@ def test_sigterm_to_the_cli_is_forwarded_to_the_container(pydock: Pydock) -> Non
         proc.communicate()
 
 
+@pytest.mark.quick
 def test_environment_is_the_images_plus_defaults_plus_e_never_the_hosts(pydock: Pydock) -> None:
     out = pydock("run", "--rm", "-name", "envy", "-e", "FOO=bar", "-e", "EMPTY=",
                  "--env", "HOME=/elsewhere", "env",
@@ -103,6 +108,7 @@ def test_workdir_is_entered_and_created_when_missing(pydock: Pydock) -> None:
     assert pydock.ok("run", "--rm", "-w", "/new/dir", "pwd") == "/new/dir\n"
 
 
+@pytest.mark.quick
 def test_rm_removes_record_and_storage_after_exit(pydock: Pydock) -> None:
     pydock.ok("run", "--rm", "--name", "gone", "--storage", "copy", "true")
     assert pydock.container_names() == []

@@ -24,8 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS
-from setuid_image import SETUID_ID, import_setuid_image
+from helpers import DRIVERS, SETUID_ID, import_setuid_image
 
 from pydock.core.storage_root import TOP_LEVEL
 from pydock.testing.cli import Pydock
@@ -106,7 +105,7 @@ def read(path: str) -> bytes:
 
 
 @pytest.fixture
-def full_tree(tmp_path: Path) -> Iterator[Pydock]:
+def full_tree(needs_root: None, tmp_path: Path) -> Iterator[Pydock]:
     """A storage root made from nothing by the CLI: the default image, an imported image
     with a setuid-root binary, and containers of it on every driver (one still running),
     each having written a secret."""

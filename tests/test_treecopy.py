@@ -18,6 +18,8 @@ import pytest
 from pydock.core.layers.treecopy import copy_tree
 from pydock.testing.manifest import diff_manifests, manifest
 
+pytestmark = pytest.mark.quick
+
 ATIME_NS = 1_000_000_000_123_456_789
 MTIME_NS = 1_100_000_000_987_654_321
 # A version-2 file capability granting cap_net_raw (bit 13), effective.

@@ -4,18 +4,18 @@ resolved inside the container's root, whatever symlinks the image holds."""
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import DRIVERS
+from helpers import DRIVERS
 from test_state import storage_entries, write_legacy_record
 
 from pydock.core.images.store import DEFAULT_IMAGE, ImageStore, image_config
 from pydock.core.syscalls import MNT_DETACH, umount2
 from pydock.core.syscalls import mount as mount_syscall
 from pydock.testing.cli import Pydock, mounts_under
-from pydock.testing.layers import import_built_layers
+from pydock.testing.layers import import_layers
+from pydock.testing.tar import sym
 
 MTIME = 1_700_000_000
 EROFS = "Read-only file system"
@@ -40,13 +40,8 @@ def image_with_symlinks(pydock: Pydock, links: dict[str, str], name: str = "link
     """Image ``name``: the default image plus a layer of symlinks (path in image -> target)."""
     store = ImageStore(pydock.root)
 
-    def build(tar: tarfile.TarFile) -> None:
-        for path, target in links.items():
-            info = tarfile.TarInfo(path)
-            info.type, info.linkname, info.mtime = tarfile.SYMTYPE, target, MTIME
-            tar.addfile(info)
-
-    layers = store.resolve(DEFAULT_IMAGE).diff_ids + import_built_layers(store, [build])
+    layers = store.resolve(DEFAULT_IMAGE).diff_ids + import_layers(
+        store, [[sym(path, target) for path, target in links.items()]])
     store.add_image(image_config(layers, MTIME, "test"), name)
 
 
@@ -173,21 +168,17 @@ def test_a_symlink_in_the_image_cannot_lead_a_volume_out_of_the_root(
 def test_a_symlink_leading_a_volume_onto_proc_or_sys_is_refused(
         pydock: Pydock, volume: Path, target: str) -> None:
     image_with_symlinks(pydock, {"kernel": target})
-    result = pydock("run", "--rm", "--image", "links", "-v", f"{volume}:/kernel/x", "true")
-    assert result.returncode == 125
+    message = pydock.refused("run", "--rm", "--image", "links", "-v", f"{volume}:/kernel/x",
+                             "true", match=f"mounting volume {volume}:/kernel/x: it resolves to ")
     top = "/proc" if "proc" in target else "/sys"
-    assert f"mounting volume {volume}:/kernel/x: it resolves to " in result.stderr
-    assert f", under {top}, which is not allowed" in result.stderr
-    assert result.stderr.count("\n") == 1
+    assert f", under {top}, which is not allowed" in message
 
 
 def test_a_file_cannot_cover_a_directory_of_the_image(pydock: Pydock, tmp_path: Path) -> None:
     source = tmp_path / "file"
     source.write_text("x\n")
-    result = pydock("run", "--rm", "-v", f"{source}:/etc", "true")
-    assert result.returncode == 125
-    assert result.stderr == ("pydock: container setup failed: mounting volume "
-                             f"{source}:/etc: /etc is a directory, not a file\n")
+    assert pydock.refused("run", "--rm", "-v", f"{source}:/etc", "true") == (
+        f"container setup failed: mounting volume {source}:/etc: /etc is a directory, not a file")
 
 
 def test_inspect_shows_mounts_and_binds_as_docker_does(pydock: Pydock, volume: Path,
@@ -243,12 +234,9 @@ BAD_VOLUMES = [
 def test_a_bad_volume_is_one_line_125_and_creates_nothing(pydock: Pydock, tmp_path: Path,
                                                           spec: str, message: str) -> None:
     source, valid = tmp_path / "src", tmp_path / "valid"
-    result = pydock("run", "--name", "bad", "-v", f"{valid}:/ok",
-                    "-v", spec.replace("SRC", str(source)), "true")
-    assert result.returncode == 125
-    assert result.stderr.startswith("pydock: invalid volume ")
-    assert result.stderr.count("\n") == 1 and message in result.stderr
-    assert result.stdout == ""
+    refusal = pydock.refused("run", "--name", "bad", "-v", f"{valid}:/ok",
+                             "-v", spec.replace("SRC", str(source)), "true", match=message)
+    assert refusal.startswith("invalid volume ")
     assert pydock.container_names() == []
     assert container_dirs(pydock.root) == []
     assert storage_entries(pydock.root) == []
@@ -259,11 +247,9 @@ def test_a_source_that_cannot_be_created_undoes_the_ones_that_were(pydock: Pydoc
                                                                    tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory\n")
     made = tmp_path / "made"
-    result = pydock("run", "--name", "half", "--storage", "copy", "-v", f"{made}/a:/a",
-                    "-v", f"{tmp_path}/file/sub:/b", "true")
-    assert result.returncode == 125
-    assert result.stderr == (f"pydock: volume {tmp_path}/file/sub:/b: cannot create "
-                             f"{tmp_path}/file/sub: Not a directory\n")
+    assert pydock.refused("run", "--name", "half", "--storage", "copy", "-v", f"{made}/a:/a",
+                          "-v", f"{tmp_path}/file/sub:/b", "true") == (
+        f"volume {tmp_path}/file/sub:/b: cannot create {tmp_path}/file/sub: Not a directory")
     assert not made.exists()
     assert pydock.container_names() == []
     assert container_dirs(pydock.root) == []

@@ -1,0 +1,176 @@
+"""Helpers for pydock's own tests that a driver author does not need (those are in
+:mod:`pydock.testing`): the drivers to parametrize over, busybox root filesystems and images,
+an image with a setuid-root binary, and docker archives and OCI layouts built by hand.
+
+The setuid image: the host's static busybox, setuid root, reached as ``/suid/id``. busybox runs
+the applet its name says, and normally gives up a setuid root it was not told to keep; the
+image's ``/etc/busybox.conf`` tells it to keep it for ``id``. So ``/suid/id -u`` prints 0 when
+the setuid bit took effect (the effective uid is root's) and the caller's uid when not.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydock.testing.cli import Pydock
+from pydock.testing.tar import Member, dir_, reg, sym, tar_bytes, tree, write_tar
+
+DRIVERS = ("overlay", "copy", "bind")
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETUID_ID = "/suid/id"
+_APPLETS = ("sh", "ls", "cat", "echo", "touch", "mkdir", "id", "hostname", "true")
+_SETUID_APPLETS = ("sh", "cat", "id", "ls", "sleep", "mkfifo", "mv", "grep", "echo", "true")
+
+
+def busybox_binary() -> Path:
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static must be installed (the README's setup installs it)"
+    return Path(busybox)
+
+
+def busybox_rootfs(dest: Path) -> Path:
+    """A minimal root filesystem directory from the host's static busybox, for image tests."""
+    for sub in ("bin", "etc", "proc", "sys", "dev", "tmp"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox_binary(), dest / "bin" / "busybox")
+    for applet in _APPLETS:
+        (dest / "bin" / applet).symlink_to("busybox")
+    return dest
+
+
+def busybox_tarball(tmp_path: Path, name: str = "rootfs.tar", compress: bool = False) -> Path:
+    """:func:`busybox_rootfs` as a rootfs tarball (what ``pydock image import`` takes)."""
+    return write_tar(tmp_path / name, tree(busybox_rootfs(tmp_path / f"{name}.d")),
+                     compress=compress)
+
+
+def setuid_members() -> list[Member]:
+    """A busybox root filesystem whose /suid/busybox is setuid root."""
+    busybox = busybox_binary().read_bytes()
+    return [
+        dir_("bin"), dir_("etc"), dir_("proc", 0o555), dir_("sys", 0o555), dir_("dev"),
+        dir_("tmp", 0o1777), dir_("suid"),
+        reg("bin/busybox", busybox, 0o755),
+        *[sym(f"bin/{applet}", "busybox") for applet in _SETUID_APPLETS],
+        reg("suid/busybox", busybox, 0o4755, uid=0, gid=0),
+        sym(SETUID_ID.lstrip("/"), "busybox"),
+        # Read by a setuid busybox only when it is owned by root and writable by no one else.
+        reg("etc/busybox.conf", b"[SUID]\nid = ssx 0.0\n", 0o600),
+        reg("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
+                          b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+        reg("etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
+    ]
+
+
+def import_setuid_image(pydock: Pydock, tmp_path: Path, name: str = "setuid") -> str:
+    """Import the setuid image through ``pydock image import``; its name."""
+    pydock.ok("image", "import", str(write_tar(tmp_path / "setuid.tar", setuid_members())), name)
+    return name
+
+
+def pydock_on_copy(template: Path, root: Path) -> Iterator[Pydock]:
+    """The CLI on ``root``, a copy of the storage root ``template``; containers the test
+    leaves behind are force-removed afterwards."""
+    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+    cli = Pydock(root)
+    yield cli
+    leftovers = cli.container_names() if (root / "containers").exists() else []
+    if leftovers:
+        cli("rm", "-f", *leftovers)
+
+
+# -- image archives, built by hand ----------------------------------------------------------
+
+
+@dataclass
+class Layer:
+    tar: bytes  # uncompressed
+    blob: bytes  # as stored: the tar, or gzip of it
+
+    @property
+    def diff_id(self) -> str:
+        return f"sha256:{hashlib.sha256(self.tar).hexdigest()}"
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{hashlib.sha256(self.blob).hexdigest()}"
+
+
+def make_layer(directory: Path, compress: bool) -> Layer:
+    """A layer of what is below ``directory`` (no entry for the root itself)."""
+    # GNU format: whole-second mtimes, as pydock writes them, so round trips compare exactly.
+    data = tar_bytes(tree(directory)[1:], format=tarfile.GNU_FORMAT)
+    return Layer(data, gzip.compress(data, mtime=0) if compress else data)
+
+
+def make_layers(tmp_path: Path, compress: tuple[bool, bool, bool]) -> list[Layer]:
+    """busybox; /etc/greeting; /top.txt replacing the greeting's directory's neighbour."""
+    base = busybox_rootfs(tmp_path / "l1")
+    middle = tmp_path / "l2"
+    (middle / "etc").mkdir(parents=True)
+    (middle / "etc" / "greeting").write_text("hello from the middle\n")
+    top = tmp_path / "l3"
+    top.mkdir()
+    (top / "top.txt").write_text("top layer\n")
+    return [make_layer(tree, c) for tree, c in zip((base, middle, top), compress, strict=True)]
+
+
+def make_config(layers: list[Layer]) -> bytes:
+    return json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
+        "config": {"Env": [f"PATH={PATH}"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+    }, indent=2).encode()
+
+
+def docker_archive(path: Path, layers: list[Layer], tags: list[str],
+                   layer_paths: list[str] | None = None, config: bytes | None = None,
+                   extra: Sequence[Member] = ()) -> bytes:
+    """A docker-save style archive, ``extra`` members last; returns its config bytes."""
+    config = config or make_config(layers)
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    paths = layer_paths or [f"{i}{'a' * 3}/layer.tar" for i in range(len(layers))]
+    write_tar(path, [
+        *(reg(name, layer.blob) for layer, name in zip(layers, paths, strict=False)
+          if not name.startswith(("/", ".."))),
+        reg(config_name, config),
+        reg("manifest.json", json.dumps(
+            [{"Config": config_name, "RepoTags": tags, "Layers": paths}]).encode()),
+        *extra])
+    return config
+
+
+def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> bytes:
+    """An OCI image layout directory; returns its config bytes."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes, media_type: str) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    config = make_config(layers)
+    layer_type = "application/vnd.oci.image.layer.v1.tar"
+    manifest_blob = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": blob(config, "application/vnd.oci.image.config.v1+json"),
+        "layers": [blob(layer.blob, layer_type + ("+gzip" if layer.blob != layer.tar else ""))
+                   for layer in layers],
+    }).encode()
+    descriptor = blob(manifest_blob, "application/vnd.oci.image.manifest.v1+json")
+    if ref_name:
+        descriptor["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2,
+                                                      "manifests": [descriptor]}))
+    return config
