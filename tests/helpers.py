@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pydock.testing.cli import Pydock
+from pydock.testing.conformance import BUILTIN_DRIVERS
 from pydock.testing.tar import Member, dir_, reg, sym, tar_bytes, tree, write_tar
 
-DRIVERS = ("overlay", "copy", "bind")
+DRIVERS = BUILTIN_DRIVERS
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETUID_ID = "/suid/id"
 _APPLETS = ("sh", "ls", "cat", "echo", "touch", "mkdir", "id", "hostname", "true")

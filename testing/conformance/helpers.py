@@ -39,7 +39,6 @@ SHARED_ROOT_DRIVERS = frozenset({"bind"})
 
 # The clock appliers see: layer N of a case is written at BASE_TIME + N seconds.
 BASE_TIME = 1_700_000_000
-_MIB = 1 << 20
 # Enough diff lines to see the pattern of a failure without burying it.
 _MAX_DIFF_LINES = 40
 
