@@ -27,10 +27,10 @@ step: in each container before and after its changes, and on a fresh container o
 chain. After every case, each layer must be byte for byte what it was when imported (a driver
 never writes into layers), and no mount may be left under the storage root.
 
-The suite is three modules, as containerd splits its own: :mod:`.testsuite` (the named cases
-and the runner), :mod:`.issues` (regression cases, each citing the issue it guards against) and
-:mod:`.helpers` (appliers, the harness, the flat reference and the tree comparison). What a
-driver author uses is importable from here.
+The suite's code is in :mod:`pydock.testing.suite`, split as containerd splits its own:
+``testsuite`` (the named cases and the runner), ``issues`` (regression cases, each citing the
+issue it guards against), ``overlay_options`` and ``helpers`` (appliers, the harness, the flat
+reference and the tree comparison). What a driver author uses is importable from here.
 
 A case is skipped only when the driver's ``available()`` says no, with its reason; the case
 ``available_explains_itself`` runs anyway. Files written by an applier get a whole-second
@@ -71,7 +71,7 @@ Cases (containerd's, with the same meaning, then pydock's own):
   creates nothing.
 - ``overlay_mount_options``: every overlay mount the driver returns turns off index,
   redirect_dir and metacopy, and the live mount has them off, with one layer and with options
-  past one page (:mod:`.overlay_options`).
+  past one page (:mod:`pydock.testing.suite.overlay_options`).
 
 Carve-outs, where a driver is told apart by name and its documented behaviour is checked instead:
 
@@ -92,7 +92,7 @@ of layer tars).
 
 from __future__ import annotations
 
-from pydock.testing.conformance.helpers import (
+from pydock.testing.suite.helpers import (
     BASE_TIME,
     BUILTIN_DRIVERS,
     KERNEL_OVERLAY_DRIVERS,
@@ -104,7 +104,7 @@ from pydock.testing.conformance.helpers import (
     Harness,
     registry_factory,
 )
-from pydock.testing.conformance.testsuite import CASES, Case, run_case
+from pydock.testing.suite.testsuite import CASES, Case, run_case
 
 __all__ = [
     "BASE_TIME", "BUILTIN_DRIVERS", "CASES", "KERNEL_OVERLAY_DRIVERS", "SHARED_ROOT_DRIVERS",

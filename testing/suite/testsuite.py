@@ -1,7 +1,7 @@
 """The conformance suite's named cases and its runner (containerd's
 ``snapshots/testsuite/testsuite.go``). The regression cases, each citing the issue it guards
-against, are in :mod:`pydock.testing.conformance.issues`; what cases are written with, in
-:mod:`pydock.testing.conformance.helpers`. :data:`CASES` lists them all in one order.
+against, are in :mod:`pydock.testing.suite.issues`; what cases are written with, in
+:mod:`pydock.testing.suite.helpers`. :data:`CASES` lists them all in one order.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 from pydock.core.errors import PydockError
 from pydock.core.plugins import availability_of
 from pydock.testing.cli import mounts_under
-from pydock.testing.conformance import issues
-from pydock.testing.conformance.helpers import (
+from pydock.testing.manifest import manifest
+from pydock.testing.suite import issues
+from pydock.testing.suite.helpers import (
     BASE_TIME,
     KERNEL_OVERLAY_DRIVERS,
     SHARED_ROOT_DRIVERS,
@@ -44,8 +45,7 @@ from pydock.testing.conformance.helpers import (
     apply_all,
     registry_factory,
 )
-from pydock.testing.conformance.overlay_options import overlay_mount_options
-from pydock.testing.manifest import manifest
+from pydock.testing.suite.overlay_options import overlay_mount_options
 from pydock.testing.tar import Member, dir_, reg
 
 _MIB = 1 << 20

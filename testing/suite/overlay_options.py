@@ -28,7 +28,7 @@ _PAGE_SIZE = 4096
 
 
 class Harness(Protocol):
-    """What the case uses of :class:`pydock.testing.conformance.helpers.Harness`."""
+    """What the case uses of :class:`pydock.testing.suite.helpers.Harness`."""
 
     base: str
     driver: StorageDriver

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pydock.testing.conformance.helpers import (
+from pydock.testing.suite.helpers import (
     BASE_TIME,
     KERNEL_OVERLAY_DRIVERS,
     Applier,
