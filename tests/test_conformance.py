@@ -133,6 +133,7 @@ class OnKernelDefaults(OverlayDriver):
                 for m in super().mounts(container_id, layers)]
 
 
+@pytest.mark.needs_root
 def test_an_overlay_driver_that_relies_on_kernel_defaults_fails_readably(tmp_path: Path) -> None:
     [case] = [c for c in CASES if c.name == "overlay_mount_options"]
     with pytest.raises(ConformanceFailure) as failure:

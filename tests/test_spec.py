@@ -18,6 +18,7 @@ IMAGE_CONFIG = {"Env": ["PATH=/bin", "LANG=C"], "Entrypoint": ["/bin/sh", "-c"],
                 "Cmd": ["echo hi"], "WorkingDir": "/srv", "User": "daemon"}
 
 
+@pytest.mark.needs_root  # the spec keeps only capabilities this process holds
 @pytest.mark.quick
 def test_the_spec_holds_what_the_flags_and_the_image_say() -> None:
     options = RunOptions(command=("exit 3",), env=("A=1",), workdir="/tmp/../work",
@@ -45,6 +46,7 @@ def test_the_spec_holds_what_the_flags_and_the_image_say() -> None:
     json.dumps(document)  # a record is JSON: everything in it must be
 
 
+@pytest.mark.needs_root  # the spec keeps only capabilities this process holds
 @pytest.mark.quick
 def test_the_runtime_reads_its_process_from_the_spec_alone() -> None:
     options = RunOptions(command=("true",), env=("A=1",), user="7:8",
@@ -88,6 +90,7 @@ def test_a_bad_flag_is_refused_while_the_spec_is_built(options: RunOptions,
         spec.build(options, {}, "box", "/rootfs")
 
 
+@pytest.mark.needs_root  # the spec keeps only capabilities this process holds
 @pytest.mark.quick
 def test_legacy_record_fields_become_the_same_spec() -> None:
     options = RunOptions(command=("sh",), env=("A=1",), network="host", read_only=True,
