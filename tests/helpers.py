@@ -1,6 +1,7 @@
 """Helpers for pydock's own tests that a driver author does not need (those are in
 :mod:`pydock.testing`): the drivers to parametrize over, busybox root filesystems and images,
-an image with a setuid-root binary, and docker archives and OCI layouts built by hand.
+an image with a setuid-root binary, docker archives and OCI layouts built by hand, and what
+tests of containers' records and cleanup share (storage listings, legacy records, image configs).
 
 The setuid image: the host's static busybox, setuid root, reached as ``/suid/id``. busybox runs
 the applet its name says, and normally gives up a setuid root it was not told to keep; the
@@ -10,6 +11,7 @@ the setuid bit took effect (the effective uid is root's) and the caller's uid wh
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -21,7 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydock.testing.cli import Pydock
+import pytest
+
+from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
+from pydock.testing.cli import (
+    Pydock,
+    cgroup_hierarchies,
+    container_cgroups,
+    mounts_under,
+    processes_using,
+)
 from pydock.testing.conformance import BUILTIN_DRIVERS
 from pydock.testing.tar import Member, dir_, reg, sym, tar_bytes, tree, write_tar
 
@@ -175,3 +186,68 @@ def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> by
     (directory / "index.json").write_text(json.dumps({"schemaVersion": 2,
                                                       "manifests": [descriptor]}))
     return config
+
+
+# -- storage roots, records and images -------------------------------------------------------
+
+
+def write_legacy_record(state_json: Path, *, omit: tuple[str, ...] = ()) -> None:
+    """Rewrite a container's record as releases before the container spec wrote it: loose
+    fields in place of ``spec``, less ``omit`` (fields added by later releases)."""
+    record = json.loads(state_json.read_text())
+    spec = record.pop("spec")
+    process = spec["process"]
+    host_config = json.loads(spec["annotations"]["org.pydock.host-config"])
+    namespaces = {namespace["type"] for namespace in spec["linux"]["namespaces"]}
+    record.update(
+        command=process["args"], env=process["env"], workdir=process["cwd"],
+        hostname=spec["hostname"], network="none" if "network" in namespaces else "host",
+        read_only=spec["root"]["readonly"], user=process["user"]["username"],
+        tty=process["terminal"], volumes=host_config["Binds"], memory=0, nano_cpus=0,
+        pids_limit=0, cap_add=host_config["CapAdd"], cap_drop=host_config["CapDrop"],
+        security_opt=host_config["SecurityOpt"])
+    for key in omit:
+        del record[key]
+    state_json.write_text(json.dumps(record))
+
+
+def storage_entries(root: Path) -> list[Path]:
+    """Container directories of every driver (driver-level files like locks excluded)."""
+    storage = root / "storage"
+    if not storage.exists():
+        return []
+    return [p for driver in storage.iterdir() for p in driver.iterdir()
+            if p.is_dir() and p.name != "shared"]
+
+
+def tag_with_config(pydock: Pydock, name: str, **run_config: Any) -> None:
+    """An image with the default image's layers and the given config section."""
+    store = ImageStore(pydock.root)
+    config = copy.deepcopy(store.resolve(DEFAULT_IMAGE).config)
+    config["config"] = run_config
+    store.add_image(config, name)
+
+
+NEEDS_MEMORY_CGROUP = pytest.mark.skipif("memory" not in cgroup_hierarchies(),
+                                         reason="this host has no memory cgroup controller")
+LIMITED = ("-m", "64m")
+
+
+def storage_listing(root: Path) -> list[str]:
+    """Every path under the storage root, hidden ones included, except the image store."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.relative_to(root).parts[0] not in ("images", "layers"))
+
+
+def warm_up(pydock: Pydock, driver: str, options: tuple[str, ...]) -> list[str]:
+    """Create what every container of this kind shares (containers/, the driver's home),
+    then the listing a full cleanup must come back to."""
+    pydock.ok("run", "--rm", "--storage", driver, *options, "true")
+    return storage_listing(pydock.root)
+
+
+def assert_cleaned(pydock: Pydock, before: list[str], ids: list[str]) -> None:
+    assert storage_listing(pydock.root) == before
+    assert mounts_under(pydock.root) == []
+    assert processes_using(pydock.root) == []
+    assert container_cgroups(pydock.root) == []

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_image_config import tag_with_config
+from helpers import tag_with_config
 
 from pydock.core.bench import image as bench_image
 from pydock.core.bench import run as bench

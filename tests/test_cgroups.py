@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_state import storage_entries
+from helpers import storage_entries
 
 from pydock.core.runtime.cgroups import cgroup_name
 from pydock.testing.cli import PYDOCK, TIMEOUT, Pydock, cgroup_hierarchies

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_state import storage_entries
+from helpers import storage_entries
 
 from pydock.testing.cli import PYDOCK, Pydock
 

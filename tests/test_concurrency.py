@@ -16,9 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS, busybox_tarball
-from test_crash_safety import LIMITED, NEEDS_MEMORY_CGROUP, assert_cleaned, tree, warm_up
-from test_state import storage_entries
+from helpers import (
+    DRIVERS,
+    LIMITED,
+    NEEDS_MEMORY_CGROUP,
+    assert_cleaned,
+    busybox_tarball,
+    storage_entries,
+    storage_listing,
+    warm_up,
+)
 
 from pydock.core.containers import spec
 from pydock.core.containers.spec import RunOptions
@@ -52,7 +59,7 @@ def test_parallel_runs_with_distinct_names_all_succeed(pydock: Pydock, driver: s
     assert len(storage_entries(pydock.root)) == len(names)
     assert [pydock.inspect(n)["State"]["ExitCode"] for n in names] == [0] * len(names)
     assert pydock.ok("rm", *names) == "".join(f"{name}\n" for name in names)
-    assert tree(pydock.root) == before
+    assert storage_listing(pydock.root) == before
 
 
 def test_parallel_runs_without_names_all_succeed(pydock: Pydock) -> None:
@@ -81,7 +88,7 @@ def test_parallel_runs_with_one_name_have_exactly_one_winner(pydock: Pydock) -> 
     assert len(storage_entries(pydock.root)) == 1
     assert os.listdir(pydock.root / "containers") == ["race"]
     assert pydock.ok("rm", "race") == "race\n"
-    assert tree(pydock.root) == before
+    assert storage_listing(pydock.root) == before
 
 
 @pytest.mark.parametrize("options", [pytest.param((), id="plain"),
@@ -138,7 +145,7 @@ def test_image_rm_racing_run_never_leaves_a_container_without_layers(
             assert pydock.container_names() == []
         outcomes.add(code)
         assert sorted(os.listdir(pydock.root / "layers")) == layers_before
-        assert tree(pydock.root) == before
+        assert storage_listing(pydock.root) == before
     print(f"run's outcomes: {sorted(outcomes)}")
 
 

@@ -21,23 +21,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from helpers import busybox_tarball
+from helpers import (
+    LIMITED,
+    NEEDS_MEMORY_CGROUP,
+    assert_cleaned,
+    busybox_tarball,
+    storage_listing,
+    warm_up,
+)
 
 from pydock.core.containers import lifecycle
 from pydock.core.containers.state import StateStore
 from pydock.core.errors import PydockError
 from pydock.core.processes import process_start_time
-from pydock.testing.cli import (
-    Pydock,
-    cgroup_hierarchies,
-    container_cgroups,
-    mounts_under,
-    processes_using,
-)
+from pydock.testing.cli import Pydock
 
-NEEDS_MEMORY_CGROUP = pytest.mark.skipif("memory" not in cgroup_hierarchies(),
-                                         reason="this host has no memory cgroup controller")
-LIMITED = ("-m", "64m")
 EXIT_CODE = 3
 # Long enough for a container that escaped its record to be caught alive after rm -f.
 COMMAND = ("sh", "-c", f"sleep 1; exit {EXIT_CODE}")
@@ -69,12 +67,6 @@ RUN_STEPS = {
     "monitor.container-exited": "Exited (unknown)",
 }
 REMOVAL_STEPS = ("rm.killed", "rm.cgroup-removed", "rm.storage-removed", "rm.record-renamed")
-
-
-def tree(root: Path) -> list[str]:
-    """Every path under the storage root, hidden ones included, except the image store."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.relative_to(root).parts[0] not in ("images", "layers"))
 
 
 def ps_rows(pydock: Pydock) -> dict[str, dict[str, Any]]:
@@ -136,23 +128,9 @@ def crash(pydock: Pydock, step: str, *args: str) -> subprocess.CompletedProcess[
     return result
 
 
-def warm_up(pydock: Pydock, driver: str, options: tuple[str, ...]) -> list[str]:
-    """Create what every container of this kind shares (containers/, the driver's home),
-    then the listing a full cleanup must come back to."""
-    pydock.ok("run", "--rm", "--storage", driver, *options, "true")
-    return tree(pydock.root)
-
-
 def container_id(pydock: Pydock, name: str) -> str:
     state = json.loads((pydock.root / "containers" / name / "state.json").read_text())
     return str(state["id"])
-
-
-def assert_cleaned(pydock: Pydock, before: list[str], ids: list[str]) -> None:
-    assert tree(pydock.root) == before
-    assert mounts_under(pydock.root) == []
-    assert processes_using(pydock.root) == []
-    assert container_cgroups(pydock.root) == []
 
 
 @pytest.mark.parametrize(("step", "driver", "options"), [
@@ -269,7 +247,7 @@ def test_prune_removes_leftovers_of_dead_owners_only(pydock: Pydock) -> None:
     assert [p for p in alive + dead if p.exists()] == alive
     for path in alive:
         subprocess.run(["rm", "-r", str(path)], check=True)
-    assert tree(pydock.root) == before
+    assert storage_listing(pydock.root) == before
 
 
 @pytest.mark.parametrize("driver", ["overlay", "copy"])
@@ -277,15 +255,15 @@ def test_prune_removes_the_storage_of_a_record_that_vanished(pydock: Pydock,
                                                              driver: str) -> None:
     before = warm_up(pydock, driver, ())
     pydock.ok("run", "-d", "--name", "kept", "--storage", driver, "sleep", "60")
-    with_kept = tree(pydock.root)
+    with_kept = storage_listing(pydock.root)
     pydock.ok("run", "--name", "lost", "--storage", driver, "true")
     lost = pydock.root / "storage" / driver / container_id(pydock, "lost")
     subprocess.run(["rm", "-r", str(pydock.root / "containers" / "lost")], check=True)
     assert lost.exists()
     assert pydock.ok("prune") == ""  # kept runs
-    assert tree(pydock.root) == with_kept
+    assert storage_listing(pydock.root) == with_kept
     assert pydock.ok("rm", "-f", "kept") == "kept\n"
-    assert tree(pydock.root) == before
+    assert storage_listing(pydock.root) == before
 
 
 # -- corrupt records ----------------------------------------------------------------------
@@ -309,7 +287,7 @@ def test_a_corrupt_record_is_reported_and_rm_f_cleans_up_after_it(
         pydock: Pydock, driver: str, how: str) -> None:
     before = warm_up(pydock, driver, ())
     pydock.ok("run", "--name", "healthy", "--storage", driver, "true")
-    with_healthy = tree(pydock.root)
+    with_healthy = storage_listing(pydock.root)
     pydock.ok("run", "--name", "broken", "--storage", driver, "true")
     ids = [container_id(pydock, "broken")]
     damage(pydock, "broken", how)

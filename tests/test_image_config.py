@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
+from helpers import tag_with_config
 
-from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
 from pydock.testing.cli import Pydock
-
-
-def tag_with_config(pydock: Pydock, name: str, **run_config: Any) -> None:
-    """An image with the default image's layers and the given config section."""
-    store = ImageStore(pydock.root)
-    config = copy.deepcopy(store.resolve(DEFAULT_IMAGE).config)
-    config["config"] = run_config
-    store.add_image(config, name)
 
 
 def test_entrypoint_and_cmd_combine_and_arguments_replace_cmd(pydock: Pydock) -> None:

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS, SETUID_ID, import_setuid_image
-from test_state import storage_entries, write_legacy_record
+from helpers import DRIVERS, SETUID_ID, import_setuid_image, storage_entries, write_legacy_record
 
 from pydock.core.errors import PydockError
 from pydock.core.runtime import capabilities

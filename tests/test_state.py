@@ -8,31 +8,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS
+from helpers import DRIVERS, storage_entries, write_legacy_record
 
 from pydock.core.containers.state import validate_name
 from pydock.core.errors import PydockError
 from pydock.testing.cli import Pydock
-
-
-def write_legacy_record(state_json: Path, *, omit: tuple[str, ...] = ()) -> None:
-    """Rewrite a container's record as releases before the container spec wrote it: loose
-    fields in place of ``spec``, less ``omit`` (fields added by later releases)."""
-    record = json.loads(state_json.read_text())
-    spec = record.pop("spec")
-    process = spec["process"]
-    host_config = json.loads(spec["annotations"]["org.pydock.host-config"])
-    namespaces = {namespace["type"] for namespace in spec["linux"]["namespaces"]}
-    record.update(
-        command=process["args"], env=process["env"], workdir=process["cwd"],
-        hostname=spec["hostname"], network="none" if "network" in namespaces else "host",
-        read_only=spec["root"]["readonly"], user=process["user"]["username"],
-        tty=process["terminal"], volumes=host_config["Binds"], memory=0, nano_cpus=0,
-        pids_limit=0, cap_add=host_config["CapAdd"], cap_drop=host_config["CapDrop"],
-        security_opt=host_config["SecurityOpt"])
-    for key in omit:
-        del record[key]
-    state_json.write_text(json.dumps(record))
 
 
 def test_a_record_from_before_the_container_spec_still_loads(pydock: Pydock) -> None:
@@ -45,15 +25,6 @@ def test_a_record_from_before_the_container_spec_still_loads(pydock: Pydock) -> 
     assert pydock.ok("exec", "old", "sh", "-c", "echo $A $PWD") == "1 /tmp\n"
     pydock.ok("rm", "-f", "old")
     assert pydock.container_names() == []
-
-
-def storage_entries(root: Path) -> list[Path]:
-    """Container directories of every driver (driver-level files like locks excluded)."""
-    storage = root / "storage"
-    if not storage.exists():
-        return []
-    return [p for driver in storage.iterdir() for p in driver.iterdir()
-            if p.is_dir() and p.name != "shared"]
 
 
 @pytest.mark.parametrize("flag", ["-name", "--name"])

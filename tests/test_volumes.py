@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS
-from test_state import storage_entries, write_legacy_record
+from helpers import DRIVERS, storage_entries, write_legacy_record
 
 from pydock.core.images.store import DEFAULT_IMAGE, ImageStore, image_config
 from pydock.core.syscalls import MNT_DETACH, umount2
