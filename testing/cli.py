@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydock.core.errors import EXIT_PYDOCK_ERROR
+
 PYDOCK = str(Path(sys.executable).with_name("pydock"))
 TIMEOUT = 60
 
@@ -104,7 +106,7 @@ class Pydock:
             f"stdout: {result.stdout}\nstderr: {result.stderr}")
         return result.stdout
 
-    def refused(self, *args: str, code: int = 125, match: str | None = None,
+    def refused(self, *args: str, code: int = EXIT_PYDOCK_ERROR, match: str | None = None,
                 input: str | None = None, env: dict[str, str] | None = None) -> str:
         """Run, insist that pydock refused: exit status ``code`` (125, pydock's own errors, by
         default), exactly one line on stderr starting ``pydock: `` and holding ``match`` if
