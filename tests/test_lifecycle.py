@@ -23,6 +23,13 @@ def wait_exited(pydock: Pydock, name: str, timeout: float = 10) -> dict[str, obj
     raise AssertionError(f"container {name} still running after {timeout}s")
 
 
+def wait_logged(pydock: Pydock, name: str, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in pydock.ok("logs", name):
+        assert time.monotonic() < deadline, f"container {name} never logged {text!r}"
+        time.sleep(0.05)
+
+
 def test_detached_run_prints_the_name_and_returns_while_the_container_runs(
         pydock: Pydock) -> None:
     started = time.monotonic()
@@ -130,7 +137,10 @@ def test_stop_of_an_rm_container_removes_it(pydock: Pydock) -> None:
 @pytest.mark.parametrize("spelling", ["USR1", "SIGUSR1", "usr1", "10"])
 def test_kill_sends_the_named_signal(pydock: Pydock, spelling: str) -> None:
     pydock.ok("run", "-d", "--name", "k", "sh", "-c",
-              "trap 'exit 10' USR1; while :; do sleep 0.1; done")
+              "trap 'exit 10' USR1; echo ready; while :; do sleep 0.1; done")
+    # run -d returns once sh is exec'd, which may be before it has set its trap: a USR1
+    # sent then would end it with the default action (138), not the trap's 10.
+    wait_logged(pydock, "k", "ready\n")
     pydock.ok("kill", "-s", spelling, "k")
     assert wait_exited(pydock, "k")["ExitCode"] == 10
 
