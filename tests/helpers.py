@@ -1,7 +1,8 @@
 """Helpers for pydock's own tests that a driver author does not need (those are in
 :mod:`pydock.testing`): the drivers to parametrize over, busybox root filesystems and images,
-an image with a setuid-root binary, docker archives and OCI layouts built by hand, and what
-tests of containers' records and cleanup share (storage listings, legacy records, image configs).
+an image with a setuid-root binary, docker archives and OCI layouts built by hand, a layer
+unpacked from members built in memory, and what tests of containers' records and cleanup share
+(storage listings, legacy records, image configs).
 
 The setuid image: the host's static busybox, setuid root, reached as ``/suid/id``. busybox runs
 the applet its name says, and normally gives up a setuid root it was not told to keep; the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 
 from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
+from pydock.core.layers.unpack import extract_tar
 from pydock.testing.cli import (
     Pydock,
     cgroup_hierarchies,
@@ -98,6 +101,14 @@ def pydock_on_copy(template: Path, root: Path) -> Iterator[Pydock]:
     leftovers = cli.container_names() if (root / "containers").exists() else []
     if leftovers:
         cli("rm", "-f", *leftovers)
+
+
+# -- layers unpacked from members built in memory -------------------------------------------
+
+
+def extract(entries: list[Member], dest: Path) -> str:
+    """Unpack a layer of ``entries`` into ``dest`` with :func:`extract_tar`; its sha256."""
+    return extract_tar(io.BytesIO(tar_bytes(entries)), dest)
 
 
 # -- image archives, built by hand ----------------------------------------------------------
