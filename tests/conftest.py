@@ -19,11 +19,12 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import pydock_on_copy
+from helpers import DRIVERS, pydock_on_copy
 
 from pydock.core.cli.main import DEFAULT_ROOT
 from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
@@ -67,6 +68,20 @@ def template_root(needs_root: None, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 def pydock(template_root: Path, tmp_path: Path) -> Iterator[Pydock]:
     yield from pydock_on_copy(template_root, tmp_path / "root")
+
+
+@pytest.fixture(scope="session")
+def primed_root(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default image's root after one container per driver has come and gone.
+
+    The store's own directories, which pydock makes on first use and keeps (``containers/``,
+    ``storage/<driver>/``), are then there already: the test_hostile_* files compare the root
+    before and after a refused command, and those directories do not count as a change."""
+    root = tmp_path_factory.mktemp("primed") / "root"
+    subprocess.run(["cp", "-a", str(template_root), str(root)], check=True)
+    for driver in DRIVERS:
+        Pydock(root).ok("run", "--rm", "--storage", driver, "true")
+    return root
 
 
 @pytest.fixture(autouse=True)

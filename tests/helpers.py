@@ -1,7 +1,9 @@
 """Helpers for pydock's own tests that a driver author does not need (those are in
 :mod:`pydock.testing`): the drivers to parametrize over, busybox root filesystems and images,
-an image with a setuid-root binary, docker archives and OCI layouts built by hand, and what
-tests of containers' records and cleanup share (storage listings, legacy records, image configs).
+an image with a setuid-root binary, docker archives and OCI layouts built by hand, what the
+hostile-input tests share (a refusal that leaves the storage root as it was, a run that works, a
+layer unpacked from members built in memory), and what tests of containers' records and cleanup
+share (storage listings, legacy records, image configs).
 
 The setuid image: the host's static busybox, setuid root, reached as ``/suid/id``. busybox runs
 the applet its name says, and normally gives up a setuid root it was not told to keep; the
@@ -14,6 +16,7 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -26,6 +29,7 @@ from typing import Any
 import pytest
 
 from pydock.core.images.store import DEFAULT_IMAGE, ImageStore
+from pydock.core.layers.unpack import extract_tar
 from pydock.testing.cli import (
     Pydock,
     cgroup_hierarchies,
@@ -34,6 +38,7 @@ from pydock.testing.cli import (
     processes_using,
 )
 from pydock.testing.conformance import BUILTIN_DRIVERS
+from pydock.testing.manifest import diff_manifests, manifest
 from pydock.testing.tar import Member, dir_, reg, sym, tar_bytes, tree, write_tar
 
 DRIVERS = BUILTIN_DRIVERS
@@ -98,6 +103,29 @@ def pydock_on_copy(template: Path, root: Path) -> Iterator[Pydock]:
     leftovers = cli.container_names() if (root / "containers").exists() else []
     if leftovers:
         cli("rm", "-f", *leftovers)
+
+
+# -- hostile input: refusals, runs that work, layers unpacked -------------------------------
+
+
+def refused_unchanged(pydock: Pydock, args: list[str], message: str) -> str:
+    """``pydock ARGS`` is refused with one line holding ``message`` (:meth:`Pydock.refused`)
+    and changes nothing in the storage root; the message."""
+    before = manifest(pydock.root)
+    refusal = pydock.refused(*args, match=message)
+    assert diff_manifests(before, manifest(pydock.root)) == []
+    assert mounts_under(pydock.root) == []
+    return refusal
+
+
+def assert_works(result: subprocess.CompletedProcess[str], stdout: str) -> None:
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == stdout
+
+
+def extract(entries: list[Member], dest: Path) -> str:
+    """Unpack a layer of ``entries`` into ``dest`` with :func:`extract_tar`; its sha256."""
+    return extract_tar(io.BytesIO(tar_bytes(entries)), dest)
 
 
 # -- image archives, built by hand ----------------------------------------------------------
