@@ -14,10 +14,13 @@ from pydock.testing.cli import PYDOCK, Pydock
 
 
 def wait_exited(pydock: Pydock, name: str, timeout: float = 10) -> dict[str, object]:
+    """The container's state once its exit is recorded: it shows as exited from the moment
+    its process is gone, but its exit code (and FinishedAt) only once its monitor has
+    recorded them (see test_an_exit_not_yet_recorded_is_shown_as_one_then_with_its_code)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = pydock.inspect(name)["State"]
-        if state["Status"] == "exited":
+        if state["Status"] == "exited" and state["FinishedAt"]:
             return state
         time.sleep(0.05)
     raise AssertionError(f"container {name} still running after {timeout}s")
