@@ -8,8 +8,10 @@ May import: the ground floor, the plugin contract, :mod:`pydock.core.layers`,
 
 Where to start:
 
+* :mod:`pydock.core.containers.spec`: the container spec, the OCI-shaped document ``run``'s
+  flags and the image config become, and all the runtime reads.
 * :class:`pydock.core.containers.lifecycle.Containers`: run, exec, stop, kill, remove,
-  inspect, prune.
+  inspect, prune; built on :class:`pydock.core.containers.store.ContainerStore`.
 * :class:`pydock.core.containers.state.StateStore`: one record directory per container.
 * :mod:`pydock.core.containers.cleanup`: what ``rm -f`` and ``prune`` remove after a crash.
 * :mod:`pydock.core.containers.commit`: ``diff``, ``commit`` and ``export``.

@@ -10,6 +10,7 @@ May import: the ground floor, the plugin contract, :mod:`pydock.core.layers` and
 
 Where to start:
 
+* :func:`pydock.core.runtime.spawn.process_spec`: how the runtime reads a container spec.
 * :func:`pydock.core.runtime.spawn.start`: fork, unshare, set up the root, exec.
 * :mod:`pydock.core.runtime.rootfs`: the mount sequence inside the container's namespace.
 * :func:`pydock.core.runtime.monitor.launch`: the per-container monitor process.
