@@ -3,7 +3,11 @@
 Everything in an archive is untrusted, so every path it names is made canonical and must
 stay inside it (:func:`archive_path`), symlinks and hardlinks included, and nothing is read
 through a symlink out of a directory. A compressed tar is decompressed once to an unnamed
-temporary file, so that its members can then be read in place like those of a plain one.
+temporary file, so that its members can then be read in place like those of a plain one
+(``docker save`` writes manifest.json last, so the archive cannot be read in one pass). That
+copy is made as its headers are read, within the budgets of :mod:`pydock.core.layers.budget`:
+each member must fit in the store's free space before its data is copied, the copy stops at
+the end-of-archive marker, and a stream of zeros after it is refused, not written out.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import io
 import json
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.images.store import ImageStore
+from pydock.core.layers.budget import (
+    BudgetedTarInfo,
+    ExpansionBudget,
+    check_padding,
+)
 from pydock.core.layers.compression import READ_ERRORS, open_tarball
 from pydock.core.progress import ProgressReader
 
@@ -35,30 +43,38 @@ _CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def open_archive(store: ImageStore, source: Path) -> Iterator[ArchiveFiles]:
+def open_archive(store: ImageStore, source: Path,
+                 budget: ExpansionBudget) -> Iterator[ArchiveFiles]:
     """The files of ``source``, a directory or a tar (plain, or compressed as
-    :func:`pydock.core.layers.compression.open_tarball` knows), for the time of the ``with``."""
+    :func:`pydock.core.layers.compression.open_tarball` knows, its decompression charged to
+    ``budget``), for the time of the ``with``."""
     with contextlib.ExitStack() as stack:
         if source.is_dir():
             directory = _DirectoryFiles(source)
             stack.callback(directory.close)
             yield directory
             return
-        stream = stack.enter_context(open_tarball(source))
+        stream = stack.enter_context(open_tarball(source, budget))
         # open_tarball gives the file itself when it is not compressed, else a decompressor.
-        if not isinstance(stream, io.BufferedReader):
-            # A compressed archive cannot be read in place: unpack it once to an unnamed
-            # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
-            storage_root.ensure(store.root)
-            plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
-            try:
-                with ProgressReader(stream, f"decompressing {source.name}") as progress:
-                    shutil.copyfileobj(progress, plain, _CHUNK)
-            except READ_ERRORS as e:
-                raise PydockError(f"{source}: cannot decompress: {e}") from None
-            plain.seek(0)
-            stream = cast(BinaryIO, plain)
-        yield _TarFiles(stream, source)
+        if isinstance(stream, io.BufferedReader):
+            yield _TarFiles(stream, source, _members(stream, source, stream=False))
+            return
+        # A compressed archive cannot be read in place: unpack it once to an unnamed
+        # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
+        storage_root.ensure(store.root)
+        plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
+        try:
+            with ProgressReader(stream, f"decompressing {source.name}") as progress:
+                copy = _CopyingReader(cast(IO[bytes], progress), plain, source)
+                members = _members(cast(IO[bytes], copy), source, stream=True)
+                while copy.read(_CHUNK):
+                    check_padding(copy.size - copy.end)
+            plain.flush()  # members are read through the descriptor
+        except READ_ERRORS as e:
+            raise PydockError(f"{source}: cannot decompress: {e}") from None
+        files = _TarFiles(cast(BinaryIO, plain), source, members)
+        files.decompressed = True
+        yield files
 
 
 def archive_path(value: object, what: str) -> str:
@@ -82,6 +98,9 @@ def parse_json(data: bytes, what: str) -> Any:
 
 class ArchiveFiles:
     """Files of an archive, by canonical path; symlinks stay inside it."""
+
+    decompressed = False
+    """Whether the files are the output of a decompressor, not bytes the user gave."""
 
     def exists(self, path: str) -> bool:
         try:
@@ -128,22 +147,69 @@ class _DirectoryFiles(ArchiveFiles):
         os.close(self._fd)
 
 
+def _members(file: IO[bytes], label: Path, stream: bool) -> dict[str, tarfile.TarInfo]:
+    """The members of the tar ``file`` by canonical path, read in place or, for a
+    :class:`_CopyingReader` (whose ``end`` it sets), as a ``stream``."""
+    members: dict[str, tarfile.TarInfo] = {}
+    try:
+        with (tarfile.open(fileobj=file, mode="r|", tarinfo=BudgetedTarInfo) if stream else
+              tarfile.open(fileobj=file, mode="r:", tarinfo=BudgetedTarInfo)) as tar:
+            for number, member in enumerate(tar):
+                if number >= _MAX_MEMBERS:
+                    raise PydockError(f"{label}: more than {_MAX_MEMBERS} files")
+                if isinstance(file, _CopyingReader):
+                    file.check_fits(member, label)
+                parts = [p for p in member.name.split("/") if p not in ("", ".")]
+                members["/".join(parts)] = member
+            if isinstance(file, _CopyingReader):
+                file.end = tar.offset
+    except READ_ERRORS as e:
+        raise PydockError(f"{label}: cannot read tar archive: {e}") from None
+    return members
+
+
+class _CopyingReader(io.RawIOBase):
+    """A decompressed archive, written to ``copy`` as tarfile reads it, so that the copy
+    holds exactly the bytes tarfile's offsets count. ``end`` is where the archive ends."""
+
+    def __init__(self, stream: IO[bytes], copy: IO[bytes], label: Path) -> None:
+        super().__init__()
+        self._stream = stream
+        self._copy = copy
+        self._label = label
+        self.size = 0
+        self.end = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._stream.read(size)
+        except READ_ERRORS as e:  # the decompressor's, told apart from the tar's own
+            raise PydockError(f"{self._label}: cannot decompress: {e}") from None
+        self._copy.write(data)
+        self.size += len(data)
+        return data
+
+    def check_fits(self, member: tarfile.TarInfo, label: Path) -> None:
+        """Refuse ``member`` before its data is copied if the store cannot hold it: a
+        compressed archive can claim any size, and its data would be written out whole."""
+        fs = os.fstatvfs(self._copy.fileno())
+        free = fs.f_bavail * fs.f_frsize
+        if member.size > free:
+            raise PydockError(f"{label}: {member.name!r} claims {member.size} bytes, more than "
+                              f"the {free} free in the store")
+
+
 class _TarFiles(ArchiveFiles):
     """An uncompressed tar file, read in place: members are slices of the file."""
 
-    def __init__(self, file: BinaryIO, label: Path) -> None:
+    def __init__(self, file: BinaryIO, label: Path,
+                 members: dict[str, tarfile.TarInfo]) -> None:
         self._file = file
         self._label = label
-        self._members: dict[str, tarfile.TarInfo] = {}
-        try:
-            with tarfile.open(fileobj=file, mode="r:") as tar:
-                for number, member in enumerate(tar):
-                    if number >= _MAX_MEMBERS:
-                        raise PydockError(f"{label}: more than {_MAX_MEMBERS} files")
-                    parts = [p for p in member.name.split("/") if p not in ("", ".")]
-                    self._members["/".join(parts)] = member
-        except READ_ERRORS as e:
-            raise PydockError(f"{label}: cannot read tar archive: {e}") from None
+        self._members = members
 
     def open(self, path: str) -> tuple[BinaryIO, int]:
         member = self._regular_member(path)

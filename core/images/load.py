@@ -39,6 +39,7 @@ from pydock.core.images.oci import (
     blob_path,
 )
 from pydock.core.images.store import Image, ImageStore, normalize_reference
+from pydock.core.layers.budget import ExpansionBudget
 from pydock.core.layers.compression import gunzipped
 from pydock.core.layers.format import MAX_LAYERS
 from pydock.core.progress import ProgressReader
@@ -86,7 +87,8 @@ class _Planned:
 def load_archive(store: ImageStore, source: Path) -> list[Image]:
     """Load every image in ``source``: a docker archive or an OCI image layout, as a
     directory or a tar (plain or gzip). See the module docstring for what is checked."""
-    with open_archive(store, source) as archive:
+    budget = ExpansionBudget()
+    with open_archive(store, source, budget) as archive:
         if archive.exists("manifest.json"):
             planned = _plan_docker(archive)
         elif archive.exists("index.json"):
@@ -96,7 +98,7 @@ def load_archive(store: ImageStore, source: Path) -> list[Image]:
                               "OCI image layout (no index.json)")
         imported: list[str] = []
         try:
-            _import_layers(store, archive, planned, imported)
+            _import_layers(store, archive, planned, imported, budget)
             return store.add_raw_images([(p.config, p.names) for p in planned])
         except BaseException:
             store.remove_unused_layers(imported)
@@ -205,14 +207,15 @@ def _oci_name(descriptor: dict[str, Any]) -> str | None:
 
 
 def _import_layers(store: ImageStore, archive: ArchiveFiles, planned: list[_Planned],
-                   imported: list[str]) -> None:
+                   imported: list[str], budget: ExpansionBudget) -> None:
     done: dict[str, str] = {}
     total = len({layer.path for image in planned for layer in image.layers})
     for image in planned:
         for layer, expected in zip(image.layers, image.diff_ids, strict=True):
             if layer.path not in done:
                 label = f"loading layer {len(done) + 1}/{total}"
-                done[layer.path] = _import_layer(store, archive, layer, label, imported)
+                done[layer.path] = _import_layer(store, archive, layer, label, imported,
+                                                 budget)
             if done[layer.path] != expected:
                 raise PydockError(f"layer {layer.path}: its content (sha256:"
                                   f"{done[layer.path].removeprefix('sha256:')}) does not match "
@@ -220,15 +223,19 @@ def _import_layers(store: ImageStore, archive: ArchiveFiles, planned: list[_Plan
 
 
 def _import_layer(store: ImageStore, archive: ArchiveFiles, layer: _ArchivedLayer, label: str,
-                  imported: list[str]) -> str:
+                  imported: list[str], budget: ExpansionBudget) -> str:
     raw, size = archive.open(layer.path)
+    if not archive.decompressed:
+        # Blobs of a compressed archive were charged as its output, not input: else a gzip'd
+        # archive of gzip'd layers would multiply the two ratios.
+        budget.add_input(size)
     if layer.size is not None and size != layer.size:
         raw.close()
         raise PydockError(f"layer {layer.path}: {size} bytes where its descriptor says "
                           f"{layer.size}")
     hashing = _HashingBlobReader(ProgressReader(raw, label))
     with io.BufferedReader(hashing, _CHUNK) as buffered:
-        stream = gunzipped(buffered, f"layer {layer.path}")
+        stream = gunzipped(buffered, f"layer {layer.path}", budget)
         try:
             diff_id = store.import_layer(stream)
         except PydockError as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from pydock.core.errors import PydockError
+from pydock.core.layers.budget import ExpansionBudget
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -50,13 +51,15 @@ def error_reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def open_tarball(path: Path) -> BinaryIO:
+def open_tarball(path: Path, budget: ExpansionBudget | None = None) -> BinaryIO:
     """Open a tar file, transparently decompressing gzip, xz or bzip2.
 
     The compression is recognised by its magic bytes, not by the file name. Returns a
     readable binary stream of the uncompressed tar: the file itself (an
-    :class:`io.BufferedReader`) when it is not compressed. zstd, an empty file or anything
-    that does not start with a tar header raises :class:`PydockError`.
+    :class:`io.BufferedReader`) when it is not compressed, else a decompressor charging
+    ``budget``, a new one by default (a decompression bomb is refused while it is read).
+    zstd, an empty file or anything that does not start with a tar header raises
+    :class:`PydockError`.
     """
     try:
         with open(path, "rb") as file:
@@ -77,17 +80,22 @@ def open_tarball(path: Path) -> BinaryIO:
     if not _is_tar_header(header):
         stream.close()
         raise PydockError(f"{path}: not a tar archive")
-    return stream
+    if isinstance(stream, io.BufferedReader):
+        return stream
+    budget = budget or ExpansionBudget()
+    budget.add_input(path.stat().st_size)
+    return cast(BinaryIO, budget.reader(stream, str(path)))
 
 
-def gunzipped(stream: io.BufferedReader[Any], what: str) -> IO[bytes]:
+def gunzipped(stream: io.BufferedReader[Any], what: str, budget: ExpansionBudget) -> IO[bytes]:
     """``stream``, an image layer blob, as its uncompressed tar: itself when it is plain, a
-    decompressor reading it when it is gzip. ``what`` names the layer in the zstd refusal."""
+    decompressor reading it when it is gzip, charging ``budget``. ``what`` names the layer in
+    refusals."""
     magic = stream.peek(_MAGIC_SIZE)[:_MAGIC_SIZE]
     if magic.startswith(ZSTD_MAGIC):
         raise PydockError(f"{what}: zstd-compressed layers are not supported")
     if magic.startswith(GZIP_MAGIC):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+        return budget.reader(cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb")), what)
     return stream
 
 

@@ -41,12 +41,13 @@ import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TypeVar, cast
 
 import xattr
 
 from pydock.core.errors import PydockError
 from pydock.core.files import lstat_at, write_all
+from pydock.core.layers.budget import BudgetedTarInfo, check_padding, count_member
 from pydock.core.layers.compression import READ_ERRORS, error_reason
 from pydock.core.layers.format import (
     NODE_TAR_TYPES,
@@ -92,14 +93,17 @@ def extract_tar(stream: IO[bytes], dest: Path) -> str:
         extractor = _Extractor(root_fd)
         with _errors_as("cannot read tar archive"):
             with tarfile.open(
-                fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape"
+                fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape",
+                tarinfo=BudgetedTarInfo,
             ) as tar:
-                for member in tar:
+                for number, member in enumerate(tar):
+                    count_member(number)
                     with _errors_as(f"tar member {member.name!r}"):
                         extractor.add(tar, member)
                 end = tar.offset
+            # Zeros after the end are padding, but not gigabytes of them (a gzip bomb).
             while reader.read(_CHUNK):
-                pass
+                check_padding(reader.size - end)
         _check_end(reader, end)
         extractor.apply_directory_metadata()
     finally:
@@ -210,10 +214,13 @@ class _Extractor:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = _replace(parent_fd, name, lambda: os.open(name, flags, 0o600, dir_fd=parent_fd))
         try:
-            contents = tar.extractfile(member)
-            assert contents is not None  # only None for non-regular members
-            while chunk := contents.read(_CHUNK):
-                write_all(fd, chunk)
+            if member.sparse is None:
+                contents = tar.extractfile(member)
+                assert contents is not None  # only None for non-regular members
+                while chunk := contents.read(_CHUNK):
+                    write_all(fd, chunk)
+            else:
+                _write_sparse(fd, member, tar)
             _set_metadata_fd(fd, member)
         finally:
             os.close(fd)
@@ -354,10 +361,11 @@ def _whiteout_target(name: str, member: tarfile.TarInfo) -> str | None:
 def _check_fits(dir_fd: int, member: tarfile.TarInfo) -> None:
     """Refuse a file that says it is bigger than the store's free space, before writing it.
 
-    A member's size is what its header claims. A sparse member (a map of data blocks and a
-    total size), or one in a compressed archive, can claim far more than the archive holds,
-    and its holes are written out as zeros: a few kilobytes could fill the disk. tarfile
-    also reads a negative size, which no real file has.
+    A member's size is what its header claims. One in a compressed archive can claim far
+    more than the archive holds (its data is then bounded by the expansion budget). A
+    sparse member (a map of data blocks and a total size) is written sparse, but its
+    apparent size must fit too: a copy of the layer (the vfs driver, an export) may write
+    its holes out. tarfile also reads a negative size, which no real file has.
     """
     if member.size < 0:
         raise _BadMember(f"invalid size {member.size}")
@@ -365,6 +373,30 @@ def _check_fits(dir_fd: int, member: tarfile.TarInfo) -> None:
     free = fs.f_bavail * fs.f_frsize
     if member.size > free:
         raise _BadMember(f"it claims {member.size} bytes, more than the {free} free in the store")
+
+
+def _write_sparse(fd: int, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    """Write only the data blocks of sparse ``member``, then extend the file to its size.
+
+    tarfile's extractfile reads a hole as zeros; written out, a 172-byte GNU sparse tar
+    claiming the free space fills the store's filesystem. The blocks are stored one after
+    the other from ``offset_data``, so they are read straight from the archive stream and
+    written at their offsets: what is skipped stays a hole.
+    """
+    assert tar.fileobj is not None  # an open archive's
+    tar.fileobj.seek(member.offset_data)  # only ever forward: a stream can seek no other way
+    blocks = cast(list[tuple[int, int]], member.sparse)  # typeshed has it as an int
+    for offset, size in blocks:
+        if offset < 0 or size < 0 or offset + size > member.size:
+            raise _BadMember(f"sparse block {offset}+{size} is outside its size")
+        os.lseek(fd, offset, os.SEEK_SET)
+        while size > 0:
+            chunk = tar.fileobj.read(min(size, _CHUNK))
+            if not chunk:
+                raise _BadMember("unexpected end of data")
+            write_all(fd, chunk)
+            size -= len(chunk)
+    os.ftruncate(fd, member.size)
 
 
 def _check_overlay_forgery(member: tarfile.TarInfo) -> None:

@@ -1,0 +1,215 @@
+"""Archive bombs: tiny files that claim gigabytes, given to ``image import`` and ``image load``.
+
+Each bomb is generated here, a few kilobytes to a megabyte, and each test runs where a
+regression fails instead of taking the machine: the storage root on a 64 MiB tmpfs (a bomb
+that is written out fills it, and is refused with ENOSPC instead of with its own message),
+and the CLI's peak memory measured. A refusal is one line, and leaves the storage root
+as it was (helpers.refused_unchanged). The budgets are :mod:`pydock.core.layers.budget`'s.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import resource
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Layer, docker_archive, pydock_on_copy, refused_unchanged
+
+from pydock.core.errors import PydockError
+from pydock.core.layers import budget
+from pydock.core.layers.unpack import extract_tar
+from pydock.testing.cli import Pydock
+from pydock.testing.tar import Member, reg, tar_bytes
+
+_MiB = 1 << 20
+_STORE_SIZE = 64 * _MiB
+
+
+@pytest.fixture
+def pydock(primed_root: Path, tmp_path: Path) -> Iterator[Pydock]:
+    """conftest's fixture, with the storage root on a small tmpfs of its own."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={_STORE_SIZE}", "bombs", str(small)],
+                   check=True)
+    try:
+        yield from pydock_on_copy(primed_root, small / "root")
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def used(pydock: Pydock) -> int:
+    fs = os.statvfs(pydock.root)
+    return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+
+
+def gzip_file(path: Path, *parts: bytes | int) -> Path:
+    """``path``, a gzip of ``parts``: bytes as they are, an int as that many zero bytes,
+    written a megabyte at a time so that no part is ever whole in memory."""
+    with gzip.open(path, "wb", compresslevel=1) as file:
+        for part in parts:
+            if isinstance(part, bytes):
+                file.write(part)
+                continue
+            for _ in range(part // _MiB):
+                file.write(bytes(_MiB))
+            file.write(bytes(part % _MiB))
+    return path
+
+
+def header(name: str, kind: bytes, size: int) -> bytes:
+    """One 512-byte tar header block of type ``kind`` saying ``size`` bytes follow."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = size
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def peak_memory(run: Callable[[], str]) -> tuple[str, int]:
+    """``run()``'s result and the peak RSS, in bytes, of the processes it ran: measured in a
+    forked child, whose own children are only those."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_end)
+        try:
+            result = [run(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024]
+        except BaseException as e:  # handed to the parent, which fails with it
+            result = [f"{type(e).__name__}: {e}", -1]
+        os.write(write_end, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message, peak = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert peak >= 0, message
+    return message, peak
+
+
+# -- headers: tarfile reads an extended header whole, into memory ---------------------------
+
+
+def test_a_gigantic_pax_header_is_refused_before_it_is_read(pydock: Pydock,
+                                                            tmp_path: Path) -> None:
+    # 1 MiB of gzip holding a 1 GiB PAX header: 3.3 GB of RSS when tarfile reads it.
+    claimed = 1 << 30
+    bomb = gzip_file(tmp_path / "pax.tar.gz", header("././@PaxHeader", tarfile.XHDTYPE, claimed),
+                     claimed, tar_bytes([reg("after", b"x")]))
+    assert bomb.stat().st_size < 8 * _MiB
+    message, peak = peak_memory(lambda: refused_unchanged(
+        pydock, ["image", "import", str(bomb), "bomb"], f"a {claimed}-byte extended header"))
+    assert "more than the 1048576 allowed" in message
+    assert peak < 256 * _MiB
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+                                  tarfile.XGLTYPE], ids=["long-name", "long-link", "global-pax"])
+def test_a_gnu_long_name_or_global_header_over_a_mebibyte_is_refused(
+        pydock: Pydock, tmp_path: Path, kind: bytes) -> None:
+    size = budget.MAX_HEADER + 1
+    bomb = gzip_file(tmp_path / "long.tar.gz", header("././@LongLink", kind, size), size,
+                     tar_bytes([reg("after", b"x")]))
+    refused_unchanged(pydock, ["image", "import", str(bomb), "bomb"],
+                      f"a {size}-byte extended header at byte 0")
+
+
+def test_the_member_count_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A million members is far beyond a real layer and cheap to compress; a smaller cap here
+    # tests the same code without writing a million files.
+    monkeypatch.setattr(budget, "MAX_MEMBERS", 10)
+    with pytest.raises(PydockError, match="more than 10 members"):
+        extract_tar(io.BytesIO(tar_bytes([reg(f"f{n}") for n in range(11)])), tmp_path)
+
+
+# -- sparse members: holes stay holes -------------------------------------------------------
+
+
+def sparse_member(name: str, claimed: int) -> Member:
+    """A GNU sparse file (PAX format 0.1) of ``claimed`` bytes: 512 bytes of data at its
+    start and at its end, holes in between."""
+    return reg(name, b"x" * 1024, pax_headers={
+        "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": name,
+        "GNU.sparse.size": str(claimed), "GNU.sparse.map": f"0,512,{claimed - 512},512"})
+
+
+def test_sparse_members_are_written_sparse(pydock: Pydock, tmp_path: Path) -> None:
+    # Each claims most of the store: written out, the first fills it and the second is
+    # refused; written sparse, all of them take a few blocks.
+    claimed = _STORE_SIZE * 3 // 4
+    (tmp_path / "sparse.tar").write_bytes(
+        tar_bytes([sparse_member(f"sparse{n}", claimed) for n in range(4)]))
+    before = used(pydock)
+    pydock.ok("image", "import", str(tmp_path / "sparse.tar"), "sparse")
+    assert used(pydock) - before < 4 * _MiB
+    [diff] = [d for d in pydock.root.glob("layers/*/diff") if (d / "sparse0").exists()]
+    for n in range(4):
+        path = diff / f"sparse{n}"
+        assert path.stat().st_size == claimed
+        assert path.stat().st_blocks * 512 < 64 * 1024
+        with path.open("rb") as file:
+            assert file.read(513) == b"x" * 512 + b"\0"
+            file.seek(claimed - 513)
+            assert file.read() == b"\0" + b"x" * 512
+
+
+# -- decompression: more than the members declare, more than the ratio ---------------------
+
+
+def test_zeros_after_the_end_of_a_layer_are_refused(pydock: Pydock, tmp_path: Path) -> None:
+    # A gzip of one small member, then 256 MiB of zeros: tarfile stops at the end marker,
+    # and the rest was read (and hashed) to its end.
+    bomb = gzip_file(tmp_path / "padded.tar.gz", tar_bytes([reg("f", b"x")]), 256 * _MiB)
+    refused_unchanged(pydock, ["image", "import", str(bomb), "bomb"],
+                      "bytes after its end, far more than its members declare")
+
+
+def test_an_outer_archive_of_zeros_is_not_decompressed_to_disk(pydock: Pydock,
+                                                              tmp_path: Path) -> None:
+    # 3 GB of zeros in the report; decompressed whole to a temporary file, 256 MiB would
+    # fill the 64 MiB store.
+    bomb = gzip_file(tmp_path / "outer.tar.gz", 256 * _MiB)
+    refused_unchanged(pydock, ["image", "load", "-i", str(bomb)],
+                      "bytes after its end, far more than its members declare")
+
+
+def test_an_outer_archive_member_larger_than_the_store_is_refused_before_copying(
+        pydock: Pydock, tmp_path: Path) -> None:
+    claimed = 256 * _MiB
+    bomb = gzip_file(tmp_path / "outer.tar.gz", header("manifest.json", tarfile.REGTYPE,
+                                                       claimed), claimed, bytes(1024))
+    refused_unchanged(pydock, ["image", "load", "-i", str(bomb)],
+                      f"'manifest.json' claims {claimed} bytes, more than the")
+
+
+def zeros_layer_archive(tmp_path: Path, size: int) -> Path:
+    """A docker archive of one gzip'd layer holding a file of ``size`` zero bytes."""
+    layer = tar_bytes([reg("zeros", bytes(size))])
+    docker_archive(tmp_path / "image.tar", [Layer(layer, gzip.compress(layer, mtime=0))],
+                   ["zeros:latest"])
+    return tmp_path / "image.tar"
+
+
+def test_a_layer_past_the_expansion_ratio_is_refused_unless_lifted(pydock: Pydock,
+                                                                  tmp_path: Path) -> None:
+    # 24 MiB of zeros gzip to 100 KiB: past the 16 MiB always allowed and 100 times that.
+    archive = zeros_layer_archive(tmp_path, 24 * _MiB)
+    message = refused_unchanged(pydock, ["image", "load", "-i", str(archive)],
+                                "decompresses to more than 16777216 bytes")
+    assert f"set {budget.EXPANSION_ENV} to allow more" in message
+    # An honest image this compressible is loaded with the limit lifted.
+    result = pydock("image", "load", "-i", str(archive), env={budget.EXPANSION_ENV: "0"})
+    assert result.returncode == 0, result.stderr
+    assert pydock.ok("image", "ls").count("\nzeros ") == 1
+
+
+def test_a_bad_expansion_ratio_is_refused(pydock: Pydock, tmp_path: Path) -> None:
+    archive = gzip_file(tmp_path / "small.tar.gz", tar_bytes([reg("f", b"x")]))
+    pydock.refused("image", "import", str(archive), "small",
+                   env={budget.EXPANSION_ENV: "lots"}, match=f"{budget.EXPANSION_ENV}='lots'")
