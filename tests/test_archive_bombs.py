@@ -159,6 +159,36 @@ def test_sparse_members_are_written_sparse(pydock: Pydock, tmp_path: Path) -> No
             assert file.read() == b"\0" + b"x" * 512
 
 
+def gnu_sparse_map_chain(blocks: int) -> bytes:
+    """An old-GNU sparse member ('S') whose map goes on for ``blocks`` extension blocks."""
+    head = bytearray(header("chained", tarfile.GNUTYPE_SPARSE, 0))
+    head[257:265] = b"ustar  \0"  # GNU's magic: the map fields are GNU's
+    head[482] = 1  # isextended: a map block follows
+    head[148:156] = b"        "
+    head[148:156] = b"%06o\0 " % sum(head)
+    more = bytearray(512)
+    more[504] = 1
+    return bytes(head) + bytes(more) * blocks + bytes(512) + bytes(1024)
+
+
+def pax_sparse_map(entries: int) -> bytes:
+    """A GNU sparse member, PAX format 1.0, whose map in its data has ``entries`` blocks."""
+    data = b"%d\n" % entries + b"0\n1\n" * entries
+    return tar_bytes([reg("mapped", data, pax_headers={
+        "GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "mapped",
+        "GNU.sparse.realsize": "1"})])
+
+
+@pytest.mark.parametrize("layer", [gnu_sparse_map_chain(2100), pax_sparse_map(300_000)],
+                         ids=["old-gnu-map-chain", "pax-1.0-map"])
+def test_a_sparse_map_over_a_mebibyte_is_refused(pydock: Pydock, tmp_path: Path,
+                                                 layer: bytes) -> None:
+    # Each map entry is a tuple in memory, several times the bytes it takes in the stream.
+    (tmp_path / "map.tar").write_bytes(layer)
+    refused_unchanged(pydock, ["image", "import", str(tmp_path / "map.tar"), "bomb"],
+                      "a sparse map of more than 1048576 bytes")
+
+
 # -- decompression: more than the members declare, more than the ratio ---------------------
 
 

@@ -7,7 +7,7 @@ is refused here with one line, before the bytes it claims are read or written:
 
 * every extended header (PAX ``x``/``g``, GNU long name ``L`` and long link ``K``) is at most
   :data:`MAX_HEADER` bytes, checked on its 512-byte header block before tarfile reads the
-  payload (:class:`BudgetedTarInfo`);
+  payload (:class:`BudgetedTarInfo`), and so is every sparse map;
 * an archive has at most :data:`MAX_MEMBERS` members;
 * after the end-of-archive marker, at most :data:`MAX_PADDING` bytes may follow: a stream
   that decompresses to far more than its members declare is a bomb, not padding;
@@ -63,10 +63,54 @@ class BudgetedTarInfo(tarfile.TarInfo):
     """
 
     def _proc_member(self, tarfile: Any) -> Any:  # tarfile's own hook for subclasses
-        if self.type in _EXTENDED_TYPES and self.size > MAX_HEADER:
+        if self.type in _EXTENDED_TYPES and not 0 <= self.size <= MAX_HEADER:
             raise PydockError(f"cannot read tar archive: a {self.size}-byte extended header at "
                               f"byte {self.offset}, more than the {MAX_HEADER} allowed")
         return super()._proc_member(tarfile)  # type: ignore[misc]
+
+    # A sparse map is a list in memory, several times the size of its text: GNU's old format
+    # chains map blocks after the header, format 1.0 puts the map in the data, both as long
+    # as the stream goes on. Each map may take at most MAX_HEADER bytes of the stream.
+
+    def _proc_sparse(self, tarfile: Any) -> Any:
+        return super()._proc_sparse(_MapReading(tarfile))  # type: ignore[misc]
+
+    def _proc_gnusparse_10(self, next: Any, pax_headers: Any, tarfile: Any) -> Any:
+        return super()._proc_gnusparse_10(  # type: ignore[misc]
+            next, pax_headers, _MapReading(tarfile))
+
+
+class _MapReading:
+    """A TarFile as a sparse map's parser sees it: its stream may give at most
+    :data:`MAX_HEADER` bytes; everything else is the TarFile's own."""
+
+    def __init__(self, tar: Any) -> None:
+        object.__setattr__(self, "_tar", tar)
+        object.__setattr__(self, "fileobj", _CappedStream(tar.fileobj))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tar, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._tar, name, value)  # tarfile.offset, past the member
+
+
+class _CappedStream:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._left = MAX_HEADER
+
+    def read(self, size: int) -> bytes:
+        self._left -= size
+        if self._left < 0:
+            raise PydockError(f"cannot read tar archive: a sparse map of more than "
+                              f"{MAX_HEADER} bytes")
+        data: bytes = self._stream.read(size)
+        return data
+
+    def tell(self) -> int:
+        position: int = self._stream.tell()
+        return position
 
 
 def count_member(number: int) -> None:
