@@ -120,6 +120,7 @@ def test_a_gnu_long_name_or_global_header_over_a_mebibyte_is_refused(
                       f"a {size}-byte extended header at byte 0")
 
 
+@pytest.mark.needs_root
 def test_the_member_count_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A million members is far beyond a real layer and cheap to compress; a smaller cap here
     # tests the same code without writing a million files.
@@ -187,6 +188,16 @@ def test_a_sparse_map_over_a_mebibyte_is_refused(pydock: Pydock, tmp_path: Path,
     (tmp_path / "map.tar").write_bytes(layer)
     refused_unchanged(pydock, ["image", "import", str(tmp_path / "map.tar"), "bomb"],
                       "a sparse map of more than 1048576 bytes")
+
+
+@pytest.mark.needs_root
+def test_a_sparse_map_holding_more_data_than_stored_is_refused(tmp_path: Path) -> None:
+    # Read as file data, the next members' headers would end up in the file.
+    member = reg("short", b"x" * 512, pax_headers={
+        "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": "short",
+        "GNU.sparse.size": str(_MiB), "GNU.sparse.map": f"0,1000,{_MiB - 5000},5000"})
+    with pytest.raises(PydockError, match="'short': its sparse map holds more data than"):
+        extract_tar(io.BytesIO(tar_bytes([member, reg("after", b"x" * 8192)])), tmp_path)
 
 
 # -- decompression: more than the members declare, more than the ratio ---------------------

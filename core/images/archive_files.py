@@ -27,11 +27,7 @@ from typing import IO, Any, BinaryIO, cast
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.images.store import ImageStore
-from pydock.core.layers.budget import (
-    BudgetedTarInfo,
-    ExpansionBudget,
-    check_padding,
-)
+from pydock.core.layers.budget import BudgetedTarInfo, ExpansionBudget, check_padding
 from pydock.core.layers.compression import READ_ERRORS, open_tarball
 from pydock.core.progress import ProgressReader
 
@@ -68,13 +64,11 @@ def open_archive(store: ImageStore, source: Path,
                 copy = _CopyingReader(cast(IO[bytes], progress), plain, source)
                 members = _members(cast(IO[bytes], copy), source, stream=True)
                 while copy.read(_CHUNK):
-                    check_padding(copy.size - copy.end)
+                    check_padding(copy.size - copy.end, f"{source}: cannot read tar archive")
             plain.flush()  # members are read through the descriptor
         except READ_ERRORS as e:
             raise PydockError(f"{source}: cannot decompress: {e}") from None
-        files = _TarFiles(cast(BinaryIO, plain), source, members)
-        files.decompressed = True
-        yield files
+        yield _TarFiles(cast(BinaryIO, plain), source, members, decompressed=True)
 
 
 def archive_path(value: object, what: str) -> str:
@@ -205,11 +199,12 @@ class _CopyingReader(io.RawIOBase):
 class _TarFiles(ArchiveFiles):
     """An uncompressed tar file, read in place: members are slices of the file."""
 
-    def __init__(self, file: BinaryIO, label: Path,
-                 members: dict[str, tarfile.TarInfo]) -> None:
+    def __init__(self, file: BinaryIO, label: Path, members: dict[str, tarfile.TarInfo],
+                 decompressed: bool = False) -> None:
         self._file = file
         self._label = label
         self._members = members
+        self.decompressed = decompressed
 
     def open(self, path: str) -> tuple[BinaryIO, int]:
         member = self._regular_member(path)

@@ -96,6 +96,8 @@ class _MapReading:
 
 
 class _CappedStream:
+    """A tar stream of which at most :data:`MAX_HEADER` bytes more may be read."""
+
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self._left = MAX_HEADER
@@ -119,11 +121,12 @@ def count_member(number: int) -> None:
         raise PydockError(f"cannot read tar archive: more than {MAX_MEMBERS} members")
 
 
-def check_padding(padding: int) -> None:
-    """Refuse ``padding`` bytes after the end-of-archive marker if they are too many."""
+def check_padding(padding: int, what: str = "cannot read tar archive") -> None:
+    """Refuse ``padding`` bytes after the end-of-archive marker if they are too many;
+    ``what`` starts the message."""
     if padding > MAX_PADDING:
-        raise PydockError(f"cannot read tar archive: more than {MAX_PADDING} bytes after its "
-                          "end, far more than its members declare")
+        raise PydockError(f"{what}: more than {MAX_PADDING} bytes after its end, far more "
+                          "than its members declare")
 
 
 def expansion_ratio() -> int:
@@ -132,7 +135,7 @@ def expansion_ratio() -> int:
     text = os.environ.get(EXPANSION_ENV, "")
     if not text:
         return DEFAULT_EXPANSION
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise PydockError(f"{EXPANSION_ENV}={text!r}: expected a whole number (0: no limit)")
     return int(text)
 

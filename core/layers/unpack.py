@@ -386,6 +386,10 @@ def _write_sparse(fd: int, member: tarfile.TarInfo, tar: tarfile.TarFile) -> Non
     assert tar.fileobj is not None  # an open archive's
     tar.fileobj.seek(member.offset_data)  # only ever forward: a stream can seek no other way
     blocks = cast(list[tuple[int, int]], member.sparse)  # typeshed has it as an int
+    # tar.offset is already past this member's stored data: a map that holds more would have
+    # the next headers read as file data.
+    if sum(size for _, size in blocks) > tar.offset - member.offset_data:
+        raise _BadMember("its sparse map holds more data than the archive stores")
     for offset, size in blocks:
         if offset < 0 or size < 0 or offset + size > member.size:
             raise _BadMember(f"sparse block {offset}+{size} is outside its size")
