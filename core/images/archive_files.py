@@ -16,13 +16,13 @@ import posixpath
 import shutil
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
+from pydock.core.files import scratch_file
 from pydock.core.images.store import ImageStore
 from pydock.core.layers.compression import READ_ERRORS, open_tarball
 from pydock.core.progress import ProgressReader
@@ -50,14 +50,14 @@ def open_archive(store: ImageStore, source: Path) -> Iterator[ArchiveFiles]:
             # A compressed archive cannot be read in place: unpack it once to an unnamed
             # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
             storage_root.ensure(store.root)
-            plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
+            plain = stack.enter_context(scratch_file(store.layers_dir))
             try:
                 with ProgressReader(stream, f"decompressing {source.name}") as progress:
                     shutil.copyfileobj(progress, plain, _CHUNK)
             except READ_ERRORS as e:
                 raise PydockError(f"{source}: cannot decompress: {e}") from None
             plain.seek(0)
-            stream = cast(BinaryIO, plain)
+            stream = plain
         yield _TarFiles(stream, source)
 
 
