@@ -36,13 +36,17 @@ where                               made by                                 swep
 ``layers/.tmp-*`` (file)            ``scratch_file`` without O_TMPFILE: an  ImageStore.sweep
                                     archive's decompressed layer
 ``layers/.rm-*`` (directory)        ``image rm``: a layer being deleted     ImageStore.sweep
+``bench/.storage-*`` (directory)    ``bench``: the driver homes of its      cleanup.sweep;
+                                    containers                              the next bench,
+                                                                            through drivers
+``bench/.rm-*`` (directory)         what a sweep of ``bench/`` claims       cleanup.sweep
 ==================================  ======================================  ================
 
 Not hidden names, and not swept here: a driver's work directories live inside the
 container's own directory under ``storage/<driver>/<id>`` (overlay's ``work``, bind's
 ``shared-build``), which go with the container, or with its orphaned storage
-(:func:`pydock.core.containers.cleanup.remove_orphaned_storage`); ``bench/storage`` is
-removed by the next ``bench`` on the root, through the drivers, under ``bench/lock``.
+(:func:`pydock.core.containers.cleanup.remove_orphaned_storage`). ``bench/storage``, the
+one storage of every bench from before owners were recorded, is left to the next ``bench``.
 Outside the root, ``image save`` and ``export`` write beside their output
 (``.<output>.<random>.tmp``, ``.partial``) and remove that on any error but SIGKILL;
 ``prune`` knows only the root.
@@ -58,15 +62,19 @@ different PID namespaces would take each other's work for leftovers.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from pydock.core.errors import PydockError
 from pydock.core.files import hidden_name, remove_tree
 from pydock.core.processes import process_start_time
 
 
-def sweep(directory: Path, prefixes: tuple[str, ...]) -> list[str]:
+def sweep(directory: Path, prefixes: tuple[str, ...],
+          remove: Callable[[Path], None] | None = None) -> list[str]:
     """Remove the scratch entries in ``directory`` (names starting with one of ``prefixes``)
-    whose owner is gone; what could not be removed, said for a warning."""
+    whose owner is gone, with ``remove`` if given (bench's storage goes through its
+    drivers); what could not be removed, said for a warning."""
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
@@ -87,13 +95,16 @@ def sweep(directory: Path, prefixes: tuple[str, ...]) -> list[str]:
             problems.append(f"cannot remove {directory / name}: {exc.strerror}")
             continue
         try:
-            if doomed.is_dir() and not doomed.is_symlink():
+            if remove is not None:
+                remove(doomed)
+            elif doomed.is_dir() and not doomed.is_symlink():
                 remove_tree(doomed)
             else:
                 doomed.unlink()
-        except OSError as exc:
+        except (OSError, PydockError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             problems.append(f"cannot remove {directory / name} (now {doomed.name}): "
-                            f"{exc.strerror}; prune tries again")
+                            f"{reason}; prune tries again")
     return problems
 
 

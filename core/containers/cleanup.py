@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # The scratch names at the top of the storage root: a commit's work directory, and an
 # unnamed file's name where the filesystem cannot do without one (files.scratch_file).
 ROOT_SCRATCH = (".commit-", ".tmp-")
+# A bench's storage (pydock.core.bench.storage, a floor above this one) and what a sweep of
+# it claimed.
+BENCH_DIR, BENCH_SCRATCH = "bench", (".storage-", ".rm-")
 
 
 def sweep(containers: ContainerStore) -> None:
@@ -44,6 +47,7 @@ def sweep(containers: ContainerStore) -> None:
     remove_orphaned_storage(containers)
     problems += containers.images.sweep()
     problems += sweep_scratch(containers.root, ROOT_SCRATCH)
+    problems += sweep_scratch(containers.root / BENCH_DIR, BENCH_SCRATCH)
     for problem in problems:
         sys.stderr.write(f"pydock: warning: {problem}\n")
 
