@@ -25,6 +25,11 @@ The steps, in the order a container's life reaches them:
 ``rm.storage-removed``     rm: its storage is gone, its record is not
 ``rm.record-renamed``      rm: the record is renamed to a hidden ``.rm-*`` directory
 ``image.layer-extracted``  image import/load: a layer is extracted, not yet in place
+``commit.layer-written``   commit: the layer's tar is written in the ``.commit-*``
+                           scratch directory, not yet imported
+``write.before-rename``    any atomic write (a record's state, an image config,
+                           ``repositories.json``): the new content is in its hidden
+                           ``.new-*`` file, not yet renamed over the old
 =========================  ============================================================
 """
 

@@ -8,17 +8,42 @@ Everything here is on the path of every ``pydock run``, so it sticks to ``os``: 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from pydock.core import failpoints
+from pydock.core.processes import process_start_time
 
 
-def random_suffix() -> str:
-    """A name suffix that no concurrent writer will pick as well."""
-    return os.urandom(8).hex()
+def hidden_name(prefix: str) -> str:
+    """A fresh name for scratch work of the calling process: ``<prefix><pid>-<start
+    time>-<random>``, the convention :mod:`pydock.core.leftovers` sweeps by. Here rather
+    than there because the atomic writes below need it, and leftovers needs remove_tree."""
+    pid = os.getpid()
+    return f"{prefix}{pid}-{process_start_time(pid)}-{os.urandom(8).hex()}"
+
+
+def scratch_file(directory: Path) -> BinaryIO:
+    """A read-write file in ``directory`` that has no name, so that no crash can leave it
+    behind (``tempfile.TemporaryFile`` without its ``tmpXXXXXXXX`` fallback name).
+
+    Where the filesystem cannot make an unnamed file (O_TMPFILE), it gets a hidden name
+    (``.tmp-``, swept once this process is gone) and loses it at once.
+    """
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR):
+            raise
+        path = directory / hidden_name(".tmp-")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.unlink(path)
+    return os.fdopen(fd, "w+b")
 
 
 def remove_tree(path: Path | str) -> None:
@@ -63,13 +88,14 @@ def sha256_hex(data: bytes) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+    """Write to a hidden file beside ``path`` (``.new-``, swept once this process is gone),
+    fsync it, then rename it over ``path``.
 
     Not ``durable``: no fsync, for a state that a power cut makes moot anyway. Readers
     still see the old content or the new, and ext4 writes a file renamed over another
     before the rename itself reaches the disk.
     """
-    tmp = path.with_name(f".{path.name}.{random_suffix()}")
+    tmp = path.with_name(hidden_name(".new-"))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -77,6 +103,7 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool
             f.flush()
             if durable:
                 os.fsync(f.fileno())
+        failpoints.reached("write.before-rename")
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

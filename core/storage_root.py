@@ -56,5 +56,5 @@ def _open_to_others(path: Path) -> bool:
 
 
 def _holds_only_pydocks(root: Path) -> bool:
-    # Hidden names are pydock's work in progress (a commit's scratch directory).
+    # Hidden names are pydock's scratch work (a commit's, an unnamed file's: see leftovers.py).
     return all(name in TOP_LEVEL for name in os.listdir(root) if not name.startswith("."))

@@ -55,7 +55,7 @@ def container_dirs(root: Path) -> list[Path]:
     """Container directories in every driver's home, pydock run's and bench's (which bench
     may be deleting meanwhile)."""
     found = []
-    for storage in (root / "storage", root / "bench" / "storage"):
+    for storage in (root / "storage", *(root / "bench").glob(".storage-*")):
         with contextlib.suppress(FileNotFoundError):
             for driver in os.listdir(storage):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
@@ -67,7 +67,7 @@ def container_dirs(root: Path) -> list[Path]:
 def assert_nothing_left(pydock: Pydock) -> None:
     assert pydock.container_names() == []
     assert container_dirs(pydock.root) == []
-    assert not (pydock.root / "bench" / "storage").exists()
+    assert [p.name for p in (pydock.root / "bench").glob("*") if p.name != "lock"] == []
     assert mounts_under(pydock.root) == []
 
 
@@ -251,6 +251,17 @@ def test_what_a_killed_bench_left_is_removed_by_the_next(pydock: Pydock) -> None
     assert container_dirs(pydock.root) != []  # SIGKILL left its containers
     pydock.ok("bench", *SMALL, "--storage", "overlay", "--image", DEFAULT_IMAGE)
     assert_nothing_left(pydock)
+
+
+def test_what_a_killed_bench_left_is_removed_by_prune(pydock: Pydock) -> None:
+    pydock.ok("bench", *SMALL, "--storage", "copy", "--image", DEFAULT_IMAGE)
+    before = sorted(str(p.relative_to(pydock.root)) for p in pydock.root.rglob("*"))
+    process = start_long_bench(pydock)
+    process.kill()
+    process.communicate(timeout=60)
+    assert container_dirs(pydock.root) != []  # SIGKILL left its containers
+    assert pydock.ok("prune") == ""
+    assert sorted(str(p.relative_to(pydock.root)) for p in pydock.root.rglob("*")) == before
 
 
 def test_one_bench_at_a_time_per_root(pydock: Pydock) -> None:

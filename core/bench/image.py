@@ -26,12 +26,12 @@ import io
 import math
 import random
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydock.core.errors import PydockError
+from pydock.core.files import scratch_file
 from pydock.core.images.store import Image, ImageStore, rfc3339
 from pydock.core.progress import ProgressReader, StatusLine
 
@@ -86,7 +86,7 @@ def large_image(store: ImageStore, base: Image, size_mb: int, status: StatusLine
         return store.resolve(reference)
     except PydockError:
         pass
-    with tempfile.TemporaryFile(dir=store.root) as tar_file:
+    with scratch_file(store.root) as tar_file:
         write_data_layer(tar_file, files, lambda done: status.show(
             f"building {reference}: {done / 1e6:.0f}/{size_mb} MB"))
         status.clear()

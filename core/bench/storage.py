@@ -1,8 +1,9 @@
 """Where ``pydock bench`` keeps the containers it measures, and how it always removes them.
 
 Bench calls the drivers directly (so that it can time ``prepare`` and ``remove`` alone), with
-each driver's home under ``<root>/bench/storage/<driver>`` instead of the one ``pydock run``
-uses. Nothing bench does can then reach a user's containers: a bind container of the user's
+each driver's home under ``<root>/bench/.storage-<owner>/<driver>`` instead of the one
+``pydock run`` uses (a scratch name of :mod:`pydock.core.leftovers`, owned by the bench).
+Nothing bench does can then reach a user's containers: a bind container of the user's
 shares nothing with bench's (bench writes into its containers' roots, and bind's root is
 shared by every container of an image), and a "first container of an image" is really the
 first. Those containers have no record, so ``pydock ps`` never lists them.
@@ -11,7 +12,8 @@ first. Those containers have no record, so ``pydock ps`` never lists them.
 is (an error, Ctrl-C, SIGTERM, SIGHUP), every container it prepared and every container
 ``pydock run`` made under one of its names, then the driver homes. Only SIGKILL can stop
 that; what such a run leaves is removed by the next bench on the same root, before it
-measures anything. One bench at a time per root: the lock in ``<root>/bench/lock`` says so.
+measures anything, through the drivers; or by ``prune`` once the bench is gone. One bench
+at a time per root: the lock in ``<root>/bench/lock`` says so.
 """
 
 from __future__ import annotations
@@ -31,25 +33,36 @@ from pydock.core.containers.lifecycle import Containers
 from pydock.core.containers.state import new_container_id
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
+from pydock.core.files import hidden_name
 from pydock.core.ids import is_container_id
+from pydock.core.leftovers import sweep
 
 # The signals that end a bench early: Ctrl-C, kill, and the terminal going away.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 BENCH_DIR = "bench"
+# The storage of one bench, named after it; "storage" is the one name of every bench from
+# before owners were recorded, which counts as abandoned.
+STORAGE_PREFIXES = (".storage-", "storage")
+
+
+def bench_storage(root: Path) -> Path:
+    """A fresh directory for the driver homes of a bench of this process."""
+    return root / BENCH_DIR / hidden_name(STORAGE_PREFIXES[0])
 
 
 def bench_home(root: Path, driver_name: str) -> Path:
-    """Where bench's containers of driver ``driver_name`` live under storage root ``root``."""
-    return root / BENCH_DIR / "storage" / driver_name
+    """Where a bench of this process keeps containers of driver ``driver_name`` under storage
+    root ``root``: a fresh name on every call, alike in every way a driver may check."""
+    return bench_storage(root) / driver_name
 
 
 class BenchStorage:
     def __init__(self, containers: Containers) -> None:
         self.containers = containers
         self.top = containers.root / BENCH_DIR
-        self.storage = self.top / "storage"
+        self.storage = bench_storage(containers.root)
         # Containers prepared and not yet removed, with the driver that prepared each.
         self._live: dict[str, StorageDriver] = {}
         self._run_prefix = f"bench-{secrets.token_hex(4)}-"
@@ -84,7 +97,7 @@ class BenchStorage:
             raise PydockError(f"bench could not remove all it created: {failures[0]}")
 
     def home(self, driver_name: str) -> Path:
-        return bench_home(self.containers.root, driver_name)
+        return self.storage / driver_name
 
     def prepare(self, driver: StorageDriver, layers: Sequence[Path]) -> tuple[str, int]:
         """Prepare a new container's storage: (its id, nanoseconds ``driver.prepare`` took)."""
@@ -145,20 +158,17 @@ class BenchStorage:
     def _remove_leftovers(self) -> None:
         """Remove what a bench killed by SIGKILL left: each container through its driver
         (a btrfs snapshot cannot be deleted as plain files), then the homes."""
-        try:
-            homes = sorted(self.storage.iterdir())
-        except FileNotFoundError:
-            return
-        for home in homes:
-            try:
-                driver = self.containers.registry.driver_class(home.name)(home)
-                for entry in sorted(os.listdir(home)):
-                    if is_container_id(entry):
-                        driver.remove(entry)
-                shutil.rmtree(home)
-            except (PydockError, OSError) as exc:
-                raise PydockError(f"cannot remove what an interrupted bench left in {home}: "
-                                  f"{exc}") from exc
+        problems = sweep(self.top, STORAGE_PREFIXES, self._remove_storage)
+        if problems:
+            raise PydockError(f"cannot remove what an interrupted bench left: {problems[0]}")
+
+    def _remove_storage(self, storage: Path) -> None:
+        for home in sorted(storage.iterdir()):
+            driver = self.containers.registry.driver_class(home.name)(home)
+            for entry in sorted(os.listdir(home)):
+                if is_container_id(entry):
+                    driver.remove(entry)
+        shutil.rmtree(storage)
 
 
 @contextlib.contextmanager

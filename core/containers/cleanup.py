@@ -3,9 +3,9 @@
 A crash (``kill -9``, the OOM killer, a power cut) can leave, besides records that tell
 the truth about it (see :func:`pydock.core.containers.liveness.live_status`):
 
-- hidden work directories of a record being created or deleted, of a layer being
-  extracted or deleted (:mod:`pydock.core.leftovers`): :func:`sweep` removes those whose
-  owner is gone;
+- scratch entries under hidden names (:mod:`pydock.core.leftovers` lists them all): a
+  record or a layer being created or deleted, a commit's work, a file being replaced;
+  :func:`sweep` removes those whose owner is gone;
 - a driver's storage for a container id that no record names any more:
   :func:`remove_orphaned_storage`;
 - a record damaged outside pydock, which is never trusted: ``rm -f`` removes what it can
@@ -18,22 +18,38 @@ Cgroups are not swept this way: one whose record is gone may still hold a live p
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydock.core.containers.state import CorruptRecord
 from pydock.core.errors import PydockError
 from pydock.core.ids import is_container_id
+from pydock.core.leftovers import sweep as sweep_scratch
 
 if TYPE_CHECKING:
     from pydock.core.containers.store import ContainerStore
 
 
+# The scratch names at the top of the storage root: a commit's work directory, and an
+# unnamed file's name where the filesystem cannot do without one (files.scratch_file).
+ROOT_SCRATCH = (".commit-", ".tmp-")
+# A bench's storage (pydock.core.bench.storage, a floor above this one) and what a sweep of
+# it claimed.
+BENCH_DIR, BENCH_SCRATCH = "bench", (".storage-", ".rm-")
+
+
 def sweep(containers: ContainerStore) -> None:
-    """Everything ``prune`` removes besides stopped containers."""
-    containers.state.sweep()
+    """Everything ``prune`` removes besides stopped containers. A leftover that cannot be
+    removed is only warned about: it must not keep prune from the rest, and stays for the
+    next prune to try again."""
+    problems = containers.state.sweep()
     remove_orphaned_storage(containers)
-    containers.images.sweep()
+    problems += containers.images.sweep()
+    problems += sweep_scratch(containers.root, ROOT_SCRATCH)
+    problems += sweep_scratch(containers.root / BENCH_DIR, BENCH_SCRATCH)
+    for problem in problems:
+        sys.stderr.write(f"pydock: warning: {problem}\n")
 
 
 def remove_remains(containers: ContainerStore, name: str, kill_timeout: float) -> None:

@@ -14,13 +14,14 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydock.core import failpoints
 from pydock.core.errors import PydockError
+from pydock.core.files import hidden_name, scratch_file
 from pydock.core.images.store import Image, ImageStore, normalize_reference, rfc3339
 from pydock.core.layers.changes import Change, upper_changes, walk_changes
 from pydock.core.layers.format import OVERLAY_XATTR_PREFIX, make_whiteout
@@ -57,7 +58,8 @@ def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path
     """Store a container's changes as one new layer; its diff_id."""
     from pydock.core.layers.pack import write_layer_tar
 
-    work = store.root / f".commit-{secrets.token_hex(8)}"
+    # Named after this process: prune sweeps it once a crash has left it (leftovers.py).
+    work = store.root / hidden_name(".commit-")
     work.mkdir(mode=0o700)
     try:
         changes_dir = driver.changes_dir(container_id)
@@ -67,8 +69,9 @@ def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path
                               driver.mounts(container_id, layers),
                               lambda root: build_change_layer(
                                   Path(root), walk_changes(Path(root), layers), changes_dir))
-        with tempfile.TemporaryFile(dir=work) as tar:
+        with scratch_file(work) as tar:
             write_layer_tar(tar, changes_dir)
+            failpoints.reached("commit.layer-written")
             tar.seek(0)
             return store.import_layer(tar)
     finally:

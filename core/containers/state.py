@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 
 from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
-from pydock.core.files import remove_tree, write_json_atomic
+from pydock.core.files import hidden_name, remove_tree, write_json_atomic
 from pydock.core.ids import CONTAINER_ID, DIGEST
-from pydock.core.leftovers import hidden_name, sweep
+from pydock.core.leftovers import sweep
 from pydock.core.syscalls import rename_noreplace
 
 NAME_RULE = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"  # compiled and cached by re on first use
@@ -320,9 +320,13 @@ class StateStore:
         with contextlib.suppress(OSError):
             remove_tree(doomed)
 
-    def sweep(self) -> None:
-        """Remove what crashed creates and deletes left behind (see :mod:`leftovers`)."""
-        sweep(self.dir, (".new-", ".rm-"))
+    def sweep(self) -> list[str]:
+        """Remove what crashed creates, updates and deletes left behind (see
+        :mod:`leftovers`); what could not be removed, said for a warning."""
+        problems = sweep(self.dir, (".new-", ".rm-"))
+        for name in self.names():
+            problems += sweep(self.dir / name, (".new-",))
+        return problems
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:

@@ -19,13 +19,13 @@ import os
 import posixpath
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
+from pydock.core.files import scratch_file
 from pydock.core.images.store import ImageStore
 from pydock.core.layers.budget import BudgetedTarInfo, ExpansionBudget, check_padding
 from pydock.core.layers.compression import READ_ERRORS, open_tarball
@@ -58,7 +58,7 @@ def open_archive(store: ImageStore, source: Path,
         # A compressed archive cannot be read in place: unpack it once to an unnamed
         # temporary file on the store's filesystem (not a tmpfs, which would fill memory).
         storage_root.ensure(store.root)
-        plain = stack.enter_context(tempfile.TemporaryFile(dir=store.layers_dir))
+        plain = stack.enter_context(scratch_file(store.layers_dir))
         try:
             with ProgressReader(stream, f"decompressing {source.name}") as progress:
                 copy = _CopyingReader(cast(IO[bytes], progress), plain, source)

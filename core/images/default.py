@@ -16,13 +16,13 @@ import shutil
 import struct
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
+from pydock.core.files import scratch_file
 from pydock.core.images.store import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore, image_config
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
@@ -45,7 +45,7 @@ def build_default_image(store: ImageStore) -> Image:
     """Build the default image into ``store`` and name it ``DEFAULT_IMAGE``."""
     busybox = find_static_busybox()
     storage_root.ensure(store.root)
-    with tempfile.TemporaryFile(dir=store.root) as tar_file:
+    with scratch_file(store.root) as tar_file:
         if busybox is not None:
             mtime = int(os.stat(busybox).st_mtime)
             write_busybox_layer(tar_file, busybox, mtime)

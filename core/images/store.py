@@ -40,13 +40,14 @@ from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import (
     flocked,
+    hidden_name,
     remove_tree,
     sha256_hex,
     write_bytes_atomic,
     write_json_atomic,
 )
 from pydock.core.ids import HEX64, is_digest
-from pydock.core.leftovers import hidden_name, sweep
+from pydock.core.leftovers import sweep
 
 DEFAULT_IMAGE = "pydock/default:latest"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -240,9 +241,12 @@ class ImageStore:
                     self._remove_layer(diff_id)
         return image
 
-    def sweep(self) -> None:
-        """Remove what crashed imports and removals left in the layer store."""
-        sweep(self.layers_dir, (".tmp-", ".rm-"))
+    def sweep(self) -> list[str]:
+        """Remove what crashed imports, writes and removals left in the store; what could
+        not be removed, said for a warning."""
+        return [*sweep(self.layers_dir, (".tmp-", ".rm-")),
+                *sweep(self.images_dir, (".new-",)),
+                *sweep(self.configs_dir, (".new-",))]
 
     # -- helpers ---------------------------------------------------------
 
