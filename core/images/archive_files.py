@@ -68,7 +68,7 @@ def open_archive(store: ImageStore, source: Path,
             plain.flush()  # members are read through the descriptor
         except READ_ERRORS as e:
             raise PydockError(f"{source}: cannot decompress: {e}") from None
-        yield _TarFiles(cast(BinaryIO, plain), source, members, decompressed=True)
+        yield _TarFiles(plain, source, members, decompressed=True)
 
 
 def archive_path(value: object, what: str) -> str:
