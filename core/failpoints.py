@@ -20,12 +20,10 @@ The steps, in the order a container's life reaches them:
                            pid not yet on record (it exits when the monitor dies)
 ``monitor.released``       monitor: the pid is on record and the process set free to
                            run its command; not yet recorded as running
-``container.setup``        the container's process: its root is set up, its user not yet
-                           resolved (its passwd and group files not yet read)
+``setup.user-lookup``      the container's process (or an exec's): its root is set up,
+                           its capabilities limited, its passwd and group files not yet read
 ``monitor.recorded-running``  monitor: recorded as running
 ``monitor.container-exited``  monitor: the container has exited, which is not recorded
-``exec.setup``             exec's process: in the container's namespaces, its user not
-                           yet resolved
 ``rm.killed``              rm (or the monitor, for ``--rm``): the container is dead
 ``rm.cgroup-removed``      rm: its cgroup is gone
 ``rm.storage-removed``     rm: its storage is gone, its record is not

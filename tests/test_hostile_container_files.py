@@ -4,7 +4,7 @@ or /etc/group, read to resolve the container's user on every ``run`` and ``exec`
 A FIFO there once hung ``run`` and ``exec`` for good, deaf to SIGTERM and SIGINT, with the
 record's lock held: ``rm -f`` waited on it, and ``stop`` returned 0 having done nothing.
 Now it is refused in one line; and a container whose setup hangs all the same (the
-``container.setup`` and ``exec.setup`` failpoints hang there) still gives way to ``stop``,
+``setup.user-lookup`` failpoint hangs there) still gives way to ``stop``,
 ``kill``, ``rm -f`` and a signal sent to the CLI. (A running container with a stuck ``exec``
 gave way to them already: the exec holds no lock, and its child dies with the container.)
 Every command here has a hard timeout: a regression hangs, and must fail instead.
@@ -126,7 +126,7 @@ def stuck_run(pydock: Pydock, tmp_path: Path, stopping: list[subprocess.Popen[st
     """A ``run`` whose container's setup hangs, with the record's lock held by its monitor:
     on a FIFO at /etc/passwd where that is not refused, at a failpoint where it is."""
     name = image(pydock, tmp_path, "fifo", fifo="etc/passwd")
-    hanging = Pydock(pydock.root, {**pydock.env, "PYDOCK_FAILPOINT": "container.setup:hang"})
+    hanging = Pydock(pydock.root, {**pydock.env, "PYDOCK_FAILPOINT": "setup.user-lookup:hang"})
     run = hanging.popen("run", "--name", "c", "--image", name, "true")
     stopping.append(run)
     wait_for(lambda: (pydock.root / "containers" / "c" / "state.json").exists()
@@ -166,7 +166,7 @@ def stuck_exec(pydock: Pydock, tmp_path: Path, stopping: list[subprocess.Popen[s
     """An ``exec -u nobody`` whose setup hangs: on the FIFO container root made at
     /etc/passwd where that is not refused, at a failpoint where it is."""
     fifo_by_container_root(pydock, tmp_path)
-    hanging = Pydock(pydock.root, {**pydock.env, "PYDOCK_FAILPOINT": "exec.setup:hang"})
+    hanging = Pydock(pydock.root, {**pydock.env, "PYDOCK_FAILPOINT": "setup.user-lookup:hang"})
     exec_ = hanging.popen("exec", "-u", "nobody", "c", "true")
     stopping.append(exec_)
     time.sleep(1)  # into the hang

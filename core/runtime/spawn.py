@@ -238,7 +238,6 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         # One call through the pidfd: all namespaces of that very process, or none. Joining
         # the mount namespace also moves root and working directory to the container's root.
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
-        failpoints.reached("exec.setup")
         env = _drop_privileges(spec)
         os.chdir(spec.workdir)
         _reset_process_state(keep_fd=error_fd)
@@ -266,7 +265,6 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     os.makedirs(spec.workdir, 0o755, exist_ok=True)
     if spec.read_only:
         remount_root_read_only()
-    failpoints.reached("container.setup")
     env = _drop_privileges(spec)
     os.chdir(spec.workdir)
     _reset_process_state(keep_fd=error_fd)
@@ -311,6 +309,7 @@ def _drop_privileges(spec: ProcessSpec) -> dict[str, str]:
 def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:
     """Switch to ``user`` (read from the container's own passwd and group files);
     returns the environment with HOME defaulted to that user's home, as docker does."""
+    failpoints.reached("setup.user-lookup")
     credentials = users.resolve(user, users.read_small("/etc/passwd"),
                                 users.read_small("/etc/group"))
     os.setgroups(list(credentials.groups))
