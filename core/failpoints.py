@@ -2,7 +2,9 @@
 
 ``PYDOCK_FAILPOINT=STEP pydock ...`` makes the process that reaches STEP kill itself with
 SIGKILL right there: no ``finally``, no ``atexit``, no cleanup of any kind, exactly what
-``kill -9`` or the OOM killer does to it (its children live on). The variable is read at
+``kill -9`` or the OOM killer does to it (its children live on). ``STEP:hang`` makes it
+block there for good instead, as a step stuck on what a container's root holds would (a
+FIFO where a file is read, say): only a signal ends it. The variable is read at
 the step, in the process that reaches it: the container's monitor, forked by ``run``,
 inherits the CLI's environment and crashes at the monitor's steps.
 
@@ -18,6 +20,8 @@ The steps, in the order a container's life reaches them:
                            pid not yet on record (it exits when the monitor dies)
 ``monitor.released``       monitor: the pid is on record and the process set free to
                            run its command; not yet recorded as running
+``setup.user-lookup``      the container's process (or an exec's): its root is set up,
+                           its capabilities limited, its passwd and group files not yet read
 ``monitor.recorded-running``  monitor: recorded as running
 ``monitor.container-exited``  monitor: the container has exited, which is not recorded
 ``rm.killed``              rm (or the monitor, for ``--rm``): the container is dead
@@ -44,5 +48,9 @@ VARIABLE = "PYDOCK_FAILPOINT"
 def reached(step: str) -> None:
     """Die here if the environment names ``step``. Unset, this is one dictionary lookup:
     it sits on the path of every ``pydock run``."""
-    if os.environ.get(VARIABLE) == step:
+    wanted = os.environ.get(VARIABLE)
+    if wanted == step:
         os.kill(os.getpid(), signal.SIGKILL)
+    if wanted == f"{step}:hang":
+        while True:
+            signal.pause()

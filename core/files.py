@@ -12,12 +12,15 @@ import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydock.core import failpoints
 from pydock.core.processes import process_start_time
+
+from pydock.core.errors import PydockError
 
 
 def hidden_name(prefix: str) -> str:
@@ -77,6 +80,33 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The content of the regular file ``path``, which an image or a container controls.
+
+    Anything else is refused, before a byte is read: a FIFO put there would block the
+    reader for good (with the record's lock held, signals blocked), a device would answer
+    without end (``/dev/zero``) or with the host's data, a socket cannot be read. The open
+    itself cannot block (O_NONBLOCK: a FIFO opens at once, without a writer), nor take a
+    terminal as controlling terminal (O_NOCTTY). A symlink is followed: callers read inside
+    the container's own root, where it cannot lead out. PydockError if it is not a regular
+    file or holds more than ``limit`` bytes; OSError if it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PydockError(f"{path} is not a regular file")
+        chunks, size = [], 0
+        # st_size is not trusted: /proc's files say 0, and a file may grow as it is read.
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise PydockError(f"{path} is larger than {limit} bytes")
+    return b"".join(chunks)
 
 
 def sha256_hex(data: bytes) -> str:

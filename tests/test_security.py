@@ -8,6 +8,7 @@ each check looks at both.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -244,13 +245,13 @@ def test_kernel_settings_are_read_only_and_secrets_masked(pydock: Pydock) -> Non
 
 # -- exec: non-dumpable until it execs ------------------------------------------------
 
-# The container's first process, as root with docker's capabilities: it puts a FIFO where
-# /etc/passwd was, so that an exec, which reads the container's passwd to find its user,
-# stops there; waits until an exec's process is there with the container's capabilities
-# and blocked; looks at that process's environment (the host's, inherited from `pydock
-# exec`) and descriptors; then lets it go on.
+# The container's first process, as root with docker's capabilities: it waits until an
+# exec's process is there with the container's capabilities and blocked (the exec is held
+# by a failpoint where it reads the container's passwd to find its user, as a FIFO there
+# once held it); looks at that process's environment (the host's, inherited from `pydock
+# exec`) and descriptors; then ends it with SIGTERM, as a stop before the start would.
 PROBE = r"""
-mv /etc/passwd /etc/passwd.real && mkfifo /etc/passwd && echo ready
+echo ready
 while :; do
     for status in /proc/[0-9]*/status; do
         grep -qE '^Name:[[:space:]]+(pydock|python)' $status 2>/dev/null || continue
@@ -263,7 +264,7 @@ process=${{status%/status}}
 if cat $process/environ > /tmp/environ; then echo environ: read; tr '\0' '\n' < /tmp/environ
 else echo environ: refused; fi
 if readlink $process/fd/0; then echo fds: read; else echo fds: refused; fi
-cat /etc/passwd.real > /etc/passwd && mv /etc/passwd.real /etc/passwd
+kill -TERM ${{process#/proc/}}
 echo released
 exec sleep 60
 """
@@ -278,8 +279,9 @@ def test_exec_is_not_dumpable_until_it_runs_the_command(pydock: Pydock) -> None:
     while "ready" not in pydock.ok("logs", "box") and time.monotonic() < deadline:
         time.sleep(0.05)
     secret = os.urandom(8).hex()
-    result = pydock("exec", "box", "echo", "done", env={"HOST_SECRET": secret})
-    assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr
+    result = pydock("exec", "box", "echo", "done",
+                    env={"HOST_SECRET": secret, "PYDOCK_FAILPOINT": "setup.user-lookup:hang"})
+    assert (result.returncode, result.stdout) == (128 + signal.SIGTERM, ""), result.stderr
     log = pydock.ok("logs", "box")
     assert "released" in log
     assert "environ: refused" in log and "fds: refused" in log

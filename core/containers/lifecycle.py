@@ -222,6 +222,8 @@ class Containers(ContainerStore):
         A corrupt record is removed only with ``force``, with what can be found of its
         container (:func:`pydock.core.containers.cleanup.remove_remains`).
         """
+        if force:
+            self._kill_before_locking(name, only_id)
         with self.state.locked(name):
             try:
                 record = self.state.load(name)
@@ -247,6 +249,22 @@ class Containers(ContainerStore):
             self.stored_driver(record.driver).remove(record.id)
             failpoints.reached("rm.storage-removed")
             self.state.delete(name)
+
+    def _kill_before_locking(self, name: str, only_id: str | None) -> None:
+        """``rm -f``'s kill, done before it waits for the record's lock.
+
+        The lock may be held by a command that is itself waiting on the container: the
+        monitor holds it from creation until the command is exec'd, so a container whose
+        setup hangs (on a FIFO, say, planted in its root) would otherwise keep ``rm -f``
+        waiting for as long as it hangs. Its death is what lets the holder go on, and then
+        let go. Killing without the lock is safe: the pid counts only with its recorded
+        start time, and what is killed is the very container ``rm -f`` removes. The record
+        may be missing or corrupt here: the locked removal that follows deals with that.
+        """
+        with contextlib.suppress(PydockError):
+            record = self.state.load(name)
+            if (only_id is None or record.id == only_id) and process_alive(record):
+                kill_recorded(record)
 
     # -- exec --------------------------------------------------------------
 
@@ -278,23 +296,28 @@ class Containers(ContainerStore):
     # -- signals and logs ----------------------------------------------------
 
     def kill(self, name: str, signum: int) -> None:
-        """Send ``signum`` to the container's first process."""
+        """Send ``signum`` to the container's first process, running or still being set
+        up (its setup may hang on what its root holds; a kill must end it all the same)."""
         from pydock.core import processes
 
         record = self.state.load(name)
         with processes.opened(record.pid, record.pid_start) as pidfd:
-            if not is_running(record) or pidfd is None:
+            if pidfd is None:
                 raise PydockError(f"container {name} is not running")
             processes.send(pidfd, signum)
 
     def stop(self, name: str, grace: float) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the container's
-        end is recorded (or, with --rm, once it is removed). Stopped already: nothing."""
+        end is recorded (or, with --rm, once it is removed). Stopped already: nothing.
+
+        A container still being set up is stopped too: its setup may hang on what its root
+        holds, and its recorded process (checked by start time) is alive all the same.
+        """
         from pydock.core import processes
 
         record = self.state.load(name)
         with processes.opened(record.pid, record.pid_start) as pidfd:
-            if is_running(record) and pidfd is not None:
+            if pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
                 if not processes.wait_for_exit(pidfd, grace):
                     kill_recorded(record)

@@ -29,6 +29,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, NoReturn
 
+from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
 from pydock.core.runtime import capabilities, users
@@ -130,8 +131,9 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
 
     ``join_cgroup`` (:meth:`pydock.core.runtime.cgroups.Cgroup.join`) is the child's first step.
     The caller blocks :data:`FORWARDED_SIGNALS` around this call and installs its
-    forwarding once the pid is known: the child keeps them blocked until just before
-    exec, so a signal sent at any moment reaches the container once, never the setup code.
+    forwarding once the pid is known: the child keeps them blocked until its own handlers
+    are in place, so a signal sent at any moment reaches the container once, never the
+    parent's code: before exec it ends the setup, after it the command has it.
     """
     return _fork_in_pid_namespace(
         lambda: unshare(CLONE_NEWPID),
@@ -210,12 +212,20 @@ def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> None:
     # First of all, so that the limits cover all the process does and forks.
     if join_cgroup is not None:
         join_cgroup()
-    # The parent's Python handlers must not run here, and none is needed: until the mask
-    # is lifted right before exec, a signal waits, and then acts as it would on the command
-    # (the default action: a stop before the start ends the container).
+    # The parent's Python handlers must not run here. Until exec, a signal meant for the
+    # container ends the setup at once (a stop before the start ends the container), not
+    # once the setup is done: that may never come (a FIFO at /etc/passwd blocked it for
+    # good, deaf to `stop` and ^C); and the default action would not do, since PID 1 of a
+    # PID namespace ignores the signals it has no handler for. exec drops the handlers.
     for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGWINCH else _end_setup)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     _take_stdio(stdio)
+
+
+def _end_setup(signum: int, _frame: object) -> None:
+    # The status of a command killed by it, as exit_status reports one: 128+N.
+    os._exit(128 + signum)
 
 
 def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int,
@@ -299,6 +309,7 @@ def _drop_privileges(spec: ProcessSpec) -> dict[str, str]:
 def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:
     """Switch to ``user`` (read from the container's own passwd and group files);
     returns the environment with HOME defaulted to that user's home, as docker does."""
+    failpoints.reached("setup.user-lookup")
     credentials = users.resolve(user, users.read_small("/etc/passwd"),
                                 users.read_small("/etc/group"))
     os.setgroups(list(credentials.groups))

@@ -12,6 +12,7 @@ import re
 from typing import NamedTuple
 
 from pydock.core.errors import PydockError
+from pydock.core.files import read_regular
 
 # A user spec as docker takes it: NAME or UID, optionally :GROUP or :GID.
 # Compiled (and cached) by re on first use: only runs with -u or an image User check it.
@@ -62,14 +63,16 @@ def resolve(spec: str, passwd: str, group: str) -> Credentials:
 
 
 def read_small(path: str) -> str:
-    """A passwd-like file's text, or "" if it is missing; refuses absurd sizes."""
+    """A passwd-like file's text, or "" if it is missing.
+
+    The image or the container's root decides what is there: a FIFO at /etc/passwd would
+    hang the container's start (or an exec -u) for good, so only a regular file of sane
+    size is read (:func:`pydock.core.files.read_regular`).
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_FILE + 1)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        data = read_regular(path, _MAX_FILE)
+    except (FileNotFoundError, NotADirectoryError):
         return ""
-    if len(data) > _MAX_FILE:
-        raise PydockError(f"{path} in the image is larger than {_MAX_FILE} bytes")
     return data.decode(errors="replace")
 
 
