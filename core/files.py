@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydock.core import failpoints
-from pydock.core.processes import process_start_time
-
 from pydock.core.errors import PydockError
+from pydock.core.processes import process_start_time
 
 
 def hidden_name(prefix: str) -> str:
