@@ -16,12 +16,11 @@ to that descriptor. Layer directories themselves are pydock's own and are read t
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydock.core.files import lstat_at
+from pydock.core.files import TreeWalk, lstat_at, remove_tree_at
 from pydock.core.layers.format import (
     OVERLAY_XATTR_PREFIX,
     check_self_contained,
@@ -82,15 +81,31 @@ def flatten(layers: Sequence[Path], target: Path) -> None:
 
 
 def _strip_overlay_markers(top: Path) -> None:
-    # os.walk never descends through a symlink, and the tree is our own fresh copy.
-    for dirpath, _dirnames, filenames in os.walk(top):
-        for attr in os.listxattr(dirpath, follow_symlinks=False):
-            if attr.startswith(OVERLAY_XATTR_PREFIX):
-                os.removexattr(dirpath, attr, follow_symlinks=False)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if is_whiteout(os.lstat(path)):
-                os.unlink(path)
+    top_fd = os.open(top, _DIR)
+    try:
+        _strip_xattrs(top_fd)
+        walk = TreeWalk(top_fd)
+        for entry in walk:
+            if entry.leaving:
+                continue
+            if entry.is_dir:
+                # Entered right after this step: its descriptor is held by the walk, but
+                # the xattr calls take a path, which /proc/self/fd keeps short.
+                fd = os.open(entry.name, _DIR, dir_fd=entry.dir_fd)
+                try:
+                    _strip_xattrs(fd)
+                finally:
+                    os.close(fd)
+            elif entry.st is not None and is_whiteout(entry.st):
+                os.unlink(entry.name, dir_fd=entry.dir_fd)
+    finally:
+        os.close(top_fd)
+
+
+def _strip_xattrs(dir_fd: int) -> None:
+    for attr in os.listxattr(dir_fd):
+        if attr.startswith(OVERLAY_XATTR_PREFIX):
+            os.removexattr(dir_fd, attr)
 
 
 class _Merger:
@@ -219,5 +234,5 @@ def _remove(dir_fd: int, name: str) -> None:
     except FileNotFoundError:
         pass
     except IsADirectoryError:
-        # The fd-based rmtree: it never follows a symlink inside the tree it removes.
-        shutil.rmtree(name, dir_fd=dir_fd)
+        # Never follows a symlink inside the tree it removes, and any depth goes.
+        remove_tree_at(dir_fd, name)
