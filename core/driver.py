@@ -208,7 +208,8 @@ def tree_usage(top: Path) -> Usage:
     top_fd = os.open(top, DIR_FLAGS)
     try:
         stats = [os.fstat(top_fd)]
-        stats.extend(entry.st for entry in TreeWalk(top_fd) if entry.st and not entry.leaving)
+        stats.extend(entry.st for entry in TreeWalk(top_fd, ordered=False)
+                     if entry.st and not entry.leaving)
     finally:
         os.close(top_fd)
     for st in stats:

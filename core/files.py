@@ -48,7 +48,7 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
 
 
 def _empty(top_fd: int) -> None:
-    walk = TreeWalk(top_fd, want_stat=False)
+    walk = TreeWalk(top_fd, want_stat=False, ordered=False)
     for entry in walk:
         if entry.leaving:
             os.rmdir(entry.name, dir_fd=entry.dir_fd)
@@ -108,14 +108,16 @@ class TreeWalk:
     directory moved meanwhile stops the walk instead of taking it elsewhere.
 
     ``sort_key`` orders each directory's entries (by name if not given: walks are
-    reproducible); ``top_fd`` stays open and belongs to the caller.
+    reproducible), unless not ``ordered`` (listing order: for a removal, sorting is a cost
+    with nothing to show for it); ``top_fd`` stays open and belongs to the caller.
     """
 
     def __init__(self, top_fd: int, want_stat: bool = True,
-                 sort_key: Callable[[tuple[str, os.stat_result | None]], Any] | None = None
-                 ) -> None:
+                 sort_key: Callable[[tuple[str, os.stat_result | None]], Any] | None = None,
+                 ordered: bool = True) -> None:
         self._want_stat = want_stat
         self._sort_key = sort_key
+        self._ordered = ordered
         self._stack = [_Frame(top_fd, "", None, self._list(top_fd))]
         self._skip = False
 
@@ -142,9 +144,9 @@ class TreeWalk:
                                     else None))
                 except FileNotFoundError:  # removed since the listing
                     continue
-        if self._sort_key is None:
+        if self._ordered and self._sort_key is None:
             entries.sort(key=lambda e: e[0], reverse=True)
-        else:
+        elif self._ordered and self._sort_key is not None:
             key = self._sort_key
             entries.sort(key=lambda e: key((e[0], e[2])), reverse=True)
         return entries

@@ -330,7 +330,7 @@ def _diff_ids_of(blob: bytes) -> list[str]:
 def _apparent_size(top: Path) -> int:
     top_fd = os.open(top, DIR_FLAGS)
     try:
-        return sum(entry.st.st_size for entry in TreeWalk(top_fd)
+        return sum(entry.st.st_size for entry in TreeWalk(top_fd, ordered=False)
                    if entry.st and not entry.is_dir)
     finally:
         os.close(top_fd)

@@ -84,7 +84,7 @@ def _strip_overlay_markers(top: Path) -> None:
     top_fd = os.open(top, _DIR)
     try:
         _strip_xattrs(top_fd)
-        walk = TreeWalk(top_fd)
+        walk = TreeWalk(top_fd, ordered=False)
         for entry in walk:
             if entry.leaving:
                 continue
