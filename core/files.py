@@ -63,17 +63,19 @@ WALK_WINDOW = 64
 
 
 class WalkEntry:
-    """One step of a :class:`TreeWalk`: entry ``name`` of the directory open as ``dir_fd``.
+    """One step of a :class:`TreeWalk`: entry ``name`` of the directory open as ``dir_fd``
+    (and the same directory of the mirror tree as ``mirror_fd``, -1 without one).
 
     ``leaving`` steps come after everything below directory ``name`` was walked (the place
-    to remove it or set its final attributes); ``dir_fd`` is valid until the next step.
+    to remove it or set its final attributes); the descriptors are valid until the next step.
     """
 
-    __slots__ = ("dir_fd", "is_dir", "leaving", "name", "st")
+    __slots__ = ("dir_fd", "is_dir", "leaving", "mirror_fd", "name", "st")
 
-    def __init__(self, dir_fd: int, name: str, is_dir: bool, st: os.stat_result | None,
-                 leaving: bool) -> None:
+    def __init__(self, dir_fd: int, mirror_fd: int, name: str, is_dir: bool,
+                 st: os.stat_result | None, leaving: bool) -> None:
         self.dir_fd = dir_fd
+        self.mirror_fd = mirror_fd
         self.name = name
         self.is_dir = is_dir
         self.st = st  # lstat of the entry, when the walk was asked for it
@@ -81,19 +83,25 @@ class WalkEntry:
 
 
 class _Frame:
-    """A directory being walked: its descriptor (-1 while closed to stay in the window), its
-    identity to check a reopening against, and its entries still to visit, the next last."""
+    """A directory being walked: its descriptors, the walked tree's then the mirror's if any
+    (-1 while closed to stay in the window), their identities to check a reopening against,
+    and its entries still to visit, the next last."""
 
-    __slots__ = ("entry", "fd", "ident", "name", "todo")
+    __slots__ = ("entry", "fds", "idents", "name", "todo")
 
-    def __init__(self, fd: int, name: str, entry: WalkEntry | None,
+    def __init__(self, fds: list[int], name: str, entry: WalkEntry | None,
                  todo: list[tuple[str, bool, os.stat_result | None]]) -> None:
-        self.fd = fd
-        st = os.fstat(fd)
-        self.ident = (st.st_dev, st.st_ino)
+        self.fds = fds
+        self.idents = [(st.st_dev, st.st_ino) for st in map(os.fstat, fds)]
         self.name = name
         self.entry = entry
         self.todo = todo
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)
+        self.fds = [-1] * len(self.fds)
 
 
 class TreeWalk:
@@ -102,23 +110,29 @@ class TreeWalk:
     Iterative (no recursion limit) and built on openat with ``O_NOFOLLOW`` (no path string
     grows with the depth, so no PATH_MAX; a symlink is an entry, never entered): the only
     depth limit is the kernel's. Each directory is entered right after its own step, unless
-    :meth:`skip` is called during that step. At most :data:`WALK_WINDOW` descriptors are
+    :meth:`skip` is called during that step. At most :data:`WALK_WINDOW` directories are
     open: deeper down, the oldest ancestors are closed, and each is reopened on the way back
     up as ``..`` of its child, checked (device, inode) to be the directory left, so that a
     directory moved meanwhile stops the walk instead of taking it elsewhere.
 
+    With ``mirror_fd``, a second tree is walked in step, for a copy or a merge: each
+    directory entered is entered there too, under the same name (which the step must have
+    made if missing). ``flags`` are added to the walked tree's opens (``O_NOATIME``).
+
     ``sort_key`` orders each directory's entries (by name if not given: walks are
     reproducible), unless not ``ordered`` (listing order: for a removal, sorting is a cost
-    with nothing to show for it); ``top_fd`` stays open and belongs to the caller.
+    with nothing to show for it); the top descriptors stay open and belong to the caller.
     """
 
     def __init__(self, top_fd: int, want_stat: bool = True,
                  sort_key: Callable[[tuple[str, os.stat_result | None]], Any] | None = None,
-                 ordered: bool = True) -> None:
+                 ordered: bool = True, mirror_fd: int | None = None, flags: int = 0) -> None:
         self._want_stat = want_stat
         self._sort_key = sort_key
         self._ordered = ordered
-        self._stack = [_Frame(top_fd, "", None, self._list(top_fd))]
+        self._flags = (DIR_FLAGS | flags, DIR_FLAGS)
+        tops = [top_fd] if mirror_fd is None else [top_fd, mirror_fd]
+        self._stack = [_Frame(tops, "", None, self._list(top_fd))]
         self._skip = False
 
     @property
@@ -158,7 +172,9 @@ class TreeWalk:
                 frame = stack[-1]
                 if frame.todo:
                     name, is_dir, st = frame.todo.pop()
-                    step = WalkEntry(frame.fd, name, is_dir, st, False)
+                    fds = frame.fds
+                    step = WalkEntry(fds[0], fds[1] if len(fds) > 1 else -1, name, is_dir, st,
+                                     False)
                     self._skip = False
                     yield step
                     if is_dir and not self._skip:
@@ -169,42 +185,48 @@ class TreeWalk:
                 yield self._leave()
         finally:
             for frame in stack[1:]:
-                if frame.fd >= 0:
-                    os.close(frame.fd)
+                frame.close()
             del stack[1:]
 
     def _enter(self, parent: _Frame, step: WalkEntry) -> None:
+        fds: list[int] = []
         try:
-            fd = os.open(step.name, DIR_FLAGS, dir_fd=parent.fd)
-        except FileNotFoundError:  # removed since the listing: nothing left to walk
-            return
-        try:
-            frame = _Frame(fd, step.name, step, self._list(fd))
+            for index, parent_fd in enumerate(parent.fds):
+                fds.append(os.open(step.name, self._flags[index], dir_fd=parent_fd))
+            frame = _Frame(fds, step.name, step, self._list(fds[0]))
+        except FileNotFoundError:
+            for fd in fds:
+                os.close(fd)
+            if fds:
+                raise
+            return  # removed from the walked tree since the listing: nothing left to walk
         except BaseException:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
             raise
         self._stack.append(frame)
         if len(self._stack) > WALK_WINDOW + 1:
-            oldest = self._stack[-WALK_WINDOW - 1]
-            if oldest.fd >= 0:
-                os.close(oldest.fd)
-                oldest.fd = -1
+            self._stack[-WALK_WINDOW - 1].close()
 
     def _leave(self) -> WalkEntry:
         child = self._stack.pop()
         parent = self._stack[-1]
         try:
-            if parent.fd < 0:
-                fd = os.open("..", DIR_FLAGS, dir_fd=child.fd)
+            for index, fd in enumerate(parent.fds):
+                if fd >= 0:
+                    continue
+                fd = os.open("..", self._flags[index], dir_fd=child.fds[index])
                 st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != parent.ident:
+                if (st.st_dev, st.st_ino) != parent.idents[index]:
                     os.close(fd)
                     raise OSError(errno.ESTALE, f"{child.name!r} moved during a tree walk")
-                parent.fd = fd
+                parent.fds[index] = fd
         finally:
-            os.close(child.fd)
+            child.close()
         assert child.entry is not None  # only the top has none, and it is never left
-        return WalkEntry(parent.fd, child.name, True, child.entry.st, True)
+        fds = parent.fds
+        return WalkEntry(fds[0], fds[1] if len(fds) > 1 else -1, child.name, True,
+                         child.entry.st, True)
 
 
 class DirCursor:
