@@ -199,15 +199,18 @@ def assert_root_clean(pydock: Pydock) -> None:
     assert mounts_under(pydock.root) == []
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_container_with_a_deep_tree_diffs_commits_exports_and_goes(deep: Pydock,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path,
+                                                                  driver: str) -> None:
     pydock = deep
-    pydock.ok("run", "--name", "deep", "sh", "-c", deep_shell(DEPTH))
+    pydock.ok("run", "--storage", driver, "--name", "deep", "sh", "-c", deep_shell(DEPTH))
     diff = pydock.ok("diff", "deep").splitlines()
     assert "A /deep" in diff
     assert f"A /deep{'/d' * DEPTH}/f" in diff
     pydock.ok("commit", "deep", "deep:1")
-    assert pydock.ok("run", "--rm", "--image", "deep:1", "ls", "/deep") == "d\n"
+    assert pydock.ok("run", "--rm", "--storage", driver, "--image", "deep:1",
+                     "ls", "/deep") == "d\n"
     pydock.ok("export", "deep", "-o", str(tmp_path / "deep.tar"))
     assert (tmp_path / "deep.tar").stat().st_size > 0
     pydock.ok("rm", "-f", "deep")
@@ -224,12 +227,9 @@ def test_imported_layer_with_a_deep_chain_imports_runs_and_goes(deep: Pydock,
                reg("/".join(["d"] * DEPTH + ["f"]), b"bottom\n")]
     layer = write_tar(tmp_path / "deep.tar.gz", members, compress=True)
     pydock.ok("image", "import", str(layer), "deepchain")
-    for driver in DRIVERS:
-        result = pydock("run", "--rm", "--storage", driver, "--image", "deepchain", "ls", "/d")
-        if result.returncode:
-            pydock.refused("run", "--rm", "--storage", driver, "--image", "deepchain", "ls", "/d")
-        else:
-            assert result.stdout == "d\n", driver
+    for driver in DRIVERS:  # overlay mounts the layer; copy and bind copy it
+        assert pydock.ok("run", "--rm", "--storage", driver, "--image", "deepchain",
+                         "ls", "/d") == "d\n", driver
     pydock.ok("image", "rm", "deepchain")
     pydock.ok("prune")
     assert_root_clean(pydock)
