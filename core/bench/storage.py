@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from pydock.core.containers.lifecycle import Containers
 from pydock.core.containers.state import new_container_id
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
+from pydock.core.files import remove_tree
 from pydock.core.ids import is_container_id
 
 # The signals that end a bench early: Ctrl-C, kill, and the terminal going away.
@@ -135,7 +135,7 @@ class BenchStorage:
                     failures.append(f"container {name}: {exc}")
         if not failures:
             try:
-                shutil.rmtree(self.storage)
+                remove_tree(self.storage)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -155,7 +155,7 @@ class BenchStorage:
                 for entry in sorted(os.listdir(home)):
                     if is_container_id(entry):
                         driver.remove(entry)
-                shutil.rmtree(home)
+                remove_tree(home)
             except (PydockError, OSError) as exc:
                 raise PydockError(f"cannot remove what an interrupted bench left in {home}: "
                                   f"{exc}") from exc

@@ -7,7 +7,9 @@ skips extended attributes it cannot copy (overlay's ``trusted.overlay.opaque`` a
 ``cp -a`` does, in-process, with fewer system calls than it makes:
 
 * Nothing in the source is followed through a symlink: every entry is lstat'ed, a directory is
-  entered only after lstat said it is one, and files and directories are opened ``O_NOFOLLOW``.
+  entered only after lstat said it is one, and files and directories are opened ``O_NOFOLLOW``,
+  each relative to its directory's descriptor (:class:`pydock.core.files.TreeWalk`, source and
+  copy in step), so a tree of any depth is copied.
   An image's symlink to ``/`` or to a host path is copied as a symlink and nothing outside
   ``src`` is read. (The source must not change during the copy; image layers do not.)
 * Data moves inside the kernel: a reflink where the filesystem shares extents (btrfs, XFS),
@@ -15,7 +17,7 @@ skips extended attributes it cannot copy (overlay's ``trusted.overlay.opaque`` a
 * Attributes are applied in the one order that keeps them all: data first (a write drops
   setuid bits and file capabilities), then owner (chown clears setuid/setgid and
   ``security.capability``), then xattrs, then mode, then times. A directory gets its owner,
-  xattrs, mode and times only once the whole tree is written, so creating its children cannot
+  xattrs, mode and times only once everything below it is written, so creating its children cannot
   move its mtime, and its default ACL cannot spread to copied children that did not have one.
   Directories are finished deepest first, so a parent's final mode (0000, say) is set only
   once nothing below it still needs reaching.
