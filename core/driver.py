@@ -79,7 +79,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from pydock.core.files import remove_tree, sha256_hex
+from pydock.core.files import DIR_FLAGS, TreeWalk, remove_tree, sha256_hex
 
 
 # The value types are NamedTuples, not dataclasses: they are defined on the way to every
@@ -205,14 +205,14 @@ def tree_usage(top: Path) -> Usage:
     """Allocated bytes and inode count of a tree, each inode counted once (hardlinks)."""
     seen: set[int] = set()
     total = 0
-    paths = [str(top)]
-    for dirpath, dirnames, filenames in os.walk(top):
-        paths.extend(os.path.join(dirpath, name) for name in dirnames + filenames)
-    for path in paths:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
+    top_fd = os.open(top, DIR_FLAGS)
+    try:
+        stats = [os.fstat(top_fd)]
+        stats.extend(entry.st for entry in TreeWalk(top_fd, ordered=False)
+                     if entry.st and not entry.leaving)
+    finally:
+        os.close(top_fd)
+    for st in stats:
         if st.st_ino not in seen:
             seen.add(st.st_ino)
             total += st.st_blocks * 512

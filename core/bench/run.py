@@ -51,6 +51,7 @@ from pydock.core.bench.storage import STOP_SIGNALS, BenchStorage, bench_home
 from pydock.core.containers.lifecycle import Containers
 from pydock.core.driver import StorageDriver, tree_usage
 from pydock.core.errors import PydockError
+from pydock.core.files import DIR_FLAGS, TreeWalk
 from pydock.core.images.store import DEFAULT_IMAGE, Image
 from pydock.core.plugins import availability_of
 from pydock.core.progress import StatusLine
@@ -222,8 +223,7 @@ def _bench_images(containers: Containers, size_mb: int, status: StatusLine
 def _facts(containers: Containers, reference: str, image: Image, write_target: str
            ) -> ImageFacts:
     store = containers.images
-    files = sum(len(filenames) for layer in store.layer_paths(image.diff_ids)
-                for _dirpath, _dirnames, filenames in os.walk(layer))
+    files = sum(map(_count_files, store.layer_paths(image.diff_ids)))
     return ImageFacts(reference, image.id, store.size(image), files, len(image.diff_ids),
                       write_target)
 
@@ -296,6 +296,16 @@ def _timed_write(root_fd: int, path: str, offset: int) -> int:
     finally:
         os.close(fd)
     return time.perf_counter_ns() - start
+
+
+def _count_files(top: Path) -> int:
+    """Entries other than directories below ``top``, as os.walk's filenames count them."""
+    top_fd = os.open(top, DIR_FLAGS)
+    try:
+        return sum(1 for entry in TreeWalk(top_fd, want_stat=False, ordered=False)
+                   if not entry.is_dir)
+    finally:
+        os.close(top_fd)
 
 
 def _largest_file(rootfs: str) -> str:

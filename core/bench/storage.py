@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,7 @@ from pydock.core.containers.lifecycle import Containers
 from pydock.core.containers.state import new_container_id
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
-from pydock.core.files import hidden_name
+from pydock.core.files import hidden_name, remove_tree
 from pydock.core.ids import is_container_id
 from pydock.core.leftovers import sweep
 
@@ -148,7 +147,7 @@ class BenchStorage:
                     failures.append(f"container {name}: {exc}")
         if not failures:
             try:
-                shutil.rmtree(self.storage)
+                remove_tree(self.storage)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -168,7 +167,7 @@ class BenchStorage:
             for entry in sorted(os.listdir(home)):
                 if is_container_id(entry):
                     driver.remove(entry)
-        shutil.rmtree(storage)
+        remove_tree(storage)
 
 
 @contextlib.contextmanager

@@ -10,9 +10,9 @@ entries copied, deleted ones as whiteouts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import shutil
 import stat
 import time
 from collections.abc import Sequence
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pydock.core import failpoints
 from pydock.core.errors import PydockError
-from pydock.core.files import hidden_name, scratch_file
+from pydock.core.files import DirCursor, hidden_name, remove_tree, scratch_file
 from pydock.core.images.store import Image, ImageStore, normalize_reference, rfc3339
 from pydock.core.layers.changes import Change, upper_changes, walk_changes
 from pydock.core.layers.format import OVERLAY_XATTR_PREFIX, make_whiteout
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pydock.core.containers.lifecycle import Containers
     from pydock.core.containers.state import ContainerRecord
     from pydock.core.driver import StorageDriver
+    from pydock.core.layers.treecopy import EntryCopier
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -75,7 +76,8 @@ def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path
             tar.seek(0)
             return store.import_layer(tar)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(work)
 
 
 def commit(containers: Containers, name: str, reference: str) -> Image:
@@ -125,16 +127,32 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
 
     copier = EntryCopier()
     layer.mkdir(mode=0o755)
+    layer_fd = os.open(layer, _DIR_FLAGS)
+    root_fd = os.open(root, _DIR_FLAGS)
+    # Changes come sorted by path: each directory is opened from the one before, never by
+    # a whole path, which in a deep tree is more than PATH_MAX allows.
+    layer_dirs, root_dirs = DirCursor(layer_fd), DirCursor(root_fd)
+    try:
+        _build(copier, root_dirs, layer_dirs, changes)
+    finally:
+        layer_dirs.close()
+        root_dirs.close()
+        os.close(layer_fd)
+        os.close(root_fd)
+
+
+def _build(copier: EntryCopier, root_dirs: DirCursor, layer_dirs: DirCursor,
+           changes: Sequence[Change]) -> None:
     directories: list[tuple[str, os.stat_result, list[tuple[str, bytes]]]] = []
     linked: dict[tuple[int, int], str] = {}
     for change in sorted(changes):
         parent, _, entry = change.path.strip("/").rpartition("/")
-        dst = _open_path(layer, parent)
+        dst = layer_dirs.open(_names(parent))
         try:
             if change.kind == "D":
                 make_whiteout(entry, dst)
                 continue
-            src = _open_path(root, parent)
+            src = root_dirs.open(_names(parent))
             try:
                 st = os.stat(entry, dir_fd=src, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
@@ -149,7 +167,7 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
                 elif (st.st_dev, st.st_ino) in linked:
                     # A second name of an inode this layer already holds: keep the hardlink.
                     first_parent, _, first = linked[st.st_dev, st.st_ino].rpartition("/")
-                    first_fd = _open_path(layer, first_parent)
+                    first_fd = layer_dirs.open(_names(first_parent))
                     try:
                         os.link(first, entry, src_dir_fd=first_fd, dst_dir_fd=dst,
                                 follow_symlinks=False)
@@ -164,7 +182,7 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
         finally:
             os.close(dst)
     for path, st, attrs in sorted(directories, key=lambda d: d[0].count("/"), reverse=True):
-        fd = _open_path(layer, path)
+        fd = layer_dirs.open(_names(path))
         try:
             os.chown(fd, st.st_uid, st.st_gid)
             for attr, value in attrs:
@@ -175,16 +193,8 @@ def build_change_layer(root: Path, changes: Sequence[Change], layer: Path) -> No
             os.close(fd)
 
 
-def _open_path(top: Path, relative: str) -> int:
-    """A descriptor of directory ``relative`` under ``top``, never through a symlink."""
-    fd = os.open(top, _DIR_FLAGS)
-    for part in filter(None, relative.split("/")):
-        try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = child
-    return fd
+def _names(relative: str) -> list[str]:
+    return [part for part in relative.split("/") if part]
 
 
 def _open(containers: Containers,

@@ -39,6 +39,8 @@ from typing import IO, Any, NamedTuple
 from pydock.core import failpoints, storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import (
+    DIR_FLAGS,
+    TreeWalk,
     flocked,
     hidden_name,
     remove_tree,
@@ -330,12 +332,12 @@ def _diff_ids_of(blob: bytes) -> list[str]:
 
 
 def _apparent_size(top: Path) -> int:
-    total = 0
-    for dirpath, _dirnames, filenames in os.walk(top):
-        for name in filenames:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
+    top_fd = os.open(top, DIR_FLAGS)
+    try:
+        return sum(entry.st.st_size for entry in TreeWalk(top_fd, ordered=False)
+                   if entry.st and not entry.is_dir)
+    finally:
+        os.close(top_fd)
 
 
 def image_config(diff_ids: list[str], mtime: int, source: str) -> dict[str, Any]:

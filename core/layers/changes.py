@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pydock.core.files import TreeWalk
 from pydock.core.layers.format import OVERLAY_XATTR_PREFIX, is_opaque, is_whiteout
 
 T = TypeVar("T")
@@ -50,64 +51,123 @@ def image_lstat(layers: Sequence[Path], path: str) -> os.stat_result | None:
 def upper_changes(upper: Path, layers: Sequence[Path]) -> list[Change]:
     """The changes recorded in the overlay-format directory ``upper``, sorted by path."""
     changes: list[Change] = []
-
-    def visit(directory: str, relative: str) -> None:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                path = f"{relative}/{entry.name}"
-                st = entry.stat(follow_symlinks=False)
-                below = image_lstat(layers, path)
-                if is_whiteout(st):
-                    if below is not None:
-                        changes.append(Change(path, "D"))
-                    continue
-                changes.append(Change(path, "A" if below is None else "C"))
-                if stat.S_ISDIR(st.st_mode):
-                    if below is not None and stat.S_ISDIR(below.st_mode) and _opaque(entry.path):
-                        # Everything the image had below an opaque directory is gone,
-                        # except what the upper directory itself brings back.
-                        present = set(os.listdir(entry.path))
-                        changes.extend(Change(f"{path}/{name}", "D")
-                                       for name in image_listdir(layers, path) - present)
-                    visit(entry.path, path)
-
-    visit(str(upper), "")
+    top_fd = os.open(upper, _DIR_FLAGS)
+    try:
+        walk = TreeWalk(top_fd)
+        # The path of the directory at each depth of the walk, "" for the top.
+        paths = [""]
+        for entry in walk:
+            if entry.leaving or entry.st is None:
+                continue
+            path = f"{paths[walk.depth]}/{entry.name}"
+            st = entry.st
+            below = image_lstat(layers, path)
+            if is_whiteout(st):
+                if below is not None:
+                    changes.append(Change(path, "D"))
+                continue
+            changes.append(Change(path, "A" if below is None else "C"))
+            if entry.is_dir:
+                del paths[walk.depth + 1:]
+                paths.append(path)
+                if below is not None and stat.S_ISDIR(below.st_mode) and _opaque(
+                        f"/proc/self/fd/{entry.dir_fd}/{entry.name}"):
+                    # Everything the image had below an opaque directory is gone,
+                    # except what the upper directory itself brings back.
+                    present = set(_listdir_at(entry.dir_fd, entry.name))
+                    changes.extend(Change(f"{path}/{name}", "D")
+                                   for name in image_listdir(layers, path) - present)
+    finally:
+        os.close(top_fd)
     return sorted(changes)
+
+
+class _Compared:
+    """A directory of the container root being compared with the image's: its path, and
+    for a directory the image has too, the image's names, the names seen, the change count
+    when it was entered and whether it differs itself (None: all below it is new)."""
+
+    __slots__ = ("before", "changed", "image_names", "path", "seen")
+
+    def __init__(self, path: str, image_names: set[str] | None, before: int = 0,
+                 changed: bool = False) -> None:
+        self.path = path
+        self.image_names = image_names
+        self.seen: set[str] = set()
+        self.before = before
+        self.changed = changed
 
 
 def walk_changes(root: Path, layers: Sequence[Path]) -> list[Change]:
     """Compare the container root ``root`` with the image, entry by entry (the naive way)."""
     changes: list[Change] = []
-
-    def visit(directory: str, relative: str) -> None:
-        image_names = image_listdir(layers, relative)
-        with os.scandir(directory) as entries:
-            names = set()
-            for entry in entries:
-                names.add(entry.name)
-                path = f"{relative}/{entry.name}"
-                st = entry.stat(follow_symlinks=False)
-                below = image_lstat(layers, path) if entry.name in image_names else None
-                if below is None:
-                    changes.extend(Change(p, "A") for p in _subtree(entry.path, path, st))
-                    continue
-                changed = _differs(st, below, entry.path, layers, path)
-                if stat.S_ISDIR(st.st_mode) and not stat.S_ISDIR(below.st_mode):
-                    # A directory where the image has a file: all it holds is new.
-                    changes.extend(Change(p, "A") for p in _subtree(entry.path, path, st)
-                                   if p != path)
-                elif stat.S_ISDIR(st.st_mode):
-                    before = len(changes)
-                    visit(entry.path, path)
-                    # As docker does: a directory with changes inside counts as changed
-                    # (a commit must carry it to keep its permissions).
-                    changed = changed or len(changes) > before
-                if changed:
-                    changes.append(Change(path, "C"))
-        changes.extend(Change(f"{relative}/{name}", "D") for name in image_names - names)
-
-    visit(str(root), "")
+    top_names = image_listdir(layers, "")
+    top = _Compared("", top_names)
+    # The directory at each depth of the walk.
+    dirs = [top]
+    top_fd = os.open(root, _DIR_FLAGS)
+    try:
+        walk = TreeWalk(top_fd)
+        for entry in walk:
+            if entry.leaving:
+                # The directory left sits one below the walk's depth now; anything deeper
+                # here vanished before it was entered.
+                del dirs[walk.depth + 2:]
+                _close_compared(dirs.pop(), changes)
+                continue
+            st = entry.st
+            if st is None:
+                continue
+            # A directory that vanished before it was entered has no leaving step.
+            del dirs[walk.depth + 1:]
+            parent = dirs[-1]
+            path = f"{parent.path}/{entry.name}"
+            if parent.image_names is None or entry.name not in parent.image_names:
+                below = None
+            else:
+                parent.seen.add(entry.name)
+                below = image_lstat(layers, path)
+            if below is None:
+                changes.append(Change(path, "A"))
+                if entry.is_dir:
+                    dirs.append(_Compared(path, None))
+                continue
+            changed = _differs(st, below, f"/proc/self/fd/{entry.dir_fd}/{entry.name}",
+                               layers, path)
+            if entry.is_dir and stat.S_ISDIR(below.st_mode):
+                # Whether it changed is known once all it holds was compared.
+                dirs.append(_Compared(path, image_listdir(layers, path), len(changes),
+                                      changed))
+                continue
+            if entry.is_dir:  # a directory where the image has a file: all it holds is new
+                dirs.append(_Compared(path, None))
+            if changed:
+                changes.append(Change(path, "C"))
+    finally:
+        os.close(top_fd)
+    # The top itself is no change, only what it holds.
+    changes.extend(Change(f"/{name}", "D") for name in top_names - top.seen)
     return sorted(changes)
+
+
+def _close_compared(directory: _Compared, changes: list[Change]) -> None:
+    """Record what comparing the whole of ``directory`` found: its deleted entries, and
+    itself as changed if anything below it changed (as docker does: a commit must carry
+    it to keep its permissions)."""
+    if directory.image_names is None:
+        return
+    changes.extend(Change(f"{directory.path}/{name}", "D")
+                   for name in directory.image_names - directory.seen)
+    if directory.changed or len(changes) > directory.before:
+        changes.append(Change(directory.path, "C"))
+
+
+def _listdir_at(dir_fd: int, name: str) -> list[str]:
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
 
 
 def image_listdir(layers: Sequence[Path], path: str) -> set[str]:
@@ -231,11 +291,3 @@ def _in_top_layer(layers: Sequence[Path], relative: str, read: Callable[[int, st
             break
     return default
 
-
-def _subtree(path: str, relative: str, st: os.stat_result) -> Iterator[str]:
-    yield relative
-    if stat.S_ISDIR(st.st_mode):
-        with os.scandir(path) as entries:
-            for entry in entries:
-                yield from _subtree(entry.path, f"{relative}/{entry.name}",
-                                    entry.stat(follow_symlinks=False))

@@ -7,21 +7,21 @@ shows, so the merge follows the kernel's rules, including one that is easy to mi
 xattr on a layer's *root* is ignored.
 
 The tree being merged into is untrusted: a lower layer may have made ``etc`` a symlink to ``/``
-or ``lib`` one to ``../../..``. Nothing in it is ever followed: each directory is opened with
-openat2(RESOLVE_IN_ROOT) relative to the target (:func:`pydock.core.syscalls.open_in_root`) and
-``O_NOFOLLOW``, and each entry is replaced, removed or created with the ``*at`` calls relative
-to that descriptor. Layer directories themselves are pydock's own and are read the same way.
+or ``lib`` one to ``../../..``. Nothing in it is ever followed: the layer and the target are
+walked in step (:class:`pydock.core.files.TreeWalk`), each directory opened ``O_NOFOLLOW``
+relative to its parent's descriptor once the merge made it a directory, and each entry is
+replaced, removed or created with the ``*at`` calls relative to that descriptor. Layer
+directories themselves are pydock's own and are read the same way. Trees of any depth merge.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydock.core.files import lstat_at
+from pydock.core.files import DirCursor, TreeWalk, lstat_at, remove_tree_at
 from pydock.core.layers.format import (
     OVERLAY_XATTR_PREFIX,
     check_self_contained,
@@ -31,7 +31,6 @@ from pydock.core.layers.format import (
     layer_xattrs,
 )
 from pydock.core.layers.treecopy import EntryCopier, copy_tree
-from pydock.core.syscalls import open_in_root
 
 # ACLs a destination directory hands down to new entries, which the source may not have.
 _ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
@@ -82,15 +81,31 @@ def flatten(layers: Sequence[Path], target: Path) -> None:
 
 
 def _strip_overlay_markers(top: Path) -> None:
-    # os.walk never descends through a symlink, and the tree is our own fresh copy.
-    for dirpath, _dirnames, filenames in os.walk(top):
-        for attr in os.listxattr(dirpath, follow_symlinks=False):
-            if attr.startswith(OVERLAY_XATTR_PREFIX):
-                os.removexattr(dirpath, attr, follow_symlinks=False)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if is_whiteout(os.lstat(path)):
-                os.unlink(path)
+    top_fd = os.open(top, _DIR)
+    try:
+        _strip_xattrs(top_fd)
+        walk = TreeWalk(top_fd, ordered=False)
+        for entry in walk:
+            if entry.leaving:
+                continue
+            if entry.is_dir:
+                # Entered right after this step: its descriptor is held by the walk, but
+                # the xattr calls take a path, which /proc/self/fd keeps short.
+                fd = os.open(entry.name, _DIR, dir_fd=entry.dir_fd)
+                try:
+                    _strip_xattrs(fd)
+                finally:
+                    os.close(fd)
+            elif entry.st is not None and is_whiteout(entry.st):
+                os.unlink(entry.name, dir_fd=entry.dir_fd)
+    finally:
+        os.close(top_fd)
+
+
+def _strip_xattrs(dir_fd: int) -> None:
+    for attr in os.listxattr(dir_fd):
+        if attr.startswith(OVERLAY_XATTR_PREFIX):
+            os.removexattr(dir_fd, attr)
 
 
 class _Merger:
@@ -105,45 +120,29 @@ class _Merger:
         self._links: dict[tuple[int, int], str] = {}
 
     def merge(self) -> None:
-        # Every merged directory in the order it was filled, each after its parent.
-        dirs: list[tuple[str, os.stat_result]] = []
-        pending = [("", os.fstat(self._layer_fd))]
-        while pending:
-            path, st = pending.pop()
-            dirs.append((path, st))
-            self._merge_dir(path, pending)
-        # Last, so that creating entries cannot move a directory's mtime, and deepest first.
-        for path, st in reversed(dirs):
-            try:
-                self._finish_dir(path, st)
-            except OSError as e:
-                raise OSError(e.errno, f"{self._layer / path}: {e.strerror}") from e
-
-    def _open_dirs(self, path: str) -> tuple[int, int]:
-        src_fd = open_in_root(self._layer_fd, path or ".", _DIR)
+        walk = TreeWalk(self._layer_fd, mirror_fd=self._target_fd)
+        # The layer path of the directory at each depth of the walk, "" for the root.
+        paths = [""]
+        self._links_to = DirCursor(self._target_fd)
         try:
-            return src_fd, open_in_root(self._target_fd, path or ".", _DIR)
-        except BaseException:
-            os.close(src_fd)
-            raise
-
-    def _merge_dir(self, path: str, pending: list[tuple[str, os.stat_result]]) -> None:
-        """Merge the entries of layer directory ``path``; queue its subdirectories."""
-        src_fd, dst_fd = self._open_dirs(path)
-        try:
-            with os.scandir(src_fd) as listing:
-                entries = sorted((entry.name, entry.stat(follow_symlinks=False))
-                                 for entry in listing)
-            for name, st in entries:
-                child = join(path, name)
+            for entry in walk:
+                assert entry.st is not None
+                path = join(paths[walk.depth], entry.name)
                 try:
-                    if self._merge_entry(src_fd, dst_fd, name, child, st):
-                        pending.append((child, st))
+                    if entry.leaving:
+                        # Last, so that creating entries cannot move a directory's mtime;
+                        # and deepest first.
+                        self._finish_dir(entry.dir_fd, entry.mirror_fd, entry.name, entry.st,
+                                         path)
+                    elif self._merge_entry(entry.dir_fd, entry.mirror_fd, entry.name, path,
+                                           entry.st):
+                        del paths[walk.depth + 1:]
+                        paths.append(path)
                 except OSError as e:
-                    raise OSError(e.errno, f"{self._layer / child}: {e.strerror}") from e
+                    raise OSError(e.errno, f"{self._layer / path}: {e.strerror}") from e
+            self._finish_root()
         finally:
-            os.close(src_fd)
-            os.close(dst_fd)
+            self._links_to.close()
 
     def _merge_entry(self, src_fd: int, dst_fd: int, name: str, path: str,
                      st: os.stat_result) -> bool:
@@ -164,7 +163,7 @@ class _Merger:
             first = self._links.setdefault((st.st_dev, st.st_ino), path)
             if first != path:
                 parent, _, first_name = first.rpartition("/")
-                first_dir_fd = open_in_root(self._target_fd, parent or ".", _DIR)
+                first_dir_fd = self._links_to.open([p for p in parent.split("/") if p])
                 try:
                     os.link(first_name, name, src_dir_fd=first_dir_fd, dst_dir_fd=dst_fd,
                             follow_symlinks=False)
@@ -193,24 +192,34 @@ class _Merger:
                 continue
             os.removexattr(copy, key, follow_symlinks=False)
 
-    def _finish_dir(self, path: str, st: os.stat_result) -> None:
-        """Give the merged directory ``path`` the owner, xattrs, mode and times of the layer's."""
-        src_fd, dst_fd = self._open_dirs(path)
+    def _finish_root(self) -> None:
+        st = os.fstat(self._layer_fd)
+        self._finish(self._layer_fd, self._target_fd, st, "")
+
+    def _finish_dir(self, layer_fd: int, target_fd: int, name: str, st: os.stat_result,
+                    path: str) -> None:
+        src_fd = os.open(name, _DIR, dir_fd=layer_fd)
         try:
-            wanted = layer_xattrs(src_fd, self._layer / path)
-            os.fchown(dst_fd, st.st_uid, st.st_gid)  # first: chown clears setgid
-            for key in os.listxattr(dst_fd):
-                if key not in wanted or key.startswith(OVERLAY_XATTR_PREFIX):
-                    os.removexattr(dst_fd, key)
-            for key, value in wanted.items():
-                if not key.startswith(OVERLAY_XATTR_PREFIX):
-                    os.setxattr(dst_fd, key, value)
-            os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
-            os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            dst_fd = os.open(name, _DIR, dir_fd=target_fd)
+            try:
+                self._finish(src_fd, dst_fd, st, path)
+            finally:
+                os.close(dst_fd)
         finally:
             os.close(src_fd)
-            os.close(dst_fd)
 
+    def _finish(self, src_fd: int, dst_fd: int, st: os.stat_result, path: str) -> None:
+        """Give the merged directory ``path`` the owner, xattrs, mode and times of the layer's."""
+        wanted = layer_xattrs(src_fd, self._layer / path)
+        os.fchown(dst_fd, st.st_uid, st.st_gid)  # first: chown clears setgid
+        for key in os.listxattr(dst_fd):
+            if key not in wanted or key.startswith(OVERLAY_XATTR_PREFIX):
+                os.removexattr(dst_fd, key)
+        for key, value in wanted.items():
+            if not key.startswith(OVERLAY_XATTR_PREFIX):
+                os.setxattr(dst_fd, key, value)
+        os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
+        os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 def _remove(dir_fd: int, name: str) -> None:
     """Remove ``name`` in ``dir_fd`` if there is anything, never following a symlink."""
@@ -219,5 +228,5 @@ def _remove(dir_fd: int, name: str) -> None:
     except FileNotFoundError:
         pass
     except IsADirectoryError:
-        # The fd-based rmtree: it never follows a symlink inside the tree it removes.
-        shutil.rmtree(name, dir_fd=dir_fd)
+        # Never follows a symlink inside the tree it removes, and any depth goes.
+        remove_tree_at(dir_fd, name)

@@ -6,9 +6,9 @@ turns such a directory back into an OCI layer tar, overlay whiteouts and opaque 
 into ``.wh.`` entries, the reverse of :mod:`pydock.core.layers.unpack`. The output is
 deterministic, so the same tree always gets the same diff_id.
 
-The directory is read without following anything in it: each directory is opened with
-openat2(RESOLVE_IN_ROOT) relative to the layer (:func:`pydock.core.syscalls.open_in_root`) and
-``O_NOFOLLOW``, and each entry relative to that descriptor.
+The directory is read without following anything in it, by descriptors
+(:class:`pydock.core.files.TreeWalk`): each entry is opened ``O_NOFOLLOW`` relative to its
+directory's, so a tree of any depth is written.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
+from pydock.core.files import TreeWalk
 from pydock.core.layers.format import (
     NODE_TAR_TYPES,
     OPAQUE_MARKER,
@@ -34,7 +35,6 @@ from pydock.core.layers.format import (
     join,
     layer_xattrs,
 )
-from pydock.core.syscalls import open_in_root
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: should a regular file be swapped for a fifo under us, fail instead of hanging.
@@ -93,23 +93,25 @@ class _LayerTarWriter:
         self._links: dict[tuple[int, int], str] = {}
 
     def write(self) -> None:
-        # Paths still to write, the next one last; iterative, as trees can be deeper than
-        # Python's recursion limit.
-        pending: list[tuple[str, os.stat_result]] = []
-        self._add_children(self._root_fd, "", pending)
-        while pending:
-            path, st = pending.pop()
-            parent, _, name = path.rpartition("/")
-            parent_fd = open_in_root(self._root_fd, parent or ".", _DIR)
+        self._add_opaque_marker(self._root_fd, "")
+        walk = TreeWalk(self._root_fd, sort_key=_tar_order)
+        # The path of the directory at each depth of the walk, "" for the root.
+        paths = [""]
+        for entry in walk:
+            if entry.leaving or entry.st is None:
+                continue
+            parent = paths[walk.depth]
+            path = join(parent, entry.name)
             try:
-                self._add(parent_fd, parent, name, st, pending)
+                self._add(entry.dir_fd, parent, entry.name, entry.st)
             except OSError as e:
                 raise OSError(e.errno, f"{self._layer / path}: {e.strerror}") from e
-            finally:
-                os.close(parent_fd)
+            if entry.is_dir:
+                del paths[walk.depth + 1:]
+                paths.append(path)
 
-    def _add(self, parent_fd: int, parent: str, name: str, st: os.stat_result,
-             pending: list[tuple[str, os.stat_result]]) -> None:
+    def _add(self, parent_fd: int, parent: str, name: str, st: os.stat_result) -> None:
+        """Write one entry; a directory's entries come next, from the walk."""
         path = join(parent, name)
         mode = st.st_mode
         if is_whiteout(st):
@@ -119,7 +121,7 @@ class _LayerTarWriter:
             fd = os.open(name, _DIR, dir_fd=parent_fd)
             try:
                 self._tar.addfile(self._info(path, tarfile.DIRTYPE, st, self._xattrs(fd, path)))
-                self._add_children(fd, path, pending)
+                self._add_opaque_marker(fd, path)
             finally:
                 os.close(fd)
             return
@@ -143,18 +145,12 @@ class _LayerTarWriter:
             info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         self._tar.addfile(info)
 
-    def _add_children(self, dir_fd: int, path: str,
-                      pending: list[tuple[str, os.stat_result]]) -> None:
-        """Write the opaque marker of directory ``path`` if it has one; queue its entries."""
+    def _add_opaque_marker(self, dir_fd: int, path: str) -> None:
+        """Write the opaque marker of directory ``path`` if it has one."""
         # Written for the root too, although the kernel ignores it there: so that the tar
         # holds everything the layer does.
         if is_opaque(dir_fd):
             self._add_marker(join(path, OPAQUE_MARKER), os.fstat(dir_fd))
-        with os.scandir(dir_fd) as listing:
-            entries = [(entry.name, entry.stat(follow_symlinks=False)) for entry in listing]
-        entries.sort(key=lambda item: os.fsencode(
-            WHITEOUT_PREFIX + item[0] if is_whiteout(item[1]) else item[0]), reverse=True)
-        pending.extend((join(path, name), st) for name, st in entries)
 
     def _xattrs(self, source: int | str, path: str) -> dict[str, bytes]:
         return layer_xattrs(source, self._layer / path)
@@ -192,3 +188,9 @@ class _LayerTarWriter:
             for key, value in sorted(xattrs.items()) if not key.startswith("trusted.")
         }
         return info
+
+
+def _tar_order(entry: tuple[str, os.stat_result | None]) -> bytes:
+    """Sorts a directory's entries by the bytes of their names in the tar."""
+    name, st = entry
+    return os.fsencode(WHITEOUT_PREFIX + name if st is not None and is_whiteout(st) else name)

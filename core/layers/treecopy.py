@@ -7,7 +7,9 @@ skips extended attributes it cannot copy (overlay's ``trusted.overlay.opaque`` a
 ``cp -a`` does, in-process, with fewer system calls than it makes:
 
 * Nothing in the source is followed through a symlink: every entry is lstat'ed, a directory is
-  entered only after lstat said it is one, and files and directories are opened ``O_NOFOLLOW``.
+  entered only after lstat said it is one, and files and directories are opened ``O_NOFOLLOW``,
+  each relative to its directory's descriptor (:class:`pydock.core.files.TreeWalk`, source and
+  copy in step), so a tree of any depth is copied.
   An image's symlink to ``/`` or to a host path is copied as a symlink and nothing outside
   ``src`` is read. (The source must not change during the copy; image layers do not.)
 * Data moves inside the kernel: a reflink where the filesystem shares extents (btrfs, XFS),
@@ -15,7 +17,7 @@ skips extended attributes it cannot copy (overlay's ``trusted.overlay.opaque`` a
 * Attributes are applied in the one order that keeps them all: data first (a write drops
   setuid bits and file capabilities), then owner (chown clears setuid/setgid and
   ``security.capability``), then xattrs, then mode, then times. A directory gets its owner,
-  xattrs, mode and times only once the whole tree is written, so creating its children cannot
+  xattrs, mode and times only once everything below it is written, so creating its children cannot
   move its mtime, and its default ACL cannot spread to copied children that did not have one.
   Directories are finished deepest first, so a parent's final mode (0000, say) is set only
   once nothing below it still needs reaching.
@@ -40,8 +42,11 @@ import errno
 import fcntl
 import os
 import stat
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from pydock.core.files import DirCursor, TreeWalk, WalkEntry
 
 _FICLONE = 0x40049409
 _NO_REFLINK = frozenset({errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY})
@@ -60,9 +65,9 @@ _REFLINK, _COPY_FILE_RANGE, _SENDFILE, _READ_WRITE = range(4)
 _CHUNK = 1 << 20
 _BIG = 1 << 20  # files at least this large are copied by the pool
 _WORKERS = 2
+_MAX_JOBS = 16  # big-file copies queued or running at once
 
 _Xattrs = list[tuple[str, bytes]]
-_Pending = list[tuple[str, str, os.stat_result]]
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -136,15 +141,14 @@ def _write_xattrs(target: int | str, attrs: _Xattrs) -> None:
 
 
 class _Copier:
-    """State of one copy: the data method still believed to work, hardlinks seen, directories
-    whose attributes are still to be set, and what a new inode gets without being asked."""
+    """State of one copy: the data method still believed to work, hardlinks seen, file copies
+    running in the pool, and what a new inode gets without being asked."""
 
     def __init__(self) -> None:
         self.method = _REFLINK
-        # (st_dev, st_ino) of a source inode with several links -> its first copy's path.
-        self.links: dict[tuple[int, int], str] = {}
-        # Every copied directory in the order it was filled, each after its parent.
-        self.dirs: list[tuple[str, str, os.stat_result, _Xattrs]] = []
+        # (st_dev, st_ino) of a source inode with several links -> where its first copy is:
+        # the directories from dst down, and its name.
+        self.links: dict[tuple[int, int], tuple[list[str], str]] = {}
         # Until the final pass every directory under dst is ours (dst itself is chowned to us
         # first) and has no default ACL, so a new inode is owned by us and gets its create mode
         # less the umask. chown and chmod are skipped where that is already right: on a tree of
@@ -152,7 +156,8 @@ class _Copier:
         self.owner = (os.geteuid(), os.getegid())
         self.free_bits = 0o777 & ~_umask()
         self.pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="copy_tree")
-        self.jobs: list[Future[None]] = []
+        # Each holds two open files: at most _MAX_JOBS at once keeps descriptors bounded.
+        self.jobs: deque[Future[None]] = deque()
 
     def copy(self, src: str, dst: str) -> None:
         try:
@@ -171,74 +176,99 @@ class _Copier:
                     os.removexattr(dst, name)
         except OSError as e:
             raise _error(e, dst) from e
-        pending: _Pending = [(src, dst, st)]
         try:
-            while pending:
-                self.fill_dir(*pending.pop(), pending)
+            src_fd = os.open(src, _SRC_DIR)
+            try:
+                dst_fd = os.open(dst, _DST_DIR)
+                try:
+                    self.copy_below(src, src_fd, dst_fd)
+                    attrs = _read_xattrs(src_fd)
+                finally:
+                    os.close(dst_fd)
+            finally:
+                os.close(src_fd)
         except BaseException:
-            # Jobs not started yet have opened nothing; the caller may delete dst once the
-            # running ones are done.
+            # Jobs not started yet are dropped; the caller may delete dst once the running
+            # ones are done.
             self.pool.shutdown(cancel_futures=True)
             raise
         self.pool.shutdown()
         for job in self.jobs:
             job.result()
-        for src_dir, dst_dir, st, attrs in reversed(self.dirs):
-            try:
-                os.chown(dst_dir, st.st_uid, st.st_gid)
-                _write_xattrs(dst_dir, attrs)
-                os.chmod(dst_dir, stat.S_IMODE(st.st_mode))
-                os.utime(dst_dir, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError as e:
-                raise _error(e, src_dir) from e
-
-    def fill_dir(self, src: str, dst: str, st: os.stat_result, pending: _Pending) -> None:
-        """Create the entries of one directory; queue its subdirectories for later."""
         try:
-            src_fd = os.open(src, _SRC_DIR)
+            os.chown(dst, st.st_uid, st.st_gid)
+            _write_xattrs(dst, attrs)
+            os.chmod(dst, stat.S_IMODE(st.st_mode))
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as e:
             raise _error(e, src) from e
-        try:
-            try:
-                self.dirs.append((src, dst, st, _read_xattrs(src_fd)))
-                with os.scandir(src_fd) as listing:
-                    entries = list(listing)
-                dst_fd = os.open(dst, _DST_DIR)
-            except OSError as e:
-                raise _error(e, src) from e
-            try:
-                for entry in entries:
-                    name = entry.name
-                    try:
-                        self.copy_entry(src_fd, dst_fd, src, dst, name,
-                                        entry.stat(follow_symlinks=False), pending)
-                    except OSError as e:
-                        raise _error(e, f"{src}/{name}") from e
-            finally:
-                os.close(dst_fd)
-        finally:
-            os.close(src_fd)
 
-    def copy_entry(self, src_fd: int, dst_fd: int, src: str, dst: str, name: str,
-                   st: os.stat_result, pending: _Pending) -> None:
+    def copy_below(self, src: str, src_fd: int, dst_fd: int) -> None:
+        """Copy everything below ``src`` (open as ``src_fd``) into the empty ``dst_fd``."""
+        walk = TreeWalk(src_fd, ordered=False, mirror_fd=dst_fd, flags=os.O_NOATIME)
+        links = DirCursor(dst_fd)
+        try:
+            for entry in walk:
+                try:
+                    if entry.leaving:
+                        self.finish_dir(entry)
+                    else:
+                        self.copy_entry(entry, walk, links, src)
+                except OSError as e:
+                    raise _error(e, _where(src, walk, entry.name)) from e
+        finally:
+            links.close()
+
+    def finish_dir(self, entry: WalkEntry) -> None:
+        """Give a copied directory its owner, xattrs, mode and times, once all it holds is
+        written (so creating its children cannot move its mtime) and before its parent (so
+        a parent's final mode, 0000 say, is set only once nothing below needs reaching)."""
+        assert entry.st is not None
+        st = entry.st
+        src_dir = os.open(entry.name, _SRC_DIR, dir_fd=entry.dir_fd)
+        try:
+            attrs = _read_xattrs(src_dir)
+        finally:
+            os.close(src_dir)
+        dst_dir = os.open(entry.name, _DST_DIR, dir_fd=entry.mirror_fd)
+        try:
+            os.fchown(dst_dir, st.st_uid, st.st_gid)
+            _write_xattrs(dst_dir, attrs)
+            os.fchmod(dst_dir, stat.S_IMODE(st.st_mode))
+            os.utime(dst_dir, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst_dir)
+
+    def copy_entry(self, entry: WalkEntry, walk: TreeWalk, links: DirCursor, src: str) -> None:
+        assert entry.st is not None
+        st, name, src_fd, dst_fd = entry.st, entry.name, entry.dir_fd, entry.mirror_fd
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             os.mkdir(name, 0o700, dir_fd=dst_fd)
-            pending.append((f"{src}/{name}", f"{dst}/{name}", st))
             return
         if st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             first = self.links.get(key)
             if first is not None:
-                os.link(first, name, dst_dir_fd=dst_fd, follow_symlinks=False)
+                first_dir = links.open(first[0])
+                try:
+                    os.link(first[1], name, src_dir_fd=first_dir, dst_dir_fd=dst_fd,
+                            follow_symlinks=False)
+                finally:
+                    os.close(first_dir)
                 return
-            self.links[key] = f"{dst}/{name}"
+            self.links[key] = (walk.names, name)
         # A hardlinked file is created here and now: a link to it may come next.
         if stat.S_ISREG(mode) and st.st_size >= _BIG and st.st_nlink == 1:
-            self.jobs.append(self.pool.submit(
-                self.copy_file_in_pool, f"{src}/{name}", f"{dst}/{name}", st))
+            while len(self.jobs) >= _MAX_JOBS:
+                self.jobs.popleft().result()
+            # Both opened here, so that the directory is complete when this returns.
+            src_file, dst_file = self.open_files(name, name, st, src_fd, dst_fd)
+            self.jobs.append(self.pool.submit(self.copy_file_in_pool, src_file, dst_file, st,
+                                              _where(src, walk, name)))
         else:
-            self.copy_node(src_fd, dst_fd, src, dst, name, st)
+            self.copy_node(src_fd, dst_fd, f"/proc/self/fd/{src_fd}", f"/proc/self/fd/{dst_fd}",
+                           name, st)
 
     def copy_node(self, src_fd: int, dst_fd: int, src: str, dst: str, name: str,
                   st: os.stat_result) -> None:
@@ -263,32 +293,46 @@ class _Copier:
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd,
                  follow_symlinks=False)
 
-    def copy_file_in_pool(self, src: str, dst: str, st: os.stat_result) -> None:
+    def copy_file_in_pool(self, src: int, dst: int, st: os.stat_result, path: str) -> None:
         try:
-            self.copy_file(src, dst, st)
+            self.copy_open_file(src, dst, st)
         except OSError as e:
-            raise _error(e, src) from e
+            raise _error(e, path) from e
+        finally:
+            os.close(dst)
+            os.close(src)
 
     def copy_file(self, src_name: str, dst_name: str, st: os.stat_result,
                   src_dir_fd: int | None = None, dst_dir_fd: int | None = None) -> None:
-        perm = stat.S_IMODE(st.st_mode)
+        src, dst = self.open_files(src_name, dst_name, st, src_dir_fd, dst_dir_fd)
+        try:
+            self.copy_open_file(src, dst, st)
+        finally:
+            os.close(dst)
+            os.close(src)
+
+    @staticmethod
+    def open_files(src_name: str, dst_name: str, st: os.stat_result, src_dir_fd: int | None,
+                   dst_dir_fd: int | None) -> tuple[int, int]:
         src = os.open(src_name, _SRC_FILE, dir_fd=src_dir_fd)
         try:
-            dst = os.open(dst_name, _DST_FILE, perm & 0o777, dir_fd=dst_dir_fd)
-            try:
-                if st.st_size:
-                    self.copy_data(src, dst, st.st_size)
-                if (st.st_uid, st.st_gid) != self.owner:
-                    os.chown(dst, st.st_uid, st.st_gid)
-                for attr in os.listxattr(src):
-                    os.setxattr(dst, attr, os.getxattr(src, attr))
-                if perm & ~self.free_bits:
-                    os.chmod(dst, perm)
-                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-            finally:
-                os.close(dst)
-        finally:
+            return src, os.open(dst_name, _DST_FILE, stat.S_IMODE(st.st_mode) & 0o777,
+                                dir_fd=dst_dir_fd)
+        except BaseException:
             os.close(src)
+            raise
+
+    def copy_open_file(self, src: int, dst: int, st: os.stat_result) -> None:
+        perm = stat.S_IMODE(st.st_mode)
+        if st.st_size:
+            self.copy_data(src, dst, st.st_size)
+        if (st.st_uid, st.st_gid) != self.owner:
+            os.chown(dst, st.st_uid, st.st_gid)
+        for attr in os.listxattr(src):
+            os.setxattr(dst, attr, os.getxattr(src, attr))
+        if perm & ~self.free_bits:
+            os.chmod(dst, perm)
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def copy_data(self, src: int, dst: int, size: int) -> None:
         """Copy ``size`` bytes (fewer if the file shrank) from ``src`` to ``dst``."""
@@ -332,3 +376,8 @@ class _Copier:
             left -= len(data)
             while data:
                 data = data[os.write(dst, data):]
+
+
+def _where(src: str, walk: TreeWalk, name: str) -> str:
+    """The source path of ``name`` in the walk's current directory, for a message."""
+    return "/".join([src, *walk.names, name])

@@ -35,7 +35,6 @@ import errno
 import hashlib
 import io
 import os
-import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ from typing import IO, TypeVar, cast
 import xattr
 
 from pydock.core.errors import PydockError
-from pydock.core.files import lstat_at, write_all
+from pydock.core.files import DirCursor, lstat_at, remove_tree_at, write_all
 from pydock.core.layers.budget import BudgetedTarInfo, check_padding, count_member
 from pydock.core.layers.compression import READ_ERRORS, error_reason
 from pydock.core.layers.format import (
@@ -89,8 +88,9 @@ def extract_tar(stream: IO[bytes], dest: Path) -> str:
     """
     reader = _HashingTarReader(stream)
     root_fd = os.open(dest, _DIRECTORY)
+    cursor = DirCursor(root_fd)
     try:
-        extractor = _Extractor(root_fd)
+        extractor = _Extractor(root_fd, cursor)
         with _errors_as("cannot read tar archive"):
             with tarfile.open(
                 fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape",
@@ -107,6 +107,7 @@ def extract_tar(stream: IO[bytes], dest: Path) -> str:
         _check_end(reader, end)
         extractor.apply_directory_metadata()
     finally:
+        cursor.close()
         os.close(root_fd)
     return reader.sha256.hexdigest()
 
@@ -114,8 +115,11 @@ def extract_tar(stream: IO[bytes], dest: Path) -> str:
 class _Extractor:
     """Creates members inside the layer directory ``root_fd``, one method per member type."""
 
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, cursor: DirCursor) -> None:
         self._root_fd = root_fd
+        # Members come in tree order: each parent is opened from the previous one, never by
+        # a path from the root, which a deep tree would make longer than PATH_MAX allows.
+        self._cursor = cursor
         # path -> (member, inode of the directory it created), applied at the end.
         self._directories: dict[str, tuple[tarfile.TarInfo, int]] = {}
 
@@ -166,7 +170,7 @@ class _Extractor:
         for path, (member, inode) in deepest_first:
             with _errors_as(f"tar member {member.name!r}"):
                 try:
-                    fd = open_in_root(self._root_fd, path, _DIRECTORY | os.O_NOFOLLOW)
+                    fd = self._open_existing(path)
                 except OSError as e:
                     if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                         continue  # a later member replaced it, or a directory above it
@@ -179,9 +183,29 @@ class _Extractor:
                 finally:
                     os.close(fd)
 
+    def _open_existing(self, path: str) -> int:
+        parts = [] if path == "." else path.split("/")
+        try:
+            return self._cursor.open(parts)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        # Through a symlink: resolved inside the layer, as a path.
+        return open_in_root(self._root_fd, path, _DIRECTORY | os.O_NOFOLLOW)
+
     def _open_dir(self, path: str) -> int:
         """A descriptor of directory ``path``, creating missing ones (0755, root) as tar does."""
         parts = path.split("/") if path else []
+
+        def create(parent_fd: int, name: str, index: int) -> int:
+            return _make_parent(self._root_fd, parent_fd, name, "/".join(parts[: index + 1]))
+
+        try:
+            return self._cursor.open(parts, create)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        # A symlink or a whiteout on the way: resolved inside the layer, as a path.
         for depth in range(len(parts), -1, -1):
             try:
                 fd = open_in_root(self._root_fd, "/".join(parts[:depth]) or ".", _DIRECTORY)
@@ -453,8 +477,8 @@ def _replace(parent_fd: int, name: str, create: Callable[[], _T]) -> _T:
     try:
         os.unlink(name, dir_fd=parent_fd)  # a symlink is removed itself, never followed
     except IsADirectoryError:
-        # The fd-based rmtree: it never follows a symlink inside the tree it removes.
-        shutil.rmtree(name, dir_fd=parent_fd)
+        # Never follows a symlink inside the tree it removes, and any depth goes.
+        remove_tree_at(parent_fd, name)
     return create()
 
 
