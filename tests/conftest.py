@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS, pydock_on_copy
+from helpers import DRIVERS, Layer, make_layers, pydock_on_copy
 
 from pydock.core.cli.main import DEFAULT_ROOT
 from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
@@ -66,8 +66,27 @@ def template_root(needs_root: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def pydock(template_root: Path, tmp_path: Path) -> Iterator[Pydock]:
-    yield from pydock_on_copy(template_root, tmp_path / "root")
+def pydock(template_root: Path, tmp_path: Path,
+           request: pytest.FixtureRequest) -> Iterator[Pydock]:
+    """The CLI on a copy of the template root, or of ``primed_root`` for a test marked
+    ``primed`` (a test_hostile_* file compares the root before and after a command)."""
+    primed = request.node.get_closest_marker("primed") is not None
+    template = request.getfixturevalue("primed_root") if primed else template_root
+    yield from pydock_on_copy(template, tmp_path / "root")
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    """An empty directory to extract into."""
+    path = tmp_path / "dest"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory: pytest.TempPathFactory) -> list[Layer]:
+    """Three uncompressed layers: busybox, /etc/greeting, /top.txt (test_image_transfer's)."""
+    return make_layers(tmp_path_factory.mktemp("layers"), (False, False, False))
 
 
 @pytest.fixture(scope="session")

@@ -27,13 +27,6 @@ pytestmark = pytest.mark.quick
 UP = "../" * 20  # more than enough to climb from any test directory to /
 
 
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    path = tmp_path / "dest"
-    path.mkdir()
-    return path
-
-
 # Ported from containerd's pkg/archive TestBreakouts. Each case builds an archive aimed at
 # ``outside``, a sentinel directory next to the layer; OUT is its absolute path without the
 # leading "/", so "/" + OUT and UP + OUT both reach it for an extractor that resolves paths

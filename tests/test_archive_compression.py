@@ -26,13 +26,6 @@ from pydock.testing.tar import dir_, reg, tar_bytes
 pytestmark = pytest.mark.quick
 
 
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    path = tmp_path / "dest"
-    path.mkdir()
-    return path
-
-
 @pytest.mark.needs_root
 def test_sha256_covers_the_whole_stream(dest: Path) -> None:
     data = tar_bytes([reg("f", b"x" * 1000)]) + bytes(3 * 512)

@@ -25,13 +25,6 @@ from pydock.testing.tar import dir_, link, node, reg, sym
 pytestmark = pytest.mark.quick
 
 
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    path = tmp_path / "dest"
-    path.mkdir()
-    return path
-
-
 @pytest.mark.needs_root
 def test_special_modes_survive_chown(dest: Path) -> None:
     extract(

@@ -22,13 +22,6 @@ from pydock.testing.tar import Member, dir_, link, node, reg, sym
 pytestmark = pytest.mark.quick
 
 
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    path = tmp_path / "dest"
-    path.mkdir()
-    return path
-
-
 def _is_whiteout(path: Path) -> bool:
     st = os.lstat(path)
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and stat.S_IMODE(st.st_mode) == 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,25 +25,14 @@ from helpers import (
     Layer,
     docker_archive,
     make_config,
-    make_layers,
-    pydock_on_copy,
     refused_unchanged,
 )
 
 from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 
-
-@pytest.fixture
-def pydock(primed_root: Path, tmp_path: Path) -> Iterator[Pydock]:
-    """conftest's fixture, on a copy of the primed root."""
-    yield from pydock_on_copy(primed_root, tmp_path / "root")
-
-
-@pytest.fixture(scope="module")
-def layers(tmp_path_factory: pytest.TempPathFactory) -> list[Layer]:
-    """Three uncompressed layers: busybox, /etc/greeting, /top.txt (test_image_transfer's)."""
-    return make_layers(tmp_path_factory.mktemp("layers"), (False, False, False))
+# conftest's pydock fixture, on a copy of its primed root.
+pytestmark = pytest.mark.primed
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +29,15 @@ from helpers import (
     busybox_rootfs,
     docker_archive,
     make_config,
-    make_layers,
     oci_layout,
-    pydock_on_copy,
     refused_unchanged,
 )
 
 from pydock.testing.cli import Pydock
 from pydock.testing.tar import reg, tar_bytes, tree, write_tar
 
-
-@pytest.fixture
-def pydock(primed_root: Path, tmp_path: Path) -> Iterator[Pydock]:
-    """conftest's fixture, on a copy of the primed root."""
-    yield from pydock_on_copy(primed_root, tmp_path / "root")
-
-
-@pytest.fixture(scope="module")
-def layers(tmp_path_factory: pytest.TempPathFactory) -> list[Layer]:
-    """Three uncompressed layers: busybox, /etc/greeting, /top.txt (test_image_transfer's)."""
-    return make_layers(tmp_path_factory.mktemp("layers"), (False, False, False))
+# conftest's pydock fixture, on a copy of its primed root.
+pytestmark = pytest.mark.primed
 
 
 def sparse_bomb(claimed: int) -> bytes:

@@ -15,20 +15,16 @@ test_cgroups, the test_archive_* files and test_image_transfer are not repeated 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import assert_works, pydock_on_copy, refused_unchanged
+from helpers import assert_works, refused_unchanged
 
 from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 
-
-@pytest.fixture
-def pydock(primed_root: Path, tmp_path: Path) -> Iterator[Pydock]:
-    """conftest's fixture, on a copy of the primed root."""
-    yield from pydock_on_copy(primed_root, tmp_path / "root")
+# conftest's pydock fixture, on a copy of its primed root.
+pytestmark = pytest.mark.primed
 
 
 # -- run's flags ----------------------------------------------------------------------------
