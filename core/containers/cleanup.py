@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydock.core.containers.liveness import kill_process
 from pydock.core.containers.state import CorruptRecord
 from pydock.core.errors import PydockError
 from pydock.core.ids import is_container_id
@@ -52,20 +53,17 @@ def sweep(containers: ContainerStore) -> None:
         sys.stderr.write(f"pydock: warning: {problem}\n")
 
 
-def remove_remains(containers: ContainerStore, name: str, kill_timeout: float) -> None:
+def remove_remains(containers: ContainerStore, name: str) -> None:
     """``rm -f`` of a corrupt record, under its lock: kill its process if the record still
     names it, remove the cgroup and the storage of the container id it names, then the
     record. Without an id, the storage cannot be told from another container's, but once
     the record is gone no record names it: :func:`remove_orphaned_storage` then removes it.
     """
-    from pydock.core import processes
     from pydock.core.runtime import cgroups
 
     remains = containers.state.salvage(name)
-    if remains.pid and remains.pid_start and not processes.kill(
-            remains.pid, remains.pid_start, kill_timeout):
-        raise PydockError(f"container {name} (pid {remains.pid}) did not die within "
-                          f"{kill_timeout:.0f}s of SIGKILL")
+    if remains.pid and remains.pid_start:
+        kill_process(name, remains.pid, remains.pid_start)
     if remains.id:
         # Its limits are unknown: cgroups.remove looks in every hierarchy.
         cgroups.remove(containers.root, remains.id)

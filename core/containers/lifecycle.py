@@ -21,7 +21,7 @@ from pydock.core.containers import attach, spec
 from pydock.core.containers.liveness import (
     KILL_TIMEOUT,
     is_running,
-    kill_recorded,
+    kill_process,
     live_status,
     monitor_alive,
     process_alive,
@@ -232,14 +232,14 @@ class Containers(ContainerStore):
                     raise
                 from pydock.core.containers import cleanup
 
-                cleanup.remove_remains(self, name, KILL_TIMEOUT)
+                cleanup.remove_remains(self, name)
                 return
             if only_id is not None and record.id != only_id:
                 return
             if is_running(record) and not force:
                 raise PydockError(f"container {name} is running: stop it first or use rm -f")
             if process_alive(record):  # running, or on its way to (its monitor crashed)
-                kill_recorded(record)
+                kill_process(record.name, record.pid, record.pid_start)
             failpoints.reached("rm.killed")
             if record.has_limits:
                 from pydock.core.runtime import cgroups
@@ -264,7 +264,7 @@ class Containers(ContainerStore):
         with contextlib.suppress(PydockError):
             record = self.state.load(name)
             if (only_id is None or record.id == only_id) and process_alive(record):
-                kill_recorded(record)
+                kill_process(record.name, record.pid, record.pid_start)
 
     # -- exec --------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class Containers(ContainerStore):
             if pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
                 if not processes.wait_for_exit(pidfd, grace):
-                    kill_recorded(record)
+                    kill_process(record.name, record.pid, record.pid_start)
         # The monitor still drains the output and records the exit code.
         with processes.opened(record.monitor_pid, record.monitor_start) as monitor:
             if monitor is not None:

@@ -42,10 +42,11 @@ def live_status(record: ContainerRecord) -> str:
     return RUNNING
 
 
-def kill_recorded(record: ContainerRecord) -> None:
-    """SIGKILL the recorded process and wait for it; PydockError if it does not die."""
+def kill_process(name: str, pid: int, pid_start: int) -> None:
+    """SIGKILL container ``name``'s recorded process (a record's or a corrupt record's
+    remains) and wait for it; PydockError if it does not die."""
     from pydock.core import processes
 
-    if not processes.kill(record.pid, record.pid_start, KILL_TIMEOUT):
-        raise PydockError(f"container {record.name} (pid {record.pid}) did not die "
+    if not processes.kill(pid, pid_start, KILL_TIMEOUT):
+        raise PydockError(f"container {name} (pid {pid}) did not die "
                           f"within {KILL_TIMEOUT:.0f}s of SIGKILL")
