@@ -9,21 +9,22 @@ The order matters and is the one runc uses:
    namespaces. unshare(2) refuses in a multi-threaded process; the child of a
    fork has exactly one thread, whatever the parent had.
 3. The child sets up the root (:mod:`pydock.core.runtime.rootfs`) and execs the
-   command, which thereby runs as PID 1.
+   command, which thereby runs as PID 1. It does so through pydock's exec helper, from a
+   sealed memfd (:mod:`pydock.core.runtime.sealed_exec`): never from its own binary, the
+   host's Python (CVE-2019-5736).
 
 The parent never shares the container's mount namespace (pivot_root moves the
 root of every process in the namespace it runs in). The parent is the container's
 monitor (:mod:`pydock.core.runtime.monitor`), which owns the container's stdio and its signals.
 
 Errors in the child are reported to the parent through a close-on-exec pipe:
-a successful exec closes it unread; a failure writes ``CODE MESSAGE`` to it.
+a successful exec closes it unread; a failure writes ``CODE MESSAGE`` to it (or, from the
+exec helper, ``errno N``).
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import json
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple, NoReturn
 from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
-from pydock.core.runtime import capabilities, users
+from pydock.core.runtime import capabilities, sealed_exec, users
 from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
@@ -49,9 +50,6 @@ from pydock.core.syscalls import (
     setns,
     unshare,
 )
-
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
 
 # Signals a user sends to the CLI or the monitor with kill(1) are meant for the container.
 FORWARDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
@@ -117,6 +115,7 @@ class Stdio(NamedTuple):
 class Started(NamedTuple):
     pid: int
     error_fd: int
+    command: str  # argv[0], for the message if its exec fails
 
 
 class Exited(NamedTuple):
@@ -137,7 +136,8 @@ def start(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio,
     """
     return _fork_in_pid_namespace(
         lambda: unshare(CLONE_NEWPID),
-        lambda error_fd: _child(spec, rootfs, mounts, stdio, error_fd, join_cgroup))
+        lambda error_fd: _child(spec, rootfs, mounts, stdio, error_fd, join_cgroup),
+        spec.argv[0])
 
 
 def start_in(container: int, spec: ProcessSpec, stdio: Stdio,
@@ -150,11 +150,12 @@ def start_in(container: int, spec: ProcessSpec, stdio: Stdio,
     """
     return _fork_in_pid_namespace(
         lambda: setns(container, CLONE_NEWPID),
-        lambda error_fd: _joining_child(container, spec, stdio, error_fd, join_cgroup))
+        lambda error_fd: _joining_child(container, spec, stdio, error_fd, join_cgroup),
+        spec.argv[0])
 
 
 def _fork_in_pid_namespace(enter: Callable[[], None],
-                           child: Callable[[int], NoReturn]) -> Started:
+                           child: Callable[[int], NoReturn], command: str) -> Started:
     """Fork ``child`` (given the write end of the error pipe) as a process of the PID
     namespace that ``enter`` makes this process's "pid_for_children".
 
@@ -174,7 +175,7 @@ def _fork_in_pid_namespace(enter: Callable[[], None],
     finally:
         os.close(own_pid_namespace)
     os.close(write_end)
-    return Started(pid, read_end)
+    return Started(pid, read_end, command)
 
 
 def exec_report(started: Started) -> Exited | None:
@@ -183,6 +184,10 @@ def exec_report(started: Started) -> Exited | None:
         report = pipe.read().decode(errors="replace")
     if not report:
         return None
+    helper_errno = sealed_exec.helper_errno(report)
+    if helper_errno is not None:
+        failed = sealed_exec.exec_error(started.command, helper_errno)
+        return Exited(failed.code, str(failed))
     reported_code, _, message = report.partition(" ")
     return Exited(int(reported_code), message)
 
@@ -198,17 +203,19 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     """The container's first process, from fork to exec. Never returns: whatever happens,
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
-        _begin_child(stdio, join_cgroup)
-        env = _set_up(spec, rootfs, mounts, error_fd)
-        _exec(spec.argv, env, error_fd)
+        helper_fd = _begin_child(stdio, join_cgroup)
+        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd))
+        _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {_reason(exc)}")
     finally:
         os._exit(EXIT_PYDOCK_ERROR)
 
 
-def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> None:
-    """The first steps of a forked child, in the container or joining one."""
+def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> int:
+    """The first steps of a forked child, in the container or joining one; returns the
+    sealed exec helper it is to exec the command through (made while the host's files,
+    where the helper is, are still its own)."""
     # First of all, so that the limits cover all the process does and forks.
     if join_cgroup is not None:
         join_cgroup()
@@ -221,6 +228,7 @@ def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> None:
         signal.signal(signum, signal.SIG_DFL if signum == signal.SIGWINCH else _end_setup)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     _take_stdio(stdio)
+    return sealed_exec.sealed_helper()
 
 
 def _end_setup(signum: int, _frame: object) -> None:
@@ -231,7 +239,7 @@ def _end_setup(signum: int, _frame: object) -> None:
 def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int,
                    join_cgroup: Callable[[], None] | None) -> NoReturn:
     try:
-        _begin_child(stdio, join_cgroup)
+        helper_fd = _begin_child(stdio, join_cgroup)
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
@@ -240,8 +248,8 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
         env = _drop_privileges(spec)
         os.chdir(spec.workdir)
-        _reset_process_state(keep_fd=error_fd)
-        _exec(spec.argv, env, error_fd)
+        _reset_process_state(keep_fds=(error_fd, helper_fd))
+        _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"exec setup failed: {_reason(exc)}")
     finally:
@@ -249,7 +257,7 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
 
 
 def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
-            error_fd: int) -> dict[str, str]:
+            keep_fds: tuple[int, ...]) -> dict[str, str]:
     """Namespaces, root, hostname, network, user; returns the command's environment."""
     os.umask(0)
     namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
@@ -267,26 +275,16 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
         remount_root_read_only()
     env = _drop_privileges(spec)
     os.chdir(spec.workdir)
-    _reset_process_state(keep_fd=error_fd)
+    _reset_process_state(keep_fds)
     return env
 
 
-def _exec(argv: list[str], env: dict[str, str], error_fd: int) -> NoReturn:
-    # Quoted and escaped as docker's %q: a command from the image or the command line may
-    # hold a newline or a terminal's escape sequence, and the error must stay one plain line.
-    command = json.dumps(argv[0])
-    if not argv[0]:
-        _fail(error_fd, EXIT_NOT_FOUND, f"exec: {command}: executable file not found in $PATH")
+def _exec(argv: list[str], env: dict[str, str], error_fd: int, helper_fd: int) -> NoReturn:
     try:
-        os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        if "/" in argv[0]:
-            _fail(error_fd, EXIT_NOT_FOUND, f"exec {command}: no such file or directory")
-        _fail(error_fd, EXIT_NOT_FOUND, f"exec: {command}: executable file not found in $PATH")
-    except OSError as exc:
-        not_executable = (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ENOTDIR)
-        code = EXIT_NOT_EXECUTABLE if exc.errno in not_executable else EXIT_PYDOCK_ERROR
-        _fail(error_fd, code, f"exec {command}: {exc.strerror}")
+        path = sealed_exec.look_path(argv[0], env)
+    except sealed_exec.ExecFailed as failed:
+        _fail(error_fd, failed.code, str(failed))
+    sealed_exec.exec_through_helper(helper_fd, path, argv, env, error_fd)
 
 
 def _drop_privileges(spec: ProcessSpec) -> dict[str, str]:
@@ -318,16 +316,19 @@ def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:
     return {"HOME": credentials.home, **env}
 
 
-def _reset_process_state(keep_fd: int) -> None:
+def _reset_process_state(keep_fds: tuple[int, ...]) -> None:
     """What the command must not inherit from the Python runtime that started it."""
     # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: a
     # container's `yes | head` would never end.
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     os.umask(0o022)
-    # Only stdin, stdout and stderr reach the container.
-    os.closerange(3, keep_fd)
-    os.closerange(keep_fd + 1, 1 << 20)
+    # Only stdin, stdout and stderr reach the container (the fds kept are close-on-exec).
+    low = 3
+    for fd in sorted(keep_fds):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
