@@ -51,17 +51,21 @@ from pathlib import Path
 
 from compare_commands import CommandFailed, note, run, same_every_run, version
 from compare_figures import (
+    BASELINE_OVERLAY,
     CP_A,
     PYDOCK_COPY,
     PYDOCK_COPY_KEEP,
     PYDOCK_OVERLAY,
     PYDOCK_OVERLAY_KEEP,
     RUNC,
+    STREAM_BYTES,
+    STREAM_PYDOCK,
+    STREAM_RUNC,
 )
 from compare_measure import Series, measure
 from compare_report import report
-from compare_tools import Podman, Pydock, Runc
-from compare_trees import LARGE, Tree, export_small_tree, generate_large_tree
+from compare_tools import Podman, Pydock, Runc, counted
+from compare_trees import LARGE, SMALL, Tree, export_small_tree, generate_large_tree
 from compare_workspace import Cleanup, interrupted, remove_workspace
 
 
@@ -70,6 +74,10 @@ class Tools:
     pydock: Pydock
     runc: Runc | None
     podmans: list[Podman]
+    baseline: Pydock | None  # --baseline: another pydock to time beside this one
+
+
+STREAM = ("/bin/sh", "-c", f"head -c {STREAM_BYTES} /dev/zero")
 
 
 def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
@@ -96,6 +104,16 @@ def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
 
     series = [Series(name, PYDOCK_OVERLAY, pydock_run("overlay", True), repeat),
               Series(name, PYDOCK_COPY, pydock_run("copy", True), copy_repeat)]
+    if name == SMALL:
+        series.append(Series(name, STREAM_PYDOCK, counted(
+            same_every_run(pydock.argv("run", "--rm", "--storage", "overlay", "--image",
+                                       image, *STREAM)), STREAM_BYTES), copy_repeat))
+        baseline = tools.baseline
+        if baseline is not None:
+            baseline_image = baseline.import_image(tree)
+            series.append(Series(name, BASELINE_OVERLAY, lambda i: baseline.argv(
+                "run", "--rm", "--name", f"bench-baseline-{i}", "--storage", "overlay",
+                "--image", baseline_image, "/bin/true"), repeat))
     if name == LARGE:
         series += [Series(name, PYDOCK_OVERLAY_KEEP, pydock_run("overlay", False), repeat,
                           pydock_rm("overlay")),
@@ -105,6 +123,9 @@ def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
         runc = tools.runc
         series.append(prepared(name, RUNC, repeat,
                                lambda: runc.command(tree, work / f"bundle-{name}")))
+        if name == SMALL:
+            series.append(prepared(name, STREAM_RUNC, copy_repeat, lambda: counted(
+                runc.command(tree, work / "bundle-stream", STREAM), STREAM_BYTES)))
     for podman in tools.podmans:
         series.append(prepared(name, podman.label,
                                copy_repeat if podman.driver == "vfs" else repeat,
@@ -152,7 +173,11 @@ def compare(args: argparse.Namespace, work: Path, cleanup: Cleanup) -> str:
         notes.append(f"podman (and likewise with vfs): {command}")
         if runc_path is None:
             notes.append("podman uses its default runtime, since runc is not installed")
-    tools = Tools(pydock, runc, podmans)
+    baseline = None
+    if args.baseline is not None:
+        baseline = Pydock(args.baseline, work / "baseline")
+        cleanup.add("baseline pydock containers", baseline.remove_containers)
+    tools = Tools(pydock, runc, podmans, baseline)
 
     note("exporting the default image and generating the large image")
     small = export_small_tree(pydock.argv, work)
@@ -166,12 +191,17 @@ def compare(args: argparse.Namespace, work: Path, cleanup: Cleanup) -> str:
         if one.error is not None:
             notes.append(f"{one.image} image, {one.label} failed: {one.error}")
 
+    versions = [f"pydock: {version([args.pydock, '--version'])} ({args.pydock})"]
+    if args.baseline is not None:
+        versions.append(f"baseline: {version([args.baseline, '--version'])} ({args.baseline})")
+    versions += [
+        f"runc: {version([runc_path, '--version']) if runc_path else 'not installed'}",
+        f"podman: {version([podman_path, '--version']) if podman_path else 'not installed'}",
+    ]
     header = [
         f"pydock compare, {time.strftime('%Y-%m-%d %H:%M %Z')}: kernel {os.uname().release}, "
         f"{os.cpu_count()} CPUs, workspace on {run(['stat', '-f', '-c', '%T', str(work)]).strip()}",
-        f"pydock: {version([args.pydock, '--version'])} ({args.pydock}); "
-        f"runc: {version([runc_path, '--version']) if runc_path else 'not installed'}; "
-        f"podman: {version([podman_path, '--version']) if podman_path else 'not installed'}",
+        "; ".join(versions),
     ]
     notes.append(f"the whole run took {time.monotonic() - started:.0f} s; load average "
                  f"(1 min) {load_before:.2f} before it, {os.getloadavg()[0]:.2f} after")
@@ -183,6 +213,9 @@ def parse_args() -> argparse.Namespace:
         description="Time pydock against runc, podman and cp -a on the same root filesystems.")
     parser.add_argument("--pydock", default=shutil.which("pydock"),
                         help="the pydock executable to measure (default: pydock on PATH)")
+    parser.add_argument("--baseline", metavar="PYDOCK",
+                        help="another pydock (an earlier checkout's venv, say) timed beside "
+                             "this one: what a change adds to `run --rm`")
     parser.add_argument("--repeat", type=int, default=11,
                         help="counted runs of each command (default 11)")
     parser.add_argument("--large-repeat", type=int, default=5,
@@ -199,6 +232,11 @@ def parse_args() -> argparse.Namespace:
     if found is None:
         parser.error(f"--pydock {args.pydock}: not an executable")
     args.pydock = os.path.abspath(found)
+    if args.baseline is not None:
+        found = shutil.which(args.baseline)
+        if found is None:
+            parser.error(f"--baseline {args.baseline}: not an executable")
+        args.baseline = os.path.abspath(found)
     if args.repeat < 1 or args.large_repeat < 1:
         parser.error("--repeat and --large-repeat must be at least 1")
     return args

@@ -23,6 +23,15 @@ PODMAN_VFS = "podman run --rm (vfs)"
 CP_A = "cp -a"
 BASELINES = (RUNC, PODMAN_OVERLAY, PODMAN_VFS, CP_A)
 PYDOCK_FIGURES = (PYDOCK_OVERLAY, PYDOCK_COPY, COPY_PREPARE)
+# --baseline: another pydock (an earlier checkout, say), timed the same way.
+BASELINE_OVERLAY = "baseline pydock run --rm --storage overlay"
+# 1 GiB through the container's stdout, into `wc -c` on the host: what relaying stdio costs
+# against runc, which hands its own fds to the container.
+STREAM_BYTES = 1 << 30
+STREAM_PYDOCK = "pydock run --rm --storage overlay, 1 GiB to stdout"
+STREAM_RUNC = "runc run, 1 GiB to stdout"
+# The most that a change measured against --baseline may add to a run.
+BASELINE_LIMIT_SECONDS = 0.010
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,15 @@ def figures(all_series: list[Series]) -> dict[tuple[str, str], Figure]:
     if copy is not None and overlay is not None:
         found[LARGE, COPY_PREPARE] = Figure(copy.median - overlay.median)
     return found
+
+
+def difference(found: dict[tuple[str, str], Figure], image: str, figure: str,
+               baseline: str) -> float | None:
+    """Seconds that ``figure`` takes more than ``baseline`` (medians, same image)."""
+    ours, theirs = found.get((image, figure)), found.get((image, baseline))
+    if ours is None or theirs is None:
+        return None
+    return ours.median - theirs.median
 
 
 def ratio(found: dict[tuple[str, str], Figure], image: str, figure: str,

@@ -3,9 +3,24 @@ Markdown tables."""
 
 from __future__ import annotations
 
-from compare_figures import BASELINES, COPY_PREPARE, PYDOCK_FIGURES, TARGETS, figures, ratio
+from compare_figures import (
+    BASELINE_LIMIT_SECONDS,
+    BASELINE_OVERLAY,
+    BASELINES,
+    COPY_PREPARE,
+    PYDOCK_FIGURES,
+    PYDOCK_OVERLAY,
+    STREAM_BYTES,
+    STREAM_PYDOCK,
+    STREAM_RUNC,
+    TARGETS,
+    Figure,
+    difference,
+    figures,
+    ratio,
+)
 from compare_measure import WARMUP_ROUNDS, Series
-from compare_trees import LARGE, Tree
+from compare_trees import LARGE, SMALL, Tree
 
 
 def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -57,6 +72,8 @@ def report(all_series: list[Series], trees: list[Tree], header: list[str], notes
         target_rows.append([target.what, "-" if value is None else f"{value:.2f}x",
                             f"<= {target.limit:.2f}x", verdict])
 
+    target_rows += _baseline_rows(found)
+
     images = "; ".join(f"{tree.name}: {tree.entries:,} entries, {tree.size / 1e6:.1f} MB"
                        for tree in trees)
     # In markdown the header lines would run together into one paragraph: make them a
@@ -82,6 +99,34 @@ def report(all_series: list[Series], trees: list[Tree], header: list[str], notes
         "",
         table(["target", "measured", "limit", "result"], target_rows, markdown),
     ]
+    stream_rows = _stream_rows(found)
+    if stream_rows:
+        sections += ["", title(f"Streaming {STREAM_BYTES >> 30} GiB through the container's "
+                               "stdout into `wc -c` (small image)"), "",
+                     table(["command", "median ms", "MB/s", "/ runc"], stream_rows, markdown)]
     if notes:
         sections += ["", title("Notes"), "", *(f"- {line}" for line in notes)]
     return "\n".join(sections)
+
+
+def _baseline_rows(found: dict[tuple[str, str], Figure]) -> list[list[str]]:
+    """The target row for --baseline: what this pydock's run adds to the baseline's."""
+    added = difference(found, SMALL, PYDOCK_OVERLAY, BASELINE_OVERLAY)
+    if added is None:
+        return []
+    value = ratio(found, SMALL, PYDOCK_OVERLAY, SMALL, BASELINE_OVERLAY)
+    return [[f"overlay run vs the --baseline pydock, small image ({value:.2f}x)",
+             f"{added * 1000:+.1f} ms", f"<= +{BASELINE_LIMIT_SECONDS * 1000:.0f} ms",
+             "PASS" if added <= BASELINE_LIMIT_SECONDS else "FAIL"]]
+
+
+def _stream_rows(found: dict[tuple[str, str], Figure]) -> list[list[str]]:
+    rows = []
+    for label in (STREAM_PYDOCK, STREAM_RUNC):
+        figure = found.get((SMALL, label))
+        if figure is None:
+            continue
+        value = ratio(found, SMALL, label, SMALL, STREAM_RUNC)
+        rows.append([label, ms(figure.median), f"{STREAM_BYTES / figure.median / 1e6:.0f}",
+                     "-" if value is None else f"{value:.2f}x"])
+    return rows

@@ -51,13 +51,16 @@ class Runc:
     def argv(self, *args: str) -> list[str]:
         return [self.executable, "--root", str(self.state), *args]
 
-    def command(self, tree: Tree, bundle: Path) -> Callable[[int], list[str]]:
-        """Make ``bundle`` for ``tree``; the command of run i (each run its own id)."""
-        self.make_bundle(tree, bundle)
-        return lambda i: self.argv("run", "--bundle", str(bundle), f"bench-{tree.name}-{i}")
+    def command(self, tree: Tree, bundle: Path,
+                args: tuple[str, ...] = ("/bin/true",)) -> Callable[[int], list[str]]:
+        """Make ``bundle`` for ``tree`` and ``args``; the command of run i (each run its
+        own id)."""
+        self.make_bundle(tree, bundle, args)
+        return lambda i: self.argv("run", "--bundle", str(bundle),
+                                   f"bench-{bundle.name}-{i}")
 
-    def make_bundle(self, tree: Tree, bundle: Path) -> None:
-        """An OCI bundle from ``runc spec`` that runs /bin/true in ``tree``.
+    def make_bundle(self, tree: Tree, bundle: Path, args: tuple[str, ...]) -> None:
+        """An OCI bundle from ``runc spec`` that runs ``args`` in ``tree``.
 
         Changed from the spec's defaults: no terminal (nothing is attached), the command,
         and the root: the tree itself, by absolute path, writable as pydock's and podman's
@@ -68,7 +71,7 @@ class Runc:
         config_path = bundle / "config.json"
         config = json.loads(config_path.read_text())
         config["process"]["terminal"] = False
-        config["process"]["args"] = ["/bin/true"]
+        config["process"]["args"] = list(args)
         config["root"] = {"path": str(tree.directory), "readonly": False}
         config_path.write_text(json.dumps(config, indent=2))
 
@@ -151,6 +154,13 @@ class Podman:
         shared memory that every podman store on the host shares."""
         if (self.home / "root").exists():
             run(self.argv("rm", "--all", "--force"))
+
+
+def counted(command: Callable[[int], list[str]], size: int) -> Callable[[int], list[str]]:
+    """``command`` with its stdout piped into ``wc -c``, failing unless exactly ``size``
+    bytes came through (or the command failed)."""
+    script = f'set -o pipefail; n=$("$@" | wc -c) && test "$n" -eq {size}'
+    return lambda i: ["bash", "-c", script, "bash", *command(i)]
 
 
 def podman_ulimits() -> list[str]:

@@ -46,3 +46,4 @@ def test_compare_finds_its_modules_and_parses_its_command_line() -> None:
                             capture_output=True, text=True, timeout=60, cwd="/")
     assert result.returncode == 0, result.stderr
     assert "--large-repeat" in result.stdout
+    assert "--baseline" in result.stdout
