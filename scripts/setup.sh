@@ -15,8 +15,10 @@ fi
 # runs pydock without network; btrfs-progs: the reflink test of the copy driver;
 # skopeo, umoci, podman: the interoperability tests; runc (and podman): what
 # benchmarks/compare.py measures pydock against; python3-venv: the virtualenv; gcc and
-# libc6-dev: the isolation tests' static probes (tests/probes/).
-packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc gcc libc6-dev)
+# libc6-dev: the isolation tests' static probes (tests/probes/); libseccomp2: the library
+# pydock builds containers' seccomp filters with (core/runtime/libseccomp.py).
+packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc gcc libc6-dev
+          libseccomp2)
 # The distribution's own python3 (Debian 12: 3.11.2), never whatever python3 comes first
 # on PATH: CI then tests exactly what a newcomer's `sudo bash scripts/setup.sh` gets, and a
 # newer patch release on a developer's machine cannot hide a use of what 3.11.2 lacks.
