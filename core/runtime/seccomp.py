@@ -330,7 +330,9 @@ def _store(path: str, key: bytes, program: bytes) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(CACHE_DIR, 0o700, exist_ok=True)
-        with open(temporary, "xb") as f:
+        # 0600 whatever the umask: a program others could write would not be taken.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
             f.write(key + b"\0" + program)
         os.replace(temporary, path)
     except OSError:
