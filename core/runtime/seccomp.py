@@ -76,7 +76,7 @@ _MACHINES = {
 _ERRNO_MAX = 0xFFFF  # the filter's return value carries errno in 16 bits
 _VALUE_MAX = (1 << 64) - 1
 _ARGUMENTS = 6
-_KERNEL_VERSION = re.compile(r"(\d+)\.(\d+)")
+_KERNEL_VERSION = r"(\d+)\.(\d+)"  # compiled and cached by re on first use
 
 Profile = dict[str, Any]
 
@@ -195,7 +195,7 @@ def _check_rule(rule: Any, fault: Any) -> None:
                 raise fault(f"'{condition}.{field}' must be a list")
         kernel = found.get("minKernel")
         if kernel is not None and not (isinstance(kernel, str)
-                                       and _KERNEL_VERSION.fullmatch(kernel)):
+                                       and re.fullmatch(_KERNEL_VERSION, kernel)):
             raise fault(f"'{condition}.minKernel' must be a version such as \"4.8\"")
 
 
@@ -269,7 +269,7 @@ def resolve(profile: Profile, capability_set: Sequence[str]) -> dict[str, Any]:
 
 
 def _kernel_version(release: str) -> tuple[int, int]:
-    found = _KERNEL_VERSION.match(release)
+    found = re.match(_KERNEL_VERSION, release)
     return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
