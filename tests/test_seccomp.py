@@ -144,11 +144,14 @@ def test_the_resolved_filter_keeps_the_record_small(pydock: Pydock) -> None:
      "unknown architecture 'SCMP_ARCH_Z80'"),
     ('{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 70000}', "errnoRet must be"),
     ("x" * (seccomp.PROFILE_MAX_BYTES + 1), "is larger than"),
+    ("FIFO", "seccomp profile ({path}) is not a regular file"),
 ])
 def test_a_bad_profile_is_one_line_125_and_creates_nothing(
         pydock: Pydock, tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "profile.json"
-    if content is not None:
+    if content == "FIFO":
+        os.mkfifo(path)
+    elif content is not None:
         path.write_text(content)
     pydock.refused("run", "--security-opt", f"seccomp={path}", "true",
                    match=message.format(path=path))

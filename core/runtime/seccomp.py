@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -113,7 +114,11 @@ def default_profile() -> Profile:
 def read_profile(path: str) -> Profile:
     """The profile in the file ``path``, checked (:func:`validate`)."""
     try:
-        with open(path, "rb") as f:
+        # Non-blocking, then only a regular file is read: a FIFO would hang the run.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PydockError(f"seccomp profile ({path}) is not a regular file")
             data = f.read(PROFILE_MAX_BYTES + 1)
     except OSError as exc:
         raise PydockError(f"opening seccomp profile ({path}) failed: {exc.strerror}") from None
