@@ -240,6 +240,27 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl {option}")
 
 
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+_SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER): every later system call of this thread,
+    and of what it execs and forks, goes through the classic BPF ``program`` (an array of
+    struct sock_filter, as libseccomp's seccomp_export_bpf writes it). Needs no_new_privs
+    or CAP_SYS_ADMIN."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _SOCK_FILTER_SIZE, ctypes.addressof(buffer))
+    _check(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                       ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl PR_SET_SECCOMP")
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
 

@@ -16,9 +16,11 @@ fi
 # skopeo, umoci, podman: the interoperability tests; runc (and podman): what
 # benchmarks/compare.py measures pydock against; python3-venv: the virtualenv; gcc and
 # libc6-dev: the isolation tests' static probes (tests/probes/); gcc-aarch64-linux-gnu: the
-# test that the committed exec helpers match their source (scripts/build-exec-helper.sh).
+# test that the committed exec helpers match their source (scripts/build-exec-helper.sh);
+# libseccomp2: the library pydock builds containers' seccomp filters with
+# (core/runtime/libseccomp.py).
 packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc gcc libc6-dev
-          gcc-aarch64-linux-gnu)
+          gcc-aarch64-linux-gnu libseccomp2)
 # The distribution's own python3 (Debian 12: 3.11.2), never whatever python3 comes first
 # on PATH: CI then tests exactly what a newcomer's `sudo bash scripts/setup.sh` gets, and a
 # newer patch release on a developer's machine cannot hide a use of what 3.11.2 lacks.

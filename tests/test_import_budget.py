@@ -44,14 +44,17 @@ RUN_PATH = frozenset({
     "pydock.core.runtime", "pydock.core.runtime.capabilities", "pydock.core.runtime.gate",
     "pydock.core.runtime.inroot", "pydock.core.runtime.logs", "pydock.core.runtime.monitor",
     "pydock.core.runtime.rootfs", "pydock.core.runtime.sealed_exec",
-    "pydock.core.runtime.security_opts", "pydock.core.runtime.spawn",
-    "pydock.core.runtime.users", "pydock.core.runtime.volumes",
+    "pydock.core.runtime.seccomp", "pydock.core.runtime.security_opts",
+    "pydock.core.runtime.spawn", "pydock.core.runtime.users", "pydock.core.runtime.volumes",
     "pydock.core.containers", "pydock.core.containers.attach",
     "pydock.core.containers.lifecycle", "pydock.core.containers.liveness",
     "pydock.core.containers.spec", "pydock.core.containers.state",
     "pydock.core.containers.store",
     "pydock.core.cli", "pydock.core.cli.common", "pydock.core.cli.run",
 })
+# Imported by the container's process (its -X importtime lines come out on the same
+# stderr) only when libseccomp must build a filter not cached yet (seccomp.prepare).
+CACHE_MISS_ONLY = frozenset({"pydock.core.runtime.libseccomp"})
 
 
 def imported_by(pydock: Pydock, *args: str) -> set[str]:
@@ -71,7 +74,7 @@ def test_run_on_the_default_driver_imports_nothing_heavy(pydock: Pydock) -> None
 
 def test_run_imports_exactly_the_run_paths_own_modules(pydock: Pydock) -> None:
     modules = {name for name in imported_by(pydock, "run", "--rm", "true")
-               if name.split(".")[0] == "pydock"}
+               if name.split(".")[0] == "pydock"} - CACHE_MISS_ONLY
     added, gone = sorted(modules - RUN_PATH), sorted(RUN_PATH - modules)
     assert (added, gone) == ([], []), (
         f"pydock run now imports {added} and no longer {gone}: measure the run path with "

@@ -158,8 +158,8 @@ def test_a_record_from_before_security_options_still_loads(pydock: Pydock) -> No
     (["--cap-drop", "CAP_"], "unknown capability: 'CAP_'"),
     (["--cap-add", ""], "unknown capability: ''"),
     (["--cap-drop", "CAP_ALL"], "unknown capability: 'CAP_ALL'"),
-    (["--security-opt", "seccomp=unconfined"], "--security-opt 'seccomp=unconfined' is not "
-                                               "supported: pydock has only no-new-privileges"),
+    (["--security-opt", "apparmor=unconfined"], "--security-opt 'apparmor=unconfined' is not "
+                                                "supported: pydock has only no-new-privileges"),
     (["--security-opt", "apparmor:unconfined"], "'apparmor:unconfined' is not supported"),
     (["--security-opt", "label=disable"], "'label=disable' is not supported"),
     (["--security-opt", "no-new-privileges=maybe"], "invalid --security-opt "

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.images.store import DEFAULT_PATH
-from pydock.core.runtime import capabilities, security_opts
+from pydock.core.runtime import capabilities, seccomp, security_opts
 from pydock.core.runtime.rootfs import DEFAULT_DEVICES, MASKED_PATHS, READ_ONLY_PATHS
 from pydock.core.runtime.users import validate_user_spec
 from pydock.core.runtime.volumes import Volume, parse_volumes
@@ -107,21 +107,25 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
     if user:
         validate_user_spec(user)
     cap_add, cap_drop = capabilities.effective_add_drop(options.cap_add, options.cap_drop)
+    capability_set = capabilities.resolve(cap_add, cap_drop)
+    security_opt, profile = seccomp.given(options.security_opt)
     return _assemble(
         args=args, env=build_env(image_config.get("Env") or [], options.env, hostname),
         cwd=clean_workdir(options.workdir or image_config.get("WorkingDir") or "/"),
         user=user, terminal=options.tty, rootfs=rootfs, read_only=options.read_only,
         hostname=hostname, network=options.network,
-        capability_set=capabilities.resolve(cap_add, cap_drop),
+        capability_set=capability_set,
         no_new_privileges=security_opts.no_new_privileges(options.security_opt),
+        seccomp_filter=None if profile is None else seccomp.resolve(profile, capability_set),
         volumes=parse_volumes(options.volumes), resources=_resources(options),
         given={"Binds": list(options.volumes), "CapAdd": cap_add, "CapDrop": cap_drop,
-               "SecurityOpt": list(options.security_opt)})
+               "SecurityOpt": security_opt})
 
 
 def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal: bool,
               rootfs: str, read_only: bool, hostname: str, network: str,
               capability_set: tuple[str, ...], no_new_privileges: bool,
+              seccomp_filter: dict[str, Any] | None,
               volumes: tuple[Volume, ...], resources: dict[str, Any],
               given: dict[str, list[str]]) -> dict[str, Any]:
     """The document itself, from values already checked."""
@@ -156,7 +160,7 @@ def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal:
                         for name, (major, minor) in DEFAULT_DEVICES.items()],
             "maskedPaths": ["/" + path for path in MASKED_PATHS],
             "readonlyPaths": ["/" + path for path in READ_ONLY_PATHS],
-            "seccomp": None,
+            "seccomp": seccomp_filter,
         },
         "annotations": {HOST_CONFIG_ANNOTATION: json.dumps(given)},
     }
@@ -180,6 +184,7 @@ def from_legacy_record(fields: dict[str, Any]) -> dict[str, Any]:
         # What that container was given, not what pydock could give today: no host check.
         capability_set=_recorded_capabilities(cap_add, cap_drop),
         no_new_privileges=security_opts.no_new_privileges(fields.get("security_opt", [])),
+        seccomp_filter=None,  # such a container ran before pydock had seccomp
         volumes=parse_volumes(fields.get("volumes", [])), resources=limits.to_resources(),
         given={"Binds": fields.get("volumes", []), "CapAdd": cap_add, "CapDrop": cap_drop,
                "SecurityOpt": fields.get("security_opt", [])})

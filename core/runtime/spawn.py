@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, NoReturn
 from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
-from pydock.core.runtime import capabilities, sealed_exec, users
+from pydock.core.runtime import capabilities, sealed_exec, seccomp, users
 from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
@@ -75,6 +75,8 @@ class ProcessSpec(NamedTuple):
     # grant more (setuid bits, file capabilities); exec'd processes get the same.
     capability_set: tuple[str, ...] = capabilities.DOCKER_DEFAULT
     no_new_privileges: bool = False
+    # The OCI spec's linux.seccomp, resolved for this container (None: unconfined).
+    seccomp: dict[str, Any] | None = None
 
 
 def process_spec(spec: dict[str, Any]) -> ProcessSpec:
@@ -96,7 +98,7 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
             read_only_paths=tuple(path.lstrip("/") for path in linux["readonlyPaths"])),
         capability_set=tuple(name.removeprefix("CAP_")
                              for name in process["capabilities"]["bounding"]),
-        no_new_privileges=process["noNewPrivileges"])
+        no_new_privileges=process["noNewPrivileges"], seccomp=linux.get("seccomp"))
 
 
 class Stdio(NamedTuple):
@@ -204,7 +206,8 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
         helper_fd = _begin_child(stdio, join_cgroup)
-        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd))
+        load_seccomp = seccomp.prepare(spec.seccomp)  # while the host's files are reachable
+        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp)
         _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {_reason(exc)}")
@@ -240,13 +243,14 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
                    join_cgroup: Callable[[], None] | None) -> NoReturn:
     try:
         helper_fd = _begin_child(stdio, join_cgroup)
+        load_seccomp = seccomp.prepare(spec.seccomp)  # while the host's files are reachable
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
         # One call through the pidfd: all namespaces of that very process, or none. Joining
         # the mount namespace also moves root and working directory to the container's root.
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
-        env = _drop_privileges(spec)
+        env = _drop_privileges(spec, load_seccomp)
         os.chdir(spec.workdir)
         _reset_process_state(keep_fds=(error_fd, helper_fd))
         _exec(spec.argv, env, error_fd, helper_fd)
@@ -256,8 +260,8 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         os._exit(EXIT_PYDOCK_ERROR)
 
 
-def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
-            keep_fds: tuple[int, ...]) -> dict[str, str]:
+def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: tuple[int, ...],
+            load_seccomp: Callable[[], None]) -> dict[str, str]:
     """Namespaces, root, hostname, network, user; returns the command's environment."""
     os.umask(0)
     namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
@@ -273,7 +277,7 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     os.makedirs(spec.workdir, 0o755, exist_ok=True)
     if spec.read_only:
         remount_root_read_only()
-    env = _drop_privileges(spec)
+    env = _drop_privileges(spec, load_seccomp)
     os.chdir(spec.workdir)
     _reset_process_state(keep_fds)
     return env
@@ -287,20 +291,27 @@ def _exec(argv: list[str], env: dict[str, str], error_fd: int, helper_fd: int) -
     sealed_exec.exec_through_helper(helper_fd, path, argv, env, error_fd)
 
 
-def _drop_privileges(spec: ProcessSpec) -> dict[str, str]:
-    """Become the container's user with the container's capabilities only and, with
-    no-new-privileges, the flag no exec can clear (a setuid-root binary then runs with the
-    caller's uid); returns the command's environment.
+def _drop_privileges(spec: ProcessSpec, load_seccomp: Callable[[], None]) -> dict[str, str]:
+    """Become the container's user with the container's capabilities only, under the
+    container's seccomp filter and, with no-new-privileges, the flag no exec can clear (a
+    setuid-root binary then runs with the caller's uid); returns the command's environment.
 
     runc's order: the bounding set shrinks first, while CAP_SETPCAP is still there; then
     the user switch, which needs CAP_SETUID and CAP_SETGID whether the container keeps
     them or not; then the rest goes.
     """
+    # runc's order for the seccomp filter: loading one takes CAP_SYS_ADMIN unless
+    # no_new_privs is set, so without no-new-privileges it comes before the drop (and the
+    # profile must allow the steps below); with it, once the flag is set, so that the
+    # profile need not allow setuid, capset and the rest.
+    if not spec.no_new_privileges:
+        load_seccomp()
     capabilities.limit_before_user_switch(spec.capability_set)
     env = _become_user(spec.user or "0", spec.env)
     capabilities.limit_after_user_switch(spec.capability_set)
     if spec.no_new_privileges:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
+        load_seccomp()
     return env
 
 
