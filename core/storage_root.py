@@ -26,8 +26,10 @@ import stat
 from pathlib import Path
 
 PRIVATE = 0o700
-# The directories pydock keeps at the top of a storage root.
-TOP_LEVEL = ("containers", "images", "layers", "storage")
+# The directories pydock keeps at the top of a storage root; ``cache`` holds what pydock can
+# always make again (compiled seccomp filters).
+TOP_LEVEL = ("cache", "containers", "images", "layers", "storage")
+SECCOMP_CACHE = "cache/seccomp"
 
 
 def ensure(root: Path) -> None:

@@ -19,7 +19,8 @@ import pytest
 from helpers import storage_entries
 from probes import import_probe_image
 
-from pydock.core.runtime import capabilities, seccomp
+from pydock.core.runtime import capabilities, libseccomp, seccomp
+from pydock.core.storage_root import SECCOMP_CACHE
 from pydock.testing.cli import Pydock
 
 CONTAINERS_COMMON = Path("/usr/share/containers/seccomp.json")
@@ -170,8 +171,9 @@ def test_a_cached_program_is_taken_only_if_root_wrote_it_for_this_filter(
     pydock.ok("run", "--name", "box", "true")
     config = pydock.inspect("box")["Spec"]["linux"]["seccomp"]
     uname = os.uname()
-    key = json.dumps([config, uname.release, uname.machine], sort_keys=True).encode()
-    path = Path(seccomp.CACHE_DIR) / f"{zlib.crc32(key):08x}"
+    key = json.dumps([config, uname.release, uname.machine, libseccomp.version()],
+                     sort_keys=True).encode()
+    path = pydock.root / SECCOMP_CACHE / f"{zlib.crc32(key):08x}"
     assert path.read_bytes().startswith(key + b"\0")  # the run above stored it
     # A program that allows every call: one BPF_RET|BPF_K of SECCOMP_RET_ALLOW.
     allow_all = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)

@@ -44,11 +44,12 @@ from pydock.core.images.store import DEFAULT_IMAGE, Image
 from pydock.core.plugins import driver_home
 from pydock.core.processes import process_start_time
 from pydock.core.runtime.volumes import Volume, create_sources
+from pydock.core.storage_root import SECCOMP_CACHE
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core.runtime.cgroups import Cgroup
     from pydock.core.runtime.monitor import Session
-    from pydock.core.runtime.spawn import Exited
+    from pydock.core.runtime.spawn import Exited, ProcessSpec
 
 
 class Containers(ContainerStore):
@@ -100,7 +101,7 @@ class Containers(ContainerStore):
 
         In the foreground, that is once the container has ended; detached, once it runs
         (exit code 0), or has failed to start."""
-        from pydock.core.runtime import monitor, spawn
+        from pydock.core.runtime import monitor
 
         record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
@@ -112,7 +113,7 @@ class Containers(ContainerStore):
                     record.spec["linux"]["resources"]))
                 failpoints.reached("run.cgroup-created")
             request = monitor.Launch(
-                spec=spawn.process_spec(record.spec), rootfs=record.spec["root"]["path"],
+                spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
                 attach=not options.detach, pty=attach.open_pty() if options.tty else None,
@@ -268,13 +269,20 @@ class Containers(ContainerStore):
 
     # -- exec --------------------------------------------------------------
 
+    def _process(self, container_spec: dict[str, Any]) -> ProcessSpec:
+        """What the runtime starts for ``container_spec``, with the storage root's cache of
+        compiled seccomp filters."""
+        from pydock.core.runtime import spawn
+
+        return spawn.process_spec(container_spec)._replace(
+            seccomp_cache=str(self.root / SECCOMP_CACHE))
+
     def exec(self, name: str, options: ExecOptions) -> tuple[int, str]:
         """Run a command in a running container, in the foreground: (exit code, error)."""
         from pydock.core import processes
-        from pydock.core.runtime import spawn
 
         record = self.state.load(name)
-        process = spawn.process_spec(spec.exec_spec(record.spec, options))
+        process = self._process(spec.exec_spec(record.spec, options))
         with processes.opened(record.pid, record.pid_start) as container:
             if record.status != RUNNING or container is None:
                 raise PydockError(f"container {name} is not running")

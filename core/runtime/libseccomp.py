@@ -47,6 +47,20 @@ ACT_ALLOW = 0x7FFF0000
 _UNKNOWN_SYSCALL = -1
 
 
+class _Version(ctypes.Structure):
+    _fields_ = (("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint))
+
+
+_lib.seccomp_version.restype = ctypes.POINTER(_Version)
+
+
+def version() -> str:
+    """The loaded library's version, "MAJOR.MINOR.MICRO": which system calls it knows by
+    name, and so which a profile's rules reach, depends on it."""
+    found = _lib.seccomp_version().contents
+    return f"{found.major}.{found.minor}.{found.micro}"
+
+
 class ArgCmp(ctypes.Structure):
     """struct scmp_arg_cmp: argument ``arg`` compared by ``op`` with ``datum_a`` (and, for
     SCMP_CMP_MASKED_EQ, ``arg & datum_a == datum_b``)."""

@@ -50,9 +50,6 @@ UNCONFINED = "unconfined"
 # A profile listing every system call with arguments is some 100 kB; a bigger file is a
 # mistake (or /dev/zero), not a profile, and is not read into memory.
 PROFILE_MAX_BYTES = 1 << 20
-# The programs libseccomp generated, by profile (prepare): under /run, so emptied at boot,
-# and a libseccomp upgrade then applies to every profile again.
-CACHE_DIR = "/run/pydock/seccomp"
 
 ACTIONS = frozenset({"SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
                      "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",
@@ -278,7 +275,7 @@ def _kernel_version(release: str) -> tuple[int, int]:
     return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
-def prepare(config: dict[str, Any] | None) -> Callable[[], None]:
+def prepare(config: dict[str, Any] | None, cache_dir: str = "") -> Callable[[], None]:
     """The filter ``linux.seccomp`` ``config`` describes, ready: returns what loads it into
     this process (nothing for None: unconfined).
 
@@ -292,18 +289,23 @@ def prepare(config: dict[str, Any] | None) -> Callable[[], None]:
 
     libseccomp builds and compiles docker's default profile for three architectures in
     about 20 ms, every run the same program: so the program it generates is kept in
-    :data:`CACHE_DIR` (as crun keeps one), keyed by the whole of ``config`` and the
-    kernel, and loaded from there with one prctl.
+    ``cache_dir`` (the storage root's ``cache/seccomp``; crun keeps such a cache too), keyed
+    by the whole of ``config``, the kernel and libseccomp's version (a newer one knows more
+    calls by name), and loaded from there with one prctl. No ``cache_dir``, no cache.
     """
     if config is None:
         return _unconfined
+    from pydock.core.runtime import libseccomp
+
     uname = os.uname()
-    key = json.dumps([config, uname.release, uname.machine], sort_keys=True).encode()
-    path = f"{CACHE_DIR}/{zlib.crc32(key):08x}"
-    program = _cached(path, key)
+    key = json.dumps([config, uname.release, uname.machine, libseccomp.version()],
+                     sort_keys=True).encode()
+    path = f"{cache_dir}/{zlib.crc32(key):08x}"
+    program = _cached(cache_dir, path, key) if cache_dir else None
     if program is None:
         program = _generate(config)
-        _store(path, key, program)
+        if cache_dir:
+            _store(cache_dir, path, key, program)
     return lambda: set_seccomp_filter(program)
 
 
@@ -311,12 +313,12 @@ def _unconfined() -> None:
     pass
 
 
-def _cached(path: str, key: bytes) -> bytes | None:
+def _cached(cache_dir: str, path: str, key: bytes) -> bytes | None:
     """The program stored at ``path`` for ``key``, None if there is none. Only a file that
     root wrote in a directory only root can write is taken: a filter read from elsewhere
     would be a way around every filter."""
     try:
-        directory = os.lstat(CACHE_DIR)
+        directory = os.lstat(cache_dir)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
@@ -329,12 +331,12 @@ def _cached(path: str, key: bytes) -> bytes | None:
     return program if stored_key == key and program else None
 
 
-def _store(path: str, key: bytes, program: bytes) -> None:
+def _store(cache_dir: str, path: str, key: bytes, program: bytes) -> None:
     """Keep ``program`` for ``key``, atomically (containers start concurrently); a cache
     that cannot be written costs time, not the run."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(CACHE_DIR, 0o700, exist_ok=True)
+        os.makedirs(cache_dir, 0o700, exist_ok=True)
         # 0600 whatever the umask: a program others could write would not be taken.
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as f:

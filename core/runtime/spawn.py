@@ -75,8 +75,10 @@ class ProcessSpec(NamedTuple):
     # grant more (setuid bits, file capabilities); exec'd processes get the same.
     capability_set: tuple[str, ...] = capabilities.DOCKER_DEFAULT
     no_new_privileges: bool = False
-    # The OCI spec's linux.seccomp, resolved for this container (None: unconfined).
+    # The OCI spec's linux.seccomp, resolved for this container (None: unconfined), and
+    # where the programs libseccomp compiles are kept ("": nowhere).
     seccomp: dict[str, Any] | None = None
+    seccomp_cache: str = ""
 
 
 def process_spec(spec: dict[str, Any]) -> ProcessSpec:
@@ -206,7 +208,8 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
         helper_fd = _begin_child(stdio, join_cgroup)
-        load_seccomp = seccomp.prepare(spec.seccomp)  # while the host's files are reachable
+        # While the host's files (libseccomp, the cache) are reachable:
+        load_seccomp = seccomp.prepare(spec.seccomp, spec.seccomp_cache)
         env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp)
         _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
@@ -243,7 +246,8 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
                    join_cgroup: Callable[[], None] | None) -> NoReturn:
     try:
         helper_fd = _begin_child(stdio, join_cgroup)
-        load_seccomp = seccomp.prepare(spec.seccomp)  # while the host's files are reachable
+        # While the host's files (libseccomp, the cache) are reachable:
+        load_seccomp = seccomp.prepare(spec.seccomp, spec.seccomp_cache)
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
