@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, NoReturn
 from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
-from pydock.core.runtime import capabilities, users
+from pydock.core.runtime import capabilities, entry, users
 from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
@@ -237,10 +237,14 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         prctl(PR_SET_DUMPABLE, 0)
         # One call through the pidfd: all namespaces of that very process, or none. Joining
         # the mount namespace also moves root and working directory to the container's root.
+        entry.join_new_session_keyring()
+        root = entry.open_container_root(container)
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+        entry.enter_root(root)
+        entry.close_inherited_fds(keep=error_fd)
         env = _drop_privileges(spec)
-        os.chdir(spec.workdir)
-        _reset_process_state(keep_fd=error_fd)
+        entry.enter_workdir(spec.workdir)
+        _reset_process_state()
         _exec(spec.argv, env, error_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"exec setup failed: {_reason(exc)}")
@@ -256,6 +260,8 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     if spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
+    entry.join_new_session_keyring()
+    entry.close_inherited_fds(keep=error_fd)
     prepare_root(rootfs, mounts, spec.root)
     sethostname(spec.hostname)
     if spec.network == "none":
@@ -266,8 +272,8 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
     if spec.read_only:
         remount_root_read_only()
     env = _drop_privileges(spec)
-    os.chdir(spec.workdir)
-    _reset_process_state(keep_fd=error_fd)
+    entry.enter_workdir(spec.workdir)
+    _reset_process_state()
     return env
 
 
@@ -318,16 +324,13 @@ def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:
     return {"HOME": credentials.home, **env}
 
 
-def _reset_process_state(keep_fd: int) -> None:
+def _reset_process_state() -> None:
     """What the command must not inherit from the Python runtime that started it."""
     # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: a
     # container's `yes | head` would never end.
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     os.umask(0o022)
-    # Only stdin, stdout and stderr reach the container.
-    os.closerange(3, keep_fd)
-    os.closerange(keep_fd + 1, 1 << 20)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
@@ -335,12 +338,15 @@ def _take_stdio(stdio: Stdio) -> None:
     for target, fd in enumerate((stdio.stdin, stdio.stdout, stdio.stderr)):
         if fd != target:
             os.dup2(fd, target)
+    # A session of its own, never the caller's: in the caller's session the caller's
+    # terminal is the container's controlling terminal, and TIOCSTI (or an open of
+    # /dev/tty) types commands into the shell of whoever ran pydock, as host root.
+    os.setsid()
     if stdio.tty:
         import termios
 
-        # A session of its own, with the pty as its controlling terminal: job control and
-        # ^C work inside the container, and only there.
-        os.setsid()
+        # With the pty as its controlling terminal: job control and ^C work inside the
+        # container, and only there.
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
