@@ -1,0 +1,152 @@
+"""Relaying a container's stdio through pipes that pydock owns, as docker and conmon do.
+
+A container never gets the caller's own file descriptors. A descriptor is more than a
+stream: through ``/proc/self/fd/N`` the container reopens the file behind it, with a mode
+of its choosing (a 0600 host file given as stdin is written; a log opened for appending
+is read back), and the caller's terminal takes TIOCSTI. So the container's fds 0, 1 and 2
+are pipes: pydock reads the caller's stdin and writes the container's stdin pipe, reads the
+container's output pipes and writes the caller's stdout and stderr.
+
+:class:`InputRelay` is the stdin half, used by the monitor (``run``) and by ``exec``; the
+output half of ``run`` is the monitor's (it also writes the log); :func:`relay_exec` is
+``exec``'s whole loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import termios
+
+from pydock.core.files import write_all
+
+_CHUNK = 1 << 16
+
+
+class InputRelay:
+    """Copies ``source`` (the caller's stdin) to ``sink`` (the write end of the container's
+    stdin pipe) from a poll loop, never blocking it: a container that does not read its
+    input must not stop its output from being copied.
+
+    ``sink`` is made non-blocking (it is a pipe of pydock's own); while a chunk waits for
+    room, ``source`` is not read, so the caller's writer is held back as it would be by a
+    pipe of its own. The sink is closed at the source's end (the container reads EOF) or
+    once the container has closed its read end; ``source`` is left open.
+    """
+
+    def __init__(self, poller: select.poll, source: int, sink: int) -> None:
+        self.poller = poller
+        self.source = source
+        self.sink = sink
+        self.pending = b""
+        self.closed = False
+        os.set_blocking(sink, False)
+        poller.register(source, select.POLLIN)
+        # No events asked for: POLLERR alone, once the container has closed its read end.
+        poller.register(sink, 0)
+
+    def handles(self, fd: int) -> bool:
+        return fd in (self.source, self.sink)
+
+    def on_event(self, fd: int) -> None:
+        if self.closed:  # an event of the same poll() as the one that closed it
+            return
+        if fd == self.source:
+            data = b""
+            with contextlib.suppress(OSError):
+                data = os.read(self.source, _CHUNK)
+            if not data:  # EOF, or a source gone bad: the container sees the end
+                self.close()
+                return
+            self.pending = data
+        self._flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(KeyError):
+                self.poller.unregister(self.source)
+            self.poller.unregister(self.sink)
+            os.close(self.sink)
+
+    def _flush(self) -> None:
+        try:
+            written = os.write(self.sink, self.pending)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # EPIPE: the container closed its stdin; drop the rest
+            self.close()
+            return
+        self.pending = self.pending[written:]
+        if self.pending:  # wait for room, and read no more meanwhile
+            self.poller.modify(self.sink, select.POLLOUT)
+            with contextlib.suppress(KeyError):
+                self.poller.unregister(self.source)
+        else:
+            self.poller.modify(self.sink, 0)
+            self.poller.register(self.source, select.POLLIN)
+
+
+def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: int) -> None:
+    """``exec``'s relay: ``stdin`` to ``stdin_pipe``, each output pipe to its fd in
+    ``outputs`` (pipe -> 1 or 2), until the process behind the pidfd ``process`` exits.
+    ``stdin_pipe`` is closed on return (the output pipes are the caller's to close).
+
+    Returns when the process exits, as ``docker exec`` does, with the output it wrote
+    shown: what the pipes hold at that moment is copied, and no more. A background
+    process it left behind may keep the pipes open for as long as it lives; waiting for
+    their EOF would tie the CLI to it, so it writes into closed pipes instead (EPIPE).
+    """
+    poller = select.poll()
+    relay = InputRelay(poller, stdin, stdin_pipe)
+    for pipe in outputs:
+        poller.register(pipe, select.POLLIN)
+    poller.register(process, select.POLLIN)
+    targets = dict(outputs)  # pipe -> caller's fd; a target that fails is dropped
+    while True:
+        for fd, _events in poller.poll():
+            if fd == process:
+                for pipe in outputs:
+                    _drain_available(pipe, targets)
+                relay.close()
+                return
+            if relay.handles(fd):
+                relay.on_event(fd)
+                continue
+            data = _read(fd)
+            if not data:
+                poller.unregister(fd)
+                continue
+            _copy(fd, data, targets)
+
+
+def _drain_available(pipe: int, targets: dict[int, int]) -> None:
+    """Copy what ``pipe`` holds now: all the output of a process that has exited."""
+    available = int.from_bytes(fcntl.ioctl(pipe, termios.FIONREAD, b"\0" * 4), "little")
+    while available > 0:
+        data = _read(pipe, min(available, _CHUNK))
+        if not data:
+            return
+        available -= len(data)
+        _copy(pipe, data, targets)
+
+
+def _copy(pipe: int, data: bytes, targets: dict[int, int]) -> None:
+    if pipe not in targets:
+        return
+    try:
+        write_all(targets[pipe], data)
+    except OSError:  # EPIPE, EIO: the caller's reader has gone; keep the container going
+        del targets[pipe]
+
+
+def _read(fd: int, size: int = _CHUNK) -> bytes:
+    try:
+        return os.read(fd, size)
+    except OSError as exc:
+        if exc.errno in (errno.EIO, errno.EBADF):
+            return b""
+        raise
