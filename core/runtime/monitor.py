@@ -263,9 +263,9 @@ class _Monitor:
         if self.stdin is not None and self.stdin_pipe >= 0:
             relay = InputRelay(poller, self.stdin, self.stdin_pipe)
         while sources:
-            for fd, _events in poller.poll():
+            for fd, events in poller.poll():
                 if relay is not None and relay.handles(fd):
-                    relay.on_event(fd)
+                    relay.on_event(fd, events)
                     continue
                 if fd == self.status_fd:
                     poller.unregister(fd)

@@ -51,8 +51,11 @@ class InputRelay:
     def handles(self, fd: int) -> bool:
         return fd in (self.source, self.sink)
 
-    def on_event(self, fd: int) -> None:
+    def on_event(self, fd: int, events: int) -> None:
         if self.closed:  # an event of the same poll() as the one that closed it
+            return
+        if fd == self.sink and events & (select.POLLERR | select.POLLHUP):
+            self.close()  # the container closed its stdin: what is left is dropped
             return
         if fd == self.source:
             data = b""
@@ -107,14 +110,14 @@ def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: in
     poller.register(process, select.POLLIN)
     targets = dict(outputs)  # pipe -> caller's fd; a target that fails is dropped
     while True:
-        for fd, _events in poller.poll():
+        for fd, events in poller.poll():
             if fd == process:
                 for pipe in outputs:
                     _drain_available(pipe, targets)
                 relay.close()
                 return
             if relay.handles(fd):
-                relay.on_event(fd)
+                relay.on_event(fd, events)
                 continue
             data = _read(fd)
             if not data:
