@@ -8,8 +8,9 @@ The order matters and is the one runc uses:
 2. The child unshares mount, UTS, IPC and (unless ``--network host``) network
    namespaces. unshare(2) refuses in a multi-threaded process; the child of a
    fork has exactly one thread, whatever the parent had.
-3. The child sets up the root (:mod:`pydock.core.runtime.rootfs`) and execs the
-   command, which thereby runs as PID 1.
+3. The child leaves the caller's keyring and fds behind (:mod:`pydock.core.runtime.entry`),
+   sets up the root (:mod:`pydock.core.runtime.rootfs`), enters the working directory
+   (checked to be inside the root) and execs the command, which thereby runs as PID 1.
 
 The parent never shares the container's mount namespace (pivot_root moves the
 root of every process in the namespace it runs in). The parent is the container's
@@ -235,12 +236,14 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
-        # One call through the pidfd: all namespaces of that very process, or none. Joining
-        # the mount namespace also moves root and working directory to the container's root.
         entry.join_new_session_keyring()
+        # Opened from here, before the join: joining the mount namespace alone lands on
+        # that namespace's root mount, which is not the container's root.
         root = entry.open_container_root(container)
+        # One call through the pidfd: all namespaces of that very process, or none.
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
         entry.enter_root(root)
+        # Before the chdir: -w /proc/self/fd/N must find no fd of the caller's.
         entry.close_inherited_fds(keep=error_fd)
         env = _drop_privileges(spec)
         entry.enter_workdir(spec.workdir)
