@@ -27,21 +27,24 @@ _CHUNK = 1 << 16
 
 
 class InputRelay:
-    """Copies ``source`` (the caller's stdin) to ``sink`` (the write end of the container's
+    """Moves ``source`` (the caller's stdin) to ``sink`` (the write end of the container's
     stdin pipe) from a poll loop, never blocking it: a container that does not read its
     input must not stop its output from being copied.
 
-    ``sink`` is made non-blocking (it is a pipe of pydock's own); while a chunk waits for
-    room, ``source`` is not read, so the caller's writer is held back as it would be by a
-    pipe of its own. The sink is closed at the source's end (the container reads EOF) or
-    once the container has closed its read end; ``source`` is left open.
+    ``sink`` is made non-blocking (it is a pipe of pydock's own). The bytes go by splice(2),
+    kernel to kernel, and by read and write where the kernel cannot splice the source;
+    while the pipe is full, ``source`` is not read, so the caller's writer is held back as
+    it would be by a pipe of its own. The sink is closed at the source's end (the
+    container reads EOF) or once the container has closed its read end; ``source`` is
+    left open.
     """
 
     def __init__(self, poller: select.poll, source: int, sink: int) -> None:
         self.poller = poller
         self.source = source
         self.sink = sink
-        self.pending = b""
+        self.splicing = True
+        self.pending = b""  # read, not yet written (when not splicing)
         self.closed = False
         os.set_blocking(sink, False)
         poller.register(source, select.POLLIN)
@@ -56,16 +59,10 @@ class InputRelay:
             return
         if fd == self.sink and events & (select.POLLERR | select.POLLHUP):
             self.close()  # the container closed its stdin: what is left is dropped
-            return
-        if fd == self.source:
-            data = b""
-            with contextlib.suppress(OSError):
-                data = os.read(self.source, _CHUNK)
-            if not data:  # EOF, or a source gone bad: the container sees the end
-                self.close()
-                return
-            self.pending = data
-        self._flush()
+        elif fd == self.source:
+            self._move()
+        else:  # room in the pipe again
+            self._write()
 
     def close(self) -> None:
         if not self.closed:
@@ -75,22 +72,48 @@ class InputRelay:
             self.poller.unregister(self.sink)
             os.close(self.sink)
 
-    def _flush(self) -> None:
+    def _move(self) -> None:
+        if self.splicing:
+            try:
+                if not os.splice(self.source, self.sink, _CHUNK, flags=os.SPLICE_F_NONBLOCK):
+                    self.close()  # EOF: the container sees the end
+                return
+            except BlockingIOError:  # the pipe is full
+                self._wait_for_room()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EPIPE: the container closed its stdin
+                    self.close()
+                    return
+                self.splicing = False  # a source the kernel cannot splice (a terminal)
+        data = b""
+        with contextlib.suppress(OSError):
+            data = os.read(self.source, _CHUNK)
+        if not data:  # EOF, or a source gone bad: the container sees the end
+            self.close()
+            return
+        self.pending = data
+        self._write()
+
+    def _write(self) -> None:
         try:
-            written = os.write(self.sink, self.pending)
+            written = os.write(self.sink, self.pending) if self.pending else 0
         except BlockingIOError:
             written = 0
         except OSError:  # EPIPE: the container closed its stdin; drop the rest
             self.close()
             return
         self.pending = self.pending[written:]
-        if self.pending:  # wait for room, and read no more meanwhile
-            self.poller.modify(self.sink, select.POLLOUT)
-            with contextlib.suppress(KeyError):
-                self.poller.unregister(self.source)
+        if self.pending:
+            self._wait_for_room()
         else:
             self.poller.modify(self.sink, 0)
             self.poller.register(self.source, select.POLLIN)
+
+    def _wait_for_room(self) -> None:
+        self.poller.modify(self.sink, select.POLLOUT)
+        with contextlib.suppress(KeyError):
+            self.poller.unregister(self.source)
 
 
 def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: int) -> None:
@@ -109,44 +132,56 @@ def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: in
         poller.register(pipe, select.POLLIN)
     poller.register(process, select.POLLIN)
     targets = dict(outputs)  # pipe -> caller's fd; a target that fails is dropped
+    spliced = set(outputs)  # the pipes whose target the kernel can splice to
     while True:
         for fd, events in poller.poll():
             if fd == process:
                 for pipe in outputs:
-                    _drain_available(pipe, targets)
+                    _drain_available(pipe, targets, spliced)
                 relay.close()
                 return
             if relay.handles(fd):
                 relay.on_event(fd, events)
-                continue
-            data = _read(fd)
-            if not data:
+            elif not _forward(fd, _CHUNK, targets, spliced):
                 poller.unregister(fd)
-                continue
-            _copy(fd, data, targets)
 
 
-def _drain_available(pipe: int, targets: dict[int, int]) -> None:
-    """Copy what ``pipe`` holds now: all the output of a process that has exited."""
+def _drain_available(pipe: int, targets: dict[int, int], spliced: set[int]) -> None:
+    """Forward what ``pipe`` holds now: all the output of a process that has exited."""
     available = int.from_bytes(fcntl.ioctl(pipe, termios.FIONREAD, b"\0" * 4), "little")
     while available > 0:
-        data = _read(pipe, min(available, _CHUNK))
-        if not data:
+        moved = _forward(pipe, min(available, _CHUNK), targets, spliced)
+        if not moved:
             return
-        available -= len(data)
-        _copy(pipe, data, targets)
+        available -= moved
 
 
-def _copy(pipe: int, data: bytes, targets: dict[int, int]) -> None:
-    if pipe not in targets:
-        return
-    try:
-        write_all(targets[pipe], data)
-    except OSError:  # EPIPE, EIO: the caller's reader has gone; keep the container going
-        del targets[pipe]
+def _forward(pipe: int, size: int, targets: dict[int, int], spliced: set[int]) -> int:
+    """Move up to ``size`` bytes from ``pipe`` to its target; the bytes taken from the
+    pipe, 0 at its end. splice(2) where the kernel can, else read and write: a target in
+    append mode (``>> log``) or a terminal takes no splice (EINVAL). Once a target has
+    failed (EPIPE, EIO: the caller's reader has gone), the output is read and dropped,
+    so that the command never blocks on it."""
+    target = targets.get(pipe)
+    if target is not None and pipe in spliced:
+        try:
+            return os.splice(pipe, target, size)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                spliced.discard(pipe)
+            else:
+                del targets[pipe]
+                target = None
+    data = _read(pipe, size)
+    if data and target is not None:
+        try:
+            write_all(target, data)
+        except OSError:
+            del targets[pipe]
+    return len(data)
 
 
-def _read(fd: int, size: int = _CHUNK) -> bytes:
+def _read(fd: int, size: int) -> bytes:
     try:
         return os.read(fd, size)
     except OSError as exc:
