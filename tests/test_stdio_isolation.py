@@ -72,6 +72,21 @@ def test_exec_cannot_type_into_the_callers_terminal(pydock: Pydock, tmp_path: Pa
     assert b": ok" not in shown, shown
 
 
+def test_a_terminal_is_relayed_only_with_i(pydock: Pydock) -> None:
+    """Without -i, what is typed at the admin's terminal is for the admin's shell: the
+    container reads EOF (as docker gives it no stdin), and nothing typed is taken from the
+    shell, even by a ``pydock run`` left running in the background."""
+    pydock.ok("run", "-d", "--name", "box", "sleep", "1000")
+    run = " ".join(cli(pydock, "run", "--rm", "sh", "-c", "'cat; echo run-eof'"))
+    exec_ = " ".join(cli(pydock, "exec", "box", "sh", "-c", "'cat; echo exec-eof'"))
+    background = " ".join(cli(pydock, "run", "--rm", "sleep", "5"))
+    script = f'{run}; {exec_}; {background} & read line; echo "shell read $line"; wait'
+    code, shown = on_terminal(script, pydock.env, typed_later=b"hello\n", after=2)
+    assert code == 0, shown
+    assert b"run-eof" in shown and b"exec-eof" in shown, shown
+    assert b"shell read hello" in shown, shown
+
+
 # -- the caller's fds ----------------------------------------------------------
 
 def test_run_cannot_write_the_file_given_as_stdin(pydock: Pydock, tmp_path: Path) -> None:
@@ -106,9 +121,10 @@ def test_exec_cannot_read_back_the_log_it_appends_to(pydock: Pydock, tmp_path: P
     log.write_text("earlier secret\n")
     log.chmod(0o600)
     # Reopening stdout for reading gives the log's earlier content, were stdout the log
-    # itself; with exec's pipe, a read end where nothing comes (and cat is killed). Then
-    # stdin, stdout, stderr and the exit code must all still go through.
-    command = "cat /proc/self/fd/1 & sleep 1; kill $!; tr a-z A-Z; echo err >&2; exit 7"
+    # itself; with exec's pipe, a read end where nothing comes (cat is killed, and waited
+    # for, since it would take what comes next). Then stdin, stdout, stderr and the exit
+    # code must all still go through.
+    command = "cat /proc/self/fd/1 & sleep 1; kill $!; wait; tr a-z A-Z; echo err >&2; exit 7"
     with log.open("ab") as stdout:
         result = subprocess.run(cli(pydock, "exec", "box", "sh", "-c", command),
                                 input=b"appended\n", stdout=stdout, stderr=subprocess.PIPE,

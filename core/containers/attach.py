@@ -130,7 +130,8 @@ def exec_in(container: int, process: ProcessSpec, pty: tuple[int, int] | None,
         if failed is None:
             pidfd = os.pidfd_open(started.pid)
             if pipes is not None:
-                relay.relay_exec(0, pipes[0][1], {pipes[1][0]: 1, pipes[2][0]: 2}, pidfd)
+                relay.relay_exec(relay.relayed_stdin(interactive), pipes[0][1],
+                                 {pipes[1][0]: 1, pipes[2][0]: 2}, pidfd)
             elif pty is not None:
                 with raw_terminal(interactive):
                     terminal.relay(pty[0], 0 if interactive else None, pidfd)

@@ -38,7 +38,7 @@ from pydock.core.files import write_all
 from pydock.core.runtime import spawn
 from pydock.core.runtime.gate import Gate
 from pydock.core.runtime.logs import STDERR, STDOUT, LogWriter
-from pydock.core.runtime.relay import InputRelay
+from pydock.core.runtime.relay import InputRelay, relayed_stdin
 
 if TYPE_CHECKING:
     from pydock.core.runtime.cgroups import Cgroup
@@ -64,6 +64,8 @@ class Launch(NamedTuple):
     # With resource limits: the container's first step is to join it; the monitor reads
     # whether the OOM killer struck, then removes it, once the container has ended.
     cgroup: Cgroup | None = None
+    # -i: a terminal on the CLI's stdin is relayed too (see relay.relayed_stdin).
+    interactive: bool = False
 
 
 class Callbacks(NamedTuple):
@@ -142,7 +144,7 @@ def _detach_from_cli(request: Launch) -> tuple[int | None, dict[int, int]]:
     (``$(pydock run -d ...)``) would wait for the container's end.
     """
     if request.attach:
-        stdin = _dup_or_null(0)
+        stdin = _dup_or_null(0) if relayed_stdin(request.interactive) is not None else None
         outputs = {STDOUT: _dup_or_null(1), STDERR: _dup_or_null(2)}
     else:
         stdin, outputs = None, {}

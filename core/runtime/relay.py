@@ -116,10 +116,26 @@ class InputRelay:
             self.poller.unregister(self.source)
 
 
-def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: int) -> None:
-    """``exec``'s relay: ``stdin`` to ``stdin_pipe``, each output pipe to its fd in
-    ``outputs`` (pipe -> 1 or 2), until the process behind the pidfd ``process`` exits.
-    ``stdin_pipe`` is closed on return (the output pipes are the caller's to close).
+def relayed_stdin(interactive: bool) -> int | None:
+    """The fd whose input goes to the container's stdin pipe: 0, or None for none (the
+    container reads EOF).
+
+    A terminal only with ``-i``: without it, what is typed there is meant for the user's
+    shell. A relay would read it eagerly, whether the command reads its input or not, and
+    a ``pydock run ... &`` left in the background would eat the shell's keystrokes (docker
+    relays no stdin at all without ``-i``). Pipes and files are relayed always, as pydock's
+    ``echo x | pydock run IMAGE cat`` has always read them.
+    """
+    if interactive or not os.isatty(0):
+        return 0
+    return None
+
+
+def relay_exec(stdin: int | None, stdin_pipe: int, outputs: dict[int, int],
+               process: int) -> None:
+    """``exec``'s relay: ``stdin`` (if not None) to ``stdin_pipe``, each output pipe to its
+    fd in ``outputs`` (pipe -> 1 or 2), until the process behind the pidfd ``process``
+    exits. ``stdin_pipe`` is closed on return; the output pipes are the caller's to close.
 
     Returns when the process exits, as ``docker exec`` does, with the output it wrote
     shown: what the pipes hold at that moment is copied, and no more. A background
@@ -127,7 +143,11 @@ def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: in
     their EOF would tie the CLI to it, so it writes into closed pipes instead (EPIPE).
     """
     poller = select.poll()
-    relay = InputRelay(poller, stdin, stdin_pipe)
+    relay = None
+    if stdin is None:
+        os.close(stdin_pipe)
+    else:
+        relay = InputRelay(poller, stdin, stdin_pipe)
     for pipe in outputs:
         poller.register(pipe, select.POLLIN)
     poller.register(process, select.POLLIN)
@@ -138,9 +158,10 @@ def relay_exec(stdin: int, stdin_pipe: int, outputs: dict[int, int], process: in
             if fd == process:
                 for pipe in outputs:
                     _drain_available(pipe, targets, spliced)
-                relay.close()
+                if relay is not None:
+                    relay.close()
                 return
-            if relay.handles(fd):
+            if relay is not None and relay.handles(fd):
                 relay.on_event(fd, events)
             elif not _forward(fd, _CHUNK, targets, spliced):
                 poller.unregister(fd)
