@@ -226,6 +226,24 @@ def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
 
+# keyctl(2) operations.
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
+
+
+def join_new_session_keyring() -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): this process gets a new anonymous
+    session keyring, in place of the one it inherited; returns its serial.
+
+    A session keyring is inherited across fork and exec and is not a namespaced
+    resource: without this, a container reads and links the keys of whoever started it.
+    """
+    number = _SYS_KEYCTL[os.uname().machine]
+    return _check(_libc.syscall(ctypes.c_long(number), ctypes.c_long(_KEYCTL_JOIN_SESSION_KEYRING),
+                                ctypes.c_void_p(None)),
+                  "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
+
+
 # prctl(2) options.
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24

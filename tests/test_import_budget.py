@@ -41,11 +41,12 @@ RUN_PATH = frozenset({
     "pydock.drivers", "pydock.drivers.bind", "pydock.drivers.copy", "pydock.drivers.overlay",
     "pydock.core.layers", "pydock.core.layers.format",
     "pydock.core.images", "pydock.core.images.store",
-    "pydock.core.runtime", "pydock.core.runtime.capabilities", "pydock.core.runtime.gate",
+    "pydock.core.runtime", "pydock.core.runtime.capabilities", "pydock.core.runtime.entry",
+    "pydock.core.runtime.gate", "pydock.core.runtime.inroot", "pydock.core.runtime.logs",
     # In the container's process, which reads libseccomp's version for the filter cache's
     # key (its -X importtime lines come out on the same stderr).
     "pydock.core.runtime.libseccomp",
-    "pydock.core.runtime.inroot", "pydock.core.runtime.logs", "pydock.core.runtime.monitor",
+    "pydock.core.runtime.monitor", "pydock.core.runtime.relay",
     "pydock.core.runtime.rootfs", "pydock.core.runtime.sealed_exec",
     "pydock.core.runtime.seccomp", "pydock.core.runtime.security_opts",
     "pydock.core.runtime.spawn", "pydock.core.runtime.users", "pydock.core.runtime.volumes",

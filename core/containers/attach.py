@@ -104,26 +104,44 @@ def follow(session: Session, pty: tuple[int, int] | None, interactive: bool, det
 def exec_in(container: int, process: ProcessSpec, pty: tuple[int, int] | None,
             interactive: bool, cgroup: Cgroup | None) -> Exited:
     """Start ``process`` in the running container whose first process is the pidfd
-    ``container`` and stay attached to it until it exits: its exit."""
-    from pydock.core.runtime import spawn, terminal
+    ``container`` and stay attached to it until it exits: its exit.
 
-    stdio = (spawn.Stdio(pty[1], pty[1], pty[1], tty=True) if pty is not None
-             else spawn.Stdio(0, 1, 2))
+    Its stdio is the pty, or pipes that this CLI relays (:func:`relay.relay_exec`),
+    never the CLI's own fds: the container would reopen the files behind them through
+    /proc/self/fd, and reach the caller's terminal.
+    """
+    from pydock.core.runtime import relay, spawn, terminal
+
+    pipes = None
+    if pty is not None:
+        stdio = spawn.Stdio(pty[1], pty[1], pty[1], tty=True)
+    else:
+        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]  # stdin, stdout, stderr
+        stdio = spawn.Stdio(pipes[0][0], pipes[1][1], pipes[2][1])
     with signals_blocked():
         started = spawn.start_in(container, process, stdio,
                                  cgroup.join if cgroup is not None else None)
         # Our own child: its pid cannot be reused before we reap it.
         previous = forward_signals(started.pid, pty)
     try:
-        if pty is not None:
-            os.close(pty[1])
+        for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:  # the child's ends
+            os.close(fd)
         failed = spawn.exec_report(started)
-        if failed is None and pty is not None:
+        if failed is None:
             pidfd = os.pidfd_open(started.pid)
-            with raw_terminal(interactive):
-                terminal.relay(pty[0], 0 if interactive else None, pidfd)
+            if pipes is not None:
+                relay.relay_exec(relay.relayed_stdin(interactive), pipes[0][1],
+                                 {pipes[1][0]: 1, pipes[2][0]: 2}, pidfd)
+            elif pty is not None:
+                with raw_terminal(interactive):
+                    terminal.relay(pty[0], 0 if interactive else None, pidfd)
             os.close(pidfd)
+        elif pipes is not None:
+            os.close(pipes[0][1])  # relay_exec's to close otherwise
         _, status = os.waitpid(started.pid, 0)
     finally:
         restore_signals(previous)
+        if pipes is not None:
+            os.close(pipes[1][0])
+            os.close(pipes[2][0])
     return failed or spawn.Exited(spawn.exit_status(status))

@@ -117,7 +117,7 @@ class Containers(ContainerStore):
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
                 attach=not options.detach, pty=attach.open_pty() if options.tty else None,
-                cgroup=cgroup)
+                cgroup=cgroup, interactive=options.interactive)
             callbacks = monitor.Callbacks(
                 forked=lambda pid: self._record_process(record, pid),
                 started=lambda _pid: self._record_started(record),

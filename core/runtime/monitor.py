@@ -7,6 +7,9 @@ starts the container (:func:`pydock.core.runtime.spawn.start`) and owns it until
 - the container's stdout and stderr are pipes, or a pseudo-terminal with ``-t``, read by
   the monitor alone: every chunk goes to the container's log and, while a CLI is
   attached, to that CLI's stdout or stderr as well;
+- the container's stdin is a pipe too, which the monitor fills from the CLI's stdin
+  (:mod:`pydock.core.runtime.relay`: the container never holds one of the caller's fds),
+  or an empty pipe for a detached container;
 - it has the container's pid recorded before the process does anything (:mod:`gate`),
   then the container recorded as running, then as exited with its exit code (and
   removed, with ``--rm``), through the callbacks in :class:`Callbacks`;
@@ -35,6 +38,7 @@ from pydock.core.files import write_all
 from pydock.core.runtime import spawn
 from pydock.core.runtime.gate import Gate
 from pydock.core.runtime.logs import STDERR, STDOUT, LogWriter
+from pydock.core.runtime.relay import InputRelay, relayed_stdin
 
 if TYPE_CHECKING:
     from pydock.core.runtime.cgroups import Cgroup
@@ -51,8 +55,8 @@ class Launch(NamedTuple):
     rootfs: str
     mounts: Sequence[Mount]
     log_path: str
-    # The CLI's stdin, stdout and stderr reach the container (stdin directly, the others
-    # through the monitor); a detached container gets /dev/null and writes to its log only.
+    # The CLI's stdin, stdout and stderr reach the container through the monitor's pipes;
+    # a detached container reads an empty pipe and writes to its log only.
     attach: bool
     # A pseudo-terminal: (master, slave), opened by the CLI so that it can write input
     # to it and set its window size.
@@ -60,6 +64,8 @@ class Launch(NamedTuple):
     # With resource limits: the container's first step is to join it; the monitor reads
     # whether the OOM killer struck, then removes it, once the container has ended.
     cgroup: Cgroup | None = None
+    # -i: a terminal on the CLI's stdin is relayed too (see relay.relayed_stdin).
+    interactive: bool = False
 
 
 class Callbacks(NamedTuple):
@@ -130,18 +136,18 @@ def _monitor(request: Launch, callbacks: Callbacks, lock_fd: int, status_fd: int
         os._exit(0)
 
 
-def _detach_from_cli(request: Launch) -> tuple[int, dict[int, int]]:
-    """Put /dev/null on fds 0-2 and keep private copies of what the container is to use:
-    the CLI's stdin, and its stdout and stderr to copy output to while it is attached.
+def _detach_from_cli(request: Launch) -> tuple[int | None, dict[int, int]]:
+    """Put /dev/null on fds 0-2 and keep private copies of what the monitor relays while
+    the CLI is attached: its stdin, to copy to the container's, and its stdout and stderr.
 
     Otherwise a detached container would hold the CLI's stdout open, and whoever reads it
     (``$(pydock run -d ...)``) would wait for the container's end.
     """
     if request.attach:
-        stdin = _dup_or_null(0)
+        stdin = _dup_or_null(0) if relayed_stdin(request.interactive) is not None else None
         outputs = {STDOUT: _dup_or_null(1), STDERR: _dup_or_null(2)}
     else:
-        stdin, outputs = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), {}
+        stdin, outputs = None, {}
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -159,12 +165,13 @@ def _dup_or_null(fd: int) -> int:
 
 class _Monitor:
     def __init__(self, request: Launch, callbacks: Callbacks, lock_fd: int, status_fd: int,
-                 stdin: int, outputs: dict[int, int]) -> None:
+                 stdin: int | None, outputs: dict[int, int]) -> None:
         self.request = request
         self.callbacks = callbacks
         self.lock_fd = lock_fd
         self.status_fd = status_fd
-        self.stdin = stdin
+        self.stdin = stdin  # the CLI's, relayed to the container's stdin pipe
+        self.stdin_pipe = -1  # the write end of that pipe, while it is open
         self.outputs = outputs  # stream -> the attached CLI's fd; emptied when it leaves
         self.log: LogWriter | None = LogWriter(request.log_path)
 
@@ -228,12 +235,22 @@ class _Monitor:
         """The fds the monitor reads (fd -> stream), and the container's ends."""
         if self.request.pty is not None:
             master, slave = self.request.pty
-            os.close(self.stdin)
+            self._close_stdin()  # the CLI writes input to the pty itself
             return {master: STDOUT}, spawn.Stdio(slave, slave, slave, tty=True)
+        in_read, in_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        if self.stdin is None:
+            os.close(in_write)  # detached: the container reads EOF at once
+        else:
+            self.stdin_pipe = in_write
         return ({out_read: STDOUT, err_read: STDERR},
-                spawn.Stdio(self.stdin, out_write, err_write))
+                spawn.Stdio(in_read, out_write, err_write))
+
+    def _close_stdin(self) -> None:
+        if self.stdin is not None:
+            os.close(self.stdin)
+            self.stdin = None
 
     def _copy_output(self, sources: dict[int, int]) -> None:
         """Copy the container's output to the log (and the CLI) until it closes it."""
@@ -244,8 +261,14 @@ class _Monitor:
             # No events asked for: POLLERR alone, which a pipe's write end reports once
             # its reader, the attached CLI, is gone.
             poller.register(self.status_fd, 0)
+        relay = None
+        if self.stdin is not None and self.stdin_pipe >= 0:
+            relay = InputRelay(poller, self.stdin, self.stdin_pipe)
         while sources:
-            for fd, _events in poller.poll():
+            for fd, events in poller.poll():
+                if relay is not None and relay.handles(fd):
+                    relay.on_event(fd, events)
+                    continue
                 if fd == self.status_fd:
                     poller.unregister(fd)
                     self._cli_left()
@@ -262,6 +285,9 @@ class _Monitor:
                         write_all(self.outputs[stream], data)
                     except OSError:  # EPIPE, EIO: the CLI's terminal or pipe has gone
                         self._cli_left()
+        if relay is not None:
+            relay.close()
+        self._close_stdin()
 
     def _log(self, stream: int, data: bytes) -> None:
         if self.log is None:

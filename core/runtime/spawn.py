@@ -8,10 +8,12 @@ The order matters and is the one runc uses:
 2. The child unshares mount, UTS, IPC and (unless ``--network host``) network
    namespaces. unshare(2) refuses in a multi-threaded process; the child of a
    fork has exactly one thread, whatever the parent had.
-3. The child sets up the root (:mod:`pydock.core.runtime.rootfs`) and execs the
-   command, which thereby runs as PID 1. It does so through pydock's exec helper, from a
-   sealed memfd (:mod:`pydock.core.runtime.sealed_exec`): never from its own binary, the
-   host's Python (CVE-2019-5736).
+3. The child leaves the caller's keyring and fds behind (:mod:`pydock.core.runtime.entry`),
+   sets up the root (:mod:`pydock.core.runtime.rootfs`), enters the working directory
+   (checked to be inside the root) and execs the command, which thereby runs as PID 1. It
+   does so through pydock's exec helper, from a sealed memfd
+   (:mod:`pydock.core.runtime.sealed_exec`): never from its own binary, the host's Python
+   (CVE-2019-5736).
 
 The parent never shares the container's mount namespace (pivot_root moves the
 root of every process in the namespace it runs in). The parent is the container's
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple, NoReturn
 from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
-from pydock.core.runtime import capabilities, sealed_exec, seccomp, users
+from pydock.core.runtime import capabilities, entry, sealed_exec, seccomp, users
 from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
@@ -251,12 +253,18 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
-        # One call through the pidfd: all namespaces of that very process, or none. Joining
-        # the mount namespace also moves root and working directory to the container's root.
+        entry.join_new_session_keyring()
+        # Opened from here, before the join: joining the mount namespace alone lands on
+        # that namespace's root mount, which is not the container's root.
+        root = entry.open_container_root(container)
+        # One call through the pidfd: all namespaces of that very process, or none.
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+        entry.enter_root(root)
+        # Before the chdir: -w /proc/self/fd/N must find no fd of the caller's.
+        entry.close_inherited_fds(keep=(error_fd, helper_fd))
         env = _drop_privileges(spec, load_seccomp)
-        os.chdir(spec.workdir)
-        _reset_process_state(keep_fds=(error_fd, helper_fd))
+        entry.enter_workdir(spec.workdir)
+        _reset_process_state()
         _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"exec setup failed: {_reason(exc)}")
@@ -272,6 +280,8 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
     if spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
+    entry.join_new_session_keyring()
+    entry.close_inherited_fds(keep=keep_fds)
     prepare_root(rootfs, mounts, spec.root)
     sethostname(spec.hostname)
     if spec.network == "none":
@@ -282,8 +292,8 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
     if spec.read_only:
         remount_root_read_only()
     env = _drop_privileges(spec, load_seccomp)
-    os.chdir(spec.workdir)
-    _reset_process_state(keep_fds)
+    entry.enter_workdir(spec.workdir)
+    _reset_process_state()
     return env
 
 
@@ -331,19 +341,13 @@ def _become_user(user: str, env: dict[str, str]) -> dict[str, str]:
     return {"HOME": credentials.home, **env}
 
 
-def _reset_process_state(keep_fds: tuple[int, ...]) -> None:
+def _reset_process_state() -> None:
     """What the command must not inherit from the Python runtime that started it."""
     # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: a
     # container's `yes | head` would never end.
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     os.umask(0o022)
-    # Only stdin, stdout and stderr reach the container (the fds kept are close-on-exec).
-    low = 3
-    for fd in sorted(keep_fds):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
@@ -351,12 +355,15 @@ def _take_stdio(stdio: Stdio) -> None:
     for target, fd in enumerate((stdio.stdin, stdio.stdout, stdio.stderr)):
         if fd != target:
             os.dup2(fd, target)
+    # A session of its own, never the caller's: in the caller's session the caller's
+    # terminal is the container's controlling terminal, and TIOCSTI (or an open of
+    # /dev/tty) types commands into the shell of whoever ran pydock, as host root.
+    os.setsid()
     if stdio.tty:
         import termios
 
-        # A session of its own, with the pty as its controlling terminal: job control and
-        # ^C work inside the container, and only there.
-        os.setsid()
+        # With the pty as its controlling terminal: job control and ^C work inside the
+        # container, and only there.
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
