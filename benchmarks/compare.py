@@ -58,13 +58,10 @@ from compare_figures import (
     PYDOCK_OVERLAY,
     PYDOCK_OVERLAY_KEEP,
     RUNC,
-    STREAM_BYTES,
-    STREAM_PYDOCK,
-    STREAM_RUNC,
 )
 from compare_measure import Series, measure
 from compare_report import report
-from compare_tools import Podman, Pydock, Runc, counted
+from compare_tools import Podman, Pydock, Runc
 from compare_trees import LARGE, SMALL, Tree, export_small_tree, generate_large_tree
 from compare_workspace import Cleanup, interrupted, remove_workspace
 
@@ -75,10 +72,6 @@ class Tools:
     runc: Runc | None
     podmans: list[Podman]
     baseline: Pydock | None  # --baseline: another pydock to time beside this one
-
-
-# dd with 1 MiB blocks: busybox's head copies in small blocks and would be what is measured.
-STREAM = ("/bin/dd", "if=/dev/zero", "bs=1M", f"count={STREAM_BYTES >> 20}")
 
 
 def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
@@ -106,9 +99,6 @@ def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
     series = [Series(name, PYDOCK_OVERLAY, pydock_run("overlay", True), repeat),
               Series(name, PYDOCK_COPY, pydock_run("copy", True), copy_repeat)]
     if name == SMALL:
-        series.append(Series(name, STREAM_PYDOCK, counted(
-            same_every_run(pydock.argv("run", "--rm", "--storage", "overlay", "--image",
-                                       image, *STREAM)), STREAM_BYTES), copy_repeat))
         baseline = tools.baseline
         if baseline is not None:
             baseline_image = baseline.import_image(tree)
@@ -124,9 +114,6 @@ def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
         runc = tools.runc
         series.append(prepared(name, RUNC, repeat,
                                lambda: runc.command(tree, work / f"bundle-{name}")))
-        if name == SMALL:
-            series.append(prepared(name, STREAM_RUNC, copy_repeat, lambda: counted(
-                runc.command(tree, work / "bundle-stream", STREAM), STREAM_BYTES)))
     for podman in tools.podmans:
         series.append(prepared(name, podman.label,
                                copy_repeat if podman.driver == "vfs" else repeat,

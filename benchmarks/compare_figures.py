@@ -25,11 +25,6 @@ BASELINES = (RUNC, PODMAN_OVERLAY, PODMAN_VFS, CP_A)
 PYDOCK_FIGURES = (PYDOCK_OVERLAY, PYDOCK_COPY, COPY_PREPARE)
 # --baseline: another pydock (an earlier checkout, say), timed the same way.
 BASELINE_OVERLAY = "baseline pydock run --rm --storage overlay"
-# 1 GiB through the container's stdout, into `wc -c` on the host: what relaying stdio costs
-# against runc, which hands its own fds to the container.
-STREAM_BYTES = 1 << 30
-STREAM_PYDOCK = "pydock run --rm --storage overlay, 1 GiB to stdout"
-STREAM_RUNC = "runc run, 1 GiB to stdout"
 # The most that a change measured against --baseline may add to a run.
 BASELINE_LIMIT_SECONDS = 0.010
 

@@ -10,9 +10,6 @@ from compare_figures import (
     COPY_PREPARE,
     PYDOCK_FIGURES,
     PYDOCK_OVERLAY,
-    STREAM_BYTES,
-    STREAM_PYDOCK,
-    STREAM_RUNC,
     TARGETS,
     Figure,
     difference,
@@ -99,11 +96,6 @@ def report(all_series: list[Series], trees: list[Tree], header: list[str], notes
         "",
         table(["target", "measured", "limit", "result"], target_rows, markdown),
     ]
-    stream_rows = _stream_rows(found)
-    if stream_rows:
-        sections += ["", title(f"Streaming {STREAM_BYTES >> 30} GiB through the container's "
-                               "stdout into `wc -c` (small image)"), "",
-                     table(["command", "median ms", "MB/s", "/ runc"], stream_rows, markdown)]
     if notes:
         sections += ["", title("Notes"), "", *(f"- {line}" for line in notes)]
     return "\n".join(sections)
@@ -118,15 +110,3 @@ def _baseline_rows(found: dict[tuple[str, str], Figure]) -> list[list[str]]:
     return [[f"overlay run vs the --baseline pydock, small image ({value:.2f}x)",
              f"{added * 1000:+.1f} ms", f"<= +{BASELINE_LIMIT_SECONDS * 1000:.0f} ms",
              "PASS" if added <= BASELINE_LIMIT_SECONDS else "FAIL"]]
-
-
-def _stream_rows(found: dict[tuple[str, str], Figure]) -> list[list[str]]:
-    rows = []
-    for label in (STREAM_PYDOCK, STREAM_RUNC):
-        figure = found.get((SMALL, label))
-        if figure is None:
-            continue
-        value = ratio(found, SMALL, label, SMALL, STREAM_RUNC)
-        rows.append([label, ms(figure.median), f"{STREAM_BYTES / figure.median / 1e6:.0f}",
-                     "-" if value is None else f"{value:.2f}x"])
-    return rows

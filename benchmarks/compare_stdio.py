@@ -25,7 +25,6 @@ on exit. Only the standard library is used, as for compare.py, whose modules thi
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import signal
 import statistics
@@ -61,17 +60,6 @@ def timed_run(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def runc_bundle(runc: Runc, tree_dir: Path, bundle: Path, command: list[str]) -> None:
-    bundle.mkdir()
-    subprocess.run([runc.executable, "spec", "--bundle", str(bundle)], check=True)
-    config_path = bundle / "config.json"
-    config = json.loads(config_path.read_text())
-    config["process"]["terminal"] = False
-    config["process"]["args"] = command
-    config["root"] = {"path": str(tree_dir), "readonly": False}
-    config_path.write_text(json.dumps(config, indent=2))
-
-
 def measure(pydock_path: str, runc_path: str, size_mib: int, repeat: int,
             work: Path) -> list[tuple[str, float, str]]:
     pydock = Pydock(pydock_path, work / "pydock-root")
@@ -83,8 +71,8 @@ def measure(pydock_path: str, runc_path: str, size_mib: int, repeat: int,
     # call, top out near 150 MiB/s on their own, and would hide what is measured here.
     write = ["dd", "if=/dev/zero", "bs=65536", f"count={size >> 16}"]
     read = ["dd", "of=/dev/null", "bs=65536", "iflag=fullblock"]
-    runc_bundle(runc, tree.directory, work / "out", write)
-    runc_bundle(runc, tree.directory, work / "in", read)
+    runc.make_bundle(tree, work / "out", tuple(write))
+    runc.make_bundle(tree, work / "in", tuple(read))
     run(pydock.argv("run", "-d", "--name", "bench-exec", "sleep", "100000"))
 
     def pydock_line(*args: str) -> str:

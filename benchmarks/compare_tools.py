@@ -156,13 +156,6 @@ class Podman:
             run(self.argv("rm", "--all", "--force"))
 
 
-def counted(command: Callable[[int], list[str]], size: int) -> Callable[[int], list[str]]:
-    """``command`` with its stdout piped into ``wc -c``, failing unless exactly ``size``
-    bytes came through (or the command failed)."""
-    script = f'set -o pipefail; n=$("$@" | wc -c) && test "$n" -eq {size}'
-    return lambda i: ["bash", "-c", script, "bash", *command(i)]
-
-
 def podman_ulimits() -> list[str]:
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
