@@ -33,9 +33,11 @@ from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
 from pydock.core.runtime import capabilities, users
-from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
+from pydock.core.runtime.devices import Device
+from pydock.core.runtime.rootfs import RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
+    CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
@@ -91,9 +93,7 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
         read_only=spec["root"]["readonly"], user=process["user"]["username"],
         root=RootSpec(
             volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]),
-            devices=tuple(Device(device["path"].removeprefix("/dev/"), device["major"],
-                                 device["minor"], device["fileMode"])
-                          for device in linux["devices"]),
+            devices=tuple(Device.from_spec(device) for device in linux["devices"]),
             masked_paths=tuple(path.lstrip("/") for path in linux["maskedPaths"]),
             read_only_paths=tuple(path.lstrip("/") for path in linux["readonlyPaths"])),
         capability_set=tuple(name.removeprefix("CAP_")
@@ -236,8 +236,11 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
         # One call through the pidfd: all namespaces of that very process, or none. Joining
-        # the mount namespace also moves root and working directory to the container's root.
-        setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+        # the mount namespace also moves root and working directory to the container's root;
+        # the cgroup namespace, entered after the container's cgroup was joined, hides the
+        # host's cgroup tree as it does from the container's own processes.
+        setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
+              | CLONE_NEWCGROUP)
         env = _drop_privileges(spec)
         os.chdir(spec.workdir)
         _reset_process_state(keep_fd=error_fd)
@@ -252,7 +255,9 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount],
             error_fd: int) -> dict[str, str]:
     """Namespaces, root, hostname, network, user; returns the command's environment."""
     os.umask(0)
-    namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    # The cgroup namespace after the cgroup was joined (_begin_child): it is rooted at the
+    # cgroup the process is in when it unshares (pydock.core.runtime.cgroups says why).
+    namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
     if spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
