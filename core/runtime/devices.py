@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.runtime.inroot import open_or_create
+from pydock.core.runtime.volumes import KERNEL_DIRS
 from pydock.core.syscalls import (
     MOUNT_ATTR_NOEXEC,
     MOUNT_ATTR_NOSUID,
@@ -67,10 +68,10 @@ DEFAULT_RULES: tuple[tuple[str, int | None, int | None, str], ...] = (
     *(("c", major, minor, "rwm") for major, minor in DEFAULT_DEVICES.values()),
     ("c", 5, 1, "rwm"), ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"), ("c", 10, 200, "rwm"))
 ALL_PERMISSIONS = "rwm"
-KERNEL_DIRS = ("/proc", "/sys")  # the kernel's interfaces: no device goes there
 
-# docker's validDeviceMode: r, w and m, each at most once.
-_PERMISSIONS = re.compile(r"(?!.*(.).*\1)[rwm]{1,3}", re.ASCII)
+# docker's validDeviceMode: r, w and m, each at most once. Compiled (and cached) by re on
+# first use: most runs give no --device.
+_PERMISSIONS = r"(?!.*(.).*\1)[rwm]{1,3}"
 
 
 class Device(NamedTuple):
@@ -115,11 +116,11 @@ def parse_device(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(parts) == 3:
         destination, permissions = parts[1], parts[2]
     elif len(parts) == 2:
-        if _PERMISSIONS.fullmatch(parts[1]):
+        if re.fullmatch(_PERMISSIONS, parts[1]):
             permissions = parts[1]
         else:
             destination = parts[1]
-    if not _PERMISSIONS.fullmatch(permissions):
+    if not re.fullmatch(_PERMISSIONS, permissions):
         raise PydockError(f"invalid device mode {permissions!r} in --device {text}: "
                           "expected r, w and/or m")
     for path in (source, destination):
