@@ -21,7 +21,7 @@ import pytest
 from probes import import_probe_image
 
 from pydock.core.runtime.cgroups import cgroup_name
-from pydock.testing.cli import TIMEOUT, Pydock
+from pydock.testing.cli import TIMEOUT, Pydock, container_cgroups
 
 
 def cgroup_mounts() -> dict[str, Path]:
@@ -129,3 +129,20 @@ def test_run_and_exec_see_only_their_own_cgroup_in_every_hierarchy(
     finally:
         pydock.ok("rm", "-f", "held")
         execd.communicate(timeout=TIMEOUT)
+
+
+@V2
+def test_cgroups_a_container_makes_stay_in_its_own_and_go_with_it(
+        pydock: Pydock, image: str) -> None:
+    name = f"pydock-test-made-{os.getpid()}-{time.monotonic_ns()}"
+    on_host = MOUNTS[""] / name
+    try:
+        pydock.ok("run", "--rm", "--image", image, "--cap-add", "SYS_ADMIN", "sh", "-c",
+                  f"mkdir /cg && /probes/cgroupns ls /cg >/dev/null && "
+                  f"mkdir -p /cg/{name}/deeper && echo $$ > /cg/{name}/deeper/cgroup.procs")
+        assert not on_host.exists(), "the container made a cgroup in the host's tree"
+        assert container_cgroups(pydock.root) == []
+    finally:
+        for leaked in (on_host / "deeper", on_host):
+            if leaked.exists():
+                leaked.rmdir()

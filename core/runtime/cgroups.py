@@ -351,8 +351,25 @@ def _remove_named(name: str) -> None:
                 if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise PydockError(f"cannot remove cgroup {directory}: {exc.strerror} "
                                       "(are processes still in it?)") from None
+            _remove_children(directory)
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+
+def _remove_children(directory: Path) -> None:
+    """Remove the cgroups below ``directory``, deepest first: a container may make some in
+    its own (it sees it as its cgroup namespace's root), and the kernel removes only a
+    cgroup without children. No recursion: the container chooses the depth."""
+    stack, found = [directory], []
+    while stack:
+        with contextlib.suppress(FileNotFoundError), os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    found.append(Path(entry.path))
+    for child in reversed(found):  # every cgroup comes after its parent in found
+        with contextlib.suppress(OSError):  # still busy: the caller tries again
+            child.rmdir()
 
 
 def attach(root: Path, container_id: str) -> Cgroup:
