@@ -5,9 +5,11 @@ The order matters and is the one runc uses:
 1. The CLI unshares only its PID namespace: that applies to the children it
    forks from then on, not to itself, so the next fork becomes PID 1 of a new
    namespace with no extra process in between.
-2. The child unshares mount, UTS, IPC and (unless ``--network host``) network
-   namespaces. unshare(2) refuses in a multi-threaded process; the child of a
-   fork has exactly one thread, whatever the parent had.
+2. The child joins the container's cgroup, then unshares mount, UTS, IPC, cgroup
+   and (unless ``--network host``) network namespaces: the cgroup namespace is
+   rooted where the process is when it unshares. unshare(2) refuses in a
+   multi-threaded process; the child of a fork has exactly one thread, whatever
+   the parent had.
 3. The child sets up the root (:mod:`pydock.core.runtime.rootfs`) and execs the
    command, which thereby runs as PID 1.
 
