@@ -90,10 +90,11 @@ PIDS_MAX = 4 * 1024 * 1024  # PID_MAX_LIMIT: pids.max refuses more
 REMOVE_TIMEOUT = 5.0  # seconds for the last processes of a dead container to leave
 
 # docker's size syntax (go-units RAMInBytes): 512, 512b, 64k, 1.5g, 2GiB ... in powers of 1024.
-_SIZE = re.compile(r"(\d+)(?:\.(\d+))? ?(?:([kmgtp])i?)?b?", re.IGNORECASE | re.ASCII)
+# Compiled (and cached) by re on first use: every run imports this module, few give limits.
+_SIZE = r"(?ai)(\d+)(?:\.(\d+))? ?(?:([kmgtp])i?)?b?"
 _SIZE_UNITS = "kmgtp"
-_CPUS = re.compile(r"(\d*)(?:\.(\d*))?", re.ASCII)
-_PIDS = re.compile(r"[+-]?\d+", re.ASCII)
+_CPUS = r"(?a)(\d*)(?:\.(\d*))?"
+_PIDS = r"(?a)[+-]?\d+"
 
 
 class Limits(NamedTuple):
@@ -157,7 +158,7 @@ def parse_limits(memory: str | None, cpus: str | None, pids_limit: str | None) -
 
 def parse_memory(text: str) -> int:
     """``-m``: bytes, or a number with unit b, k, m, g, t or p (1024-based); 0 is no limit."""
-    match = _SIZE.fullmatch(text)
+    match = re.fullmatch(_SIZE, text)
     if match is None:
         raise PydockError(f"invalid memory size {text!r} for -m/--memory: expected a number of "
                           "bytes or one with a unit, such as 64m or 1.5g (units b, k, m, g)")
@@ -175,7 +176,7 @@ def parse_memory(text: str) -> int:
 
 def parse_cpus(text: str) -> int:
     """``--cpus``: a decimal number of CPUs, as billionths (exactly, no float rounding)."""
-    match = _CPUS.fullmatch(text)
+    match = re.fullmatch(_CPUS, text)
     if match is None or not any(c.isdigit() for c in text):
         raise PydockError(f"invalid number of CPUs {text!r} for --cpus: expected a decimal "
                           "number such as 1.5")
@@ -192,7 +193,7 @@ def parse_cpus(text: str) -> int:
 
 def parse_pids_limit(text: str) -> int:
     """``--pids-limit``: at most this many tasks; 0 or less means no limit, as in docker."""
-    if _PIDS.fullmatch(text) is None:
+    if re.fullmatch(_PIDS, text) is None:
         raise PydockError(f"invalid --pids-limit {text!r}: expected a whole number "
                           "(-1 for no limit)")
     limit = max(int(text), 0)
