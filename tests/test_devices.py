@@ -19,6 +19,8 @@ import pytest
 from helpers import storage_entries
 from probes import import_probe_image
 
+from pydock.core.errors import PydockError
+from pydock.core.runtime import devices
 from pydock.core.runtime.cgroups import has_v1_controller
 from pydock.testing.cli import Pydock
 from pydock.testing.tar import node
@@ -190,3 +192,14 @@ def test_a_node_made_in_a_container_survives_commit_and_save_but_never_opens(
         assert listing.startswith("b") and f"{major}, {minor:>3}" in listing, listing
         read = fresh("run", "--rm", "--image", "with-nodes", "/probes/devnode", "read", path)
         assert read.returncode == 1 and "open:" in read.stderr
+
+
+@pytest.mark.quick
+def test_permissions_nothing_would_enforce_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A host without cgroup v1's devices controller (pure cgroup v2): nodev mounts cannot
+    # narrow what a bind mounted node allows, so PERMS without r or w would be a lie.
+    monkeypatch.setattr(devices, "_has_devices_controller", lambda: False)
+    with pytest.raises(PydockError, match="no cgroup v1 devices controller"):
+        devices.parse_device("/dev/null:/dev/x:r")
+    entry, rule = devices.parse_device("/dev/null:/dev/x:rw")
+    assert (entry["path"], entry["hostPath"], rule["access"]) == ("/dev/x", "/dev/null", "rw")
