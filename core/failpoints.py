@@ -13,7 +13,7 @@ The steps, in the order a container's life reaches them:
 =========================  ============================================================
 ``run.record-created``     CLI: the record exists (created), nothing else does
 ``run.storage-prepared``   CLI: the driver has prepared the container's storage
-``run.cgroup-created``     CLI: the container's cgroup exists (only with limits)
+``run.cgroup-created``     CLI: the container's cgroup exists
 ``run.monitor-forked``     CLI: the monitor is forked; it goes on without the CLI
 ``monitor.before-start``   monitor: nothing forked yet
 ``monitor.started``        monitor: the container's process is forked and waits, its

@@ -80,8 +80,16 @@ def container_cgroups(root: Path) -> list[Path]:
     from pydock.core.runtime.cgroups import cgroup_name
 
     prefix = cgroup_name(root, "0" * 64).removesuffix("0" * 64)
-    return sorted(path for mount in set(cgroup_hierarchies().values())
+    return sorted(path for mount in cgroup_mounts()
                   for path in (mount / "pydock").glob(f"{prefix}*") if path.is_dir())
+
+
+def cgroup_mounts() -> set[Path]:
+    """Where every cgroup hierarchy is mounted, v1 and v2, with or without controllers
+    (a hybrid host's ``unified`` has none): every container has a cgroup in each."""
+    with open("/proc/self/mountinfo") as f:
+        return {Path(fields[4]) for fields in map(str.split, f)
+                if fields[fields.index("-") + 1] in ("cgroup", "cgroup2")}
 
 
 @dataclass

@@ -27,7 +27,7 @@ import pytest
 from helpers import DRIVERS, Layer, make_layers, pydock_on_copy
 
 from pydock.core.cli.main import DEFAULT_ROOT
-from pydock.testing.cli import Pydock, cgroup_hierarchies, container_cgroups, mounts_under
+from pydock.testing.cli import Pydock, cgroup_mounts, container_cgroups, mounts_under
 from pydock.testing.layers import default_image_root
 
 REQUIRES_ROOT = "requires root"
@@ -119,7 +119,7 @@ def no_mount_leaks(tmp_path: Path) -> Iterator[None]:
 def cgroup_parents_removed() -> Iterator[None]:
     """The tests leave the cgroup tree as they found it: a ``pydock`` directory they
     created below a hierarchy's root goes when they end (if no one else uses it by then)."""
-    parents = {mount / "pydock" for mount in cgroup_hierarchies().values()}
+    parents = {mount / "pydock" for mount in cgroup_mounts()}
     created = [parent for parent in parents if not parent.exists()]
     yield
     for parent in created:

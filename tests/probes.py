@@ -17,7 +17,7 @@ from pathlib import Path
 from helpers import busybox_rootfs
 
 from pydock.testing.cli import Pydock
-from pydock.testing.tar import tree, write_tar
+from pydock.testing.tar import Member, tree, write_tar
 
 SOURCES = Path(__file__).parent / "probes"
 
@@ -34,11 +34,13 @@ def build_probe(name: str, out_dir: Path) -> Path:
 
 
 def import_probe_image(pydock: Pydock, work: Path, names: Sequence[str],
-                       image: str = "probes") -> str:
-    """A busybox image with the probes ``names`` under /probes, imported as ``image``."""
+                       image: str = "probes", extra: Sequence[Member] = ()) -> str:
+    """A busybox image with the probes ``names`` under /probes and the members ``extra``
+    (what no directory on the host can hold, such as device nodes), imported as ``image``."""
     rootfs = busybox_rootfs(work / f"{image}.d")
     (rootfs / "probes").mkdir(exist_ok=True)
     for name in names:
         shutil.copy2(build_probe(name, work), rootfs / "probes" / name)
-    pydock.ok("image", "import", str(write_tar(work / f"{image}.tar", tree(rootfs))), image)
+    members = [*tree(rootfs), *extra]
+    pydock.ok("image", "import", str(write_tar(work / f"{image}.tar", members)), image)
     return image

@@ -19,7 +19,14 @@ import pytest
 from helpers import storage_entries
 
 from pydock.core.runtime.cgroups import cgroup_name
-from pydock.testing.cli import PYDOCK, TIMEOUT, Pydock, cgroup_hierarchies
+from pydock.testing.cli import (
+    PYDOCK,
+    TIMEOUT,
+    Pydock,
+    cgroup_hierarchies,
+    cgroup_mounts,
+    container_cgroups,
+)
 
 HIERARCHIES = cgroup_hierarchies()
 
@@ -124,7 +131,7 @@ def test_a_cpu_bound_loop_is_slowed_by_cpus(pydock: Pydock) -> None:
     assert int(slow_count) < 0.6 * int(free_count), (slow_count, free_count)
 
 
-# -- the cgroup: made for a limited container only, gone with the container ------------
+# -- the cgroup: made for every container, gone with the container ---------------------
 
 
 @requires("memory", "cpu", "pids")
@@ -156,14 +163,18 @@ def test_the_cgroup_holds_the_limits_while_the_container_runs_and_goes_when_it_e
     assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (64 << 20, 5 * 10**8, 50)
 
 
-def test_without_limits_the_container_stays_in_the_runtimes_cgroups(
+def test_without_limits_the_container_still_has_a_cgroup_of_its_own(
         pydock: Pydock, start_run: Start) -> None:
+    # Its cgroup is the root of its cgroup namespace (test_cgroup_namespace.py).
     proc = start_run("--name", "free", "sh", "-c", "echo ready; read line")
     assert proc.stdout.readline() == "ready\n"
     info = pydock.inspect("free")
-    assert cgroups_of_process(info["State"]["Pid"]) == cgroups_of_process(os.getpid())
+    own = f"/pydock/{cgroup_name(pydock.root, info['Id'])}"
+    assert cgroups_of_process(info["State"]["Pid"]) == {own}
+    assert len(container_cgroups(pydock.root)) == len(cgroup_mounts())
     proc.communicate("go\n", timeout=TIMEOUT)
     assert proc.returncode == 0
+    assert container_cgroups(pydock.root) == []
     host = pydock.inspect("free")["HostConfig"]
     assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (0, 0, None)
     assert pydock.inspect("free")["State"]["OOMKilled"] is False
@@ -204,9 +215,19 @@ def test_prune_removes_the_cgroup_a_crashed_monitor_left(pydock: Pydock) -> None
 @requires("pids")
 def test_exec_joins_the_containers_cgroup(pydock: Pydock) -> None:
     pydock.ok("run", "-d", "--name", "held", "--pids-limit", "20", "sleep", "60")
-    container_id = pydock.inspect("held")["Id"]
-    in_cgroups = pydock.ok("exec", "held", "cat", "/proc/self/cgroup")
-    assert f"/pydock/{cgroup_name(pydock.root, container_id)}" in in_cgroups
+    cgroup = cgroup_of(pydock, pydock.inspect("held")["Id"], "pids")
+    # Behind the container's cgroup namespace, the exec'd process sees its cgroup as the
+    # root, as the container's own processes do: the host tells where it really is.
+    assert "pids:/\n" in pydock.ok("exec", "held", "cat", "/proc/self/cgroup")
+    execd = pydock.popen("exec", "held", "sleep", "60")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(read(cgroup / "cgroup.procs").split()) < 2:
+            assert execd.poll() is None and time.monotonic() < deadline, execd.communicate()
+            time.sleep(0.02)
+    finally:
+        pydock.ok("rm", "-f", "held")
+        execd.communicate(timeout=TIMEOUT)
 
 
 # -- the flags ---------------------------------------------------------------------------

@@ -30,7 +30,6 @@ NOT_ON_THE_RUN_PATH = (
     "pydock.core.images.archive_files",
     "pydock.core.images.rootfs_tarball",
     "pydock.core.containers.commit", "pydock.core.layers.changes", "pydock.core.cli.views",
-    "pydock.core.runtime.cgroups",  # only for containers with resource limits
 )
 # Every pydock module `pydock run --rm true` imports on the default driver, packages included.
 RUN_PATH = frozenset({
@@ -42,6 +41,8 @@ RUN_PATH = frozenset({
     "pydock.core.layers", "pydock.core.layers.format",
     "pydock.core.images", "pydock.core.images.store",
     "pydock.core.runtime", "pydock.core.runtime.capabilities", "pydock.core.runtime.entry",
+    # Every container has a cgroup (and a cgroup namespace) and a device allowlist.
+    "pydock.core.runtime.cgroups", "pydock.core.runtime.devices",
     "pydock.core.runtime.gate", "pydock.core.runtime.inroot", "pydock.core.runtime.logs",
     # In the container's process, which reads libseccomp's version for the filter cache's
     # key (its -X importtime lines come out on the same stderr).

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import DRIVERS, busybox_rootfs
 
+from pydock.core.runtime.devices import DEFAULT_DEVICES
 from pydock.core.runtime.rootfs import MASKED_PATHS, READ_ONLY_PATHS
 from pydock.testing.cli import Pydock, mounts_under
 from pydock.testing.tar import tree, write_tar
@@ -56,6 +57,8 @@ def test_mount_table_holds_only_container_paths(pydock: Pydock, driver: str) -> 
     out = pydock.ok("run", "--rm", "--storage", driver, "cat", "/proc/self/mountinfo")
     mount_points = {line.split()[4] for line in out.splitlines()}
     base = {"/", "/dev", "/dev/mqueue", "/dev/pts", "/dev/shm", "/proc", "/sys"}
+    # The default devices are the host's nodes, each bind mounted (test_devices.py).
+    base |= {f"/dev/{name}" for name in DEFAULT_DEVICES}
     masks = {f"/{path}" for path in (*MASKED_PATHS, *READ_ONLY_PATHS)}
     assert base <= mount_points <= base | masks
 

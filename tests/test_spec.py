@@ -11,7 +11,7 @@ import pytest
 from pydock.core.containers import spec
 from pydock.core.containers.spec import ExecOptions, RunOptions
 from pydock.core.errors import PydockError
-from pydock.core.runtime import capabilities, spawn
+from pydock.core.runtime import capabilities, devices, spawn
 from pydock.testing.cli import Pydock
 
 IMAGE_CONFIG = {"Env": ["PATH=/bin", "LANG=C"], "Entrypoint": ["/bin/sh", "-c"],
@@ -40,9 +40,11 @@ def test_the_spec_holds_what_the_flags_and_the_image_say() -> None:
     assert document["mounts"][0]["options"] == ["rbind", "ro"]
     # --network host: the host's network namespace, so none of its own.
     assert [n["type"] for n in document["linux"]["namespaces"]] == \
-        ["pid", "mount", "uts", "ipc"]
+        ["pid", "mount", "uts", "ipc", "cgroup"]
     assert "/proc/kcore" in document["linux"]["maskedPaths"]
-    assert document["linux"]["resources"] == {}
+    # No limits: docker's device allowlist only.
+    assert document["linux"]["resources"] == {"devices": devices.resource_rules()}
+    assert document["linux"]["resources"]["devices"][0] == {"allow": False, "access": "rwm"}
     json.dumps(document)  # a record is JSON: everything in it must be
 
 
@@ -58,8 +60,9 @@ def test_the_runtime_reads_its_process_from_the_spec_alone() -> None:
     assert [(v.source, v.destination, v.read_only) for v in process.root.volumes] == \
         [("/srv", "/data", True)]
     assert process.capability_set == (*capabilities.DOCKER_DEFAULT, "SYS_TIME")
-    assert {device.name for device in process.root.devices} == \
-        {"null", "zero", "full", "random", "urandom", "tty"}
+    assert {(device.path, device.source) for device in process.root.devices} == {
+        (f"/dev/{name}", f"/dev/{name}") for name in ("null", "zero", "full", "random",
+                                                      "urandom", "tty")}
 
 
 @pytest.mark.quick
@@ -116,8 +119,10 @@ def test_inspect_shows_the_spec_the_container_ran_with(pydock: Pydock, tmp_path:
     info = pydock.inspect("box")
     document = info["Spec"]
     assert document["process"]["args"] == ["sh", "-c", "grep CapEff /proc/self/status; hostname"]
-    assert document["linux"]["resources"] == {"memory": {"limit": 64 << 20, "swap": 64 << 20},
-                                             "pids": {"limit": 50}}
+    resources = document["linux"]["resources"]
+    assert resources.pop("devices") == devices.resource_rules()
+    assert resources == {"memory": {"limit": 64 << 20, "swap": 64 << 20},
+                         "pids": {"limit": 50}}
     assert document["mounts"] == [{"destination": "/data", "type": "bind",
                                    "source": str(source), "options": ["rbind"]}]
     # The process got exactly the capabilities the spec lists.

@@ -51,6 +51,8 @@ from pydock.core.errors import PydockError
               help="Drop a Linux capability (repeatable; ALL: all but those added).")
 @click.option("--security-opt", multiple=True, metavar="OPT",
               help="no-new-privileges[=true|false]: no exec may grant privileges (setuid).")
+@click.option("--device", "devices", multiple=True, metavar="HOST[:CONTAINER][:PERMS]",
+              help="Give the container the host's device node HOST (PERMS: r, w, m; rwm).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:

@@ -101,17 +101,17 @@ class Containers(ContainerStore):
 
         In the foreground, that is once the container has ended; detached, once it runs
         (exit code 0), or has failed to start."""
-        from pydock.core.runtime import monitor
+        from pydock.core.runtime import cgroups, devices, monitor
 
         record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
         try:
-            if record.has_limits:  # otherwise no cgroup work at all
-                from pydock.core.runtime import cgroups
-
-                cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
-                    record.spec["linux"]["resources"]))
-                failpoints.reached("run.cgroup-created")
+            # Every container, limits or not: its cgroup is the root of its cgroup
+            # namespace, and holds the device allowlist (pydock.core.runtime.cgroups).
+            resources = record.spec["linux"]["resources"]
+            cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
+                resources), devices.cgroup_rules(resources.get("devices", [])))
+            failpoints.reached("run.cgroup-created")
             request = monitor.Launch(
                 spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
@@ -242,10 +242,9 @@ class Containers(ContainerStore):
             if process_alive(record):  # running, or on its way to (its monitor crashed)
                 kill_process(record.name, record.pid, record.pid_start)
             failpoints.reached("rm.killed")
-            if record.has_limits:
-                from pydock.core.runtime import cgroups
+            from pydock.core.runtime import cgroups
 
-                cgroups.remove(self.root, record.id)
+            cgroups.remove(self.root, record.id)
             failpoints.reached("rm.cgroup-removed")
             self.stored_driver(record.driver).remove(record.id)
             failpoints.reached("rm.storage-removed")
@@ -280,25 +279,23 @@ class Containers(ContainerStore):
     def exec(self, name: str, options: ExecOptions) -> tuple[int, str]:
         """Run a command in a running container, in the foreground: (exit code, error)."""
         from pydock.core import processes
+        from pydock.core.runtime import cgroups
 
         record = self.state.load(name)
         process = self._process(spec.exec_spec(record.spec, options))
         with processes.opened(record.pid, record.pid_start) as container:
             if record.status != RUNNING or container is None:
                 raise PydockError(f"container {name} is not running")
-            cgroup = None
-            if record.has_limits:
-                from pydock.core.runtime import cgroups
-
-                cgroup = cgroups.attach(self.root, record.id)
+            # The container's cgroups, every one: the exec'd process then enters the
+            # container's cgroup namespace at its root, as the container's own do.
+            cgroup = cgroups.attach(self.root, record.id)
             pty = attach.open_pty() if options.tty else None
             try:
                 exited = attach.exec_in(container, process, pty, options.interactive, cgroup)
             finally:
                 if pty is not None:
                     os.close(pty[0])
-                if cgroup is not None:
-                    cgroup.close()
+                cgroup.close()
         return exited.code, exited.error
 
     # -- signals and logs ----------------------------------------------------

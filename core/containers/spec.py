@@ -8,8 +8,9 @@ and every other OCI runtime read):
   ``cwd``, ``user``, ``terminal``, ``capabilities``, ``rlimits``, ``noNewPrivileges``;
 - ``root``: where the storage driver assembles the root filesystem, and ``readonly``;
 - ``hostname``; ``mounts``: the ``-v`` bind mounts, in the order they are mounted;
-- ``linux``: ``namespaces``, ``resources`` (``-m``, ``--cpus``, ``--pids-limit``),
-  ``devices``, ``maskedPaths``, ``readonlyPaths`` and ``seccomp``;
+- ``linux``: ``namespaces``, ``resources`` (``-m``, ``--cpus``, ``--pids-limit``, and
+  ``devices``: docker's device allowlist plus ``--device``), ``devices`` (the default
+  nodes and ``--device``), ``maskedPaths``, ``readonlyPaths`` and ``seccomp``;
 - ``annotations``: what docker's ``inspect`` shows as given (``HostConfig.Binds``,
   ``CapAdd``, ``CapDrop``, ``SecurityOpt``), which the resolved values cannot tell.
 
@@ -25,6 +26,8 @@ Where pydock departs from the OCI spec, and why:
   the process starts (docker's daemon does the same before it hands runc numbers), never
   in the host's files. An empty one is root.
 - ``root.path`` is absolute: there is no bundle directory for it to be relative to.
+- ``linux.devices`` entries carry ``hostPath``: the node is the host's, bind mounted,
+  never made with mknod (:mod:`pydock.core.runtime.devices` says why).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.images.store import DEFAULT_PATH
-from pydock.core.runtime import capabilities, seccomp, security_opts
-from pydock.core.runtime.rootfs import DEFAULT_DEVICES, MASKED_PATHS, READ_ONLY_PATHS
+from pydock.core.runtime import capabilities, devices, seccomp, security_opts
+from pydock.core.runtime.rootfs import MASKED_PATHS, READ_ONLY_PATHS
 from pydock.core.runtime.users import validate_user_spec
 from pydock.core.runtime.volumes import Volume, parse_volumes
 
@@ -76,6 +79,7 @@ class RunOptions(NamedTuple):
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
 
 
 class ExecOptions(NamedTuple):
@@ -109,6 +113,7 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
     cap_add, cap_drop = capabilities.effective_add_drop(options.cap_add, options.cap_drop)
     capability_set = capabilities.resolve(cap_add, cap_drop)
     security_opt, profile = seccomp.given(options.security_opt)
+    added = [devices.parse_device(text) for text in options.devices]
     return _assemble(
         args=args, env=build_env(image_config.get("Env") or [], options.env, hostname),
         cwd=clean_workdir(options.workdir or image_config.get("WorkingDir") or "/"),
@@ -117,9 +122,14 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
         capability_set=capability_set,
         no_new_privileges=security_opts.no_new_privileges(options.security_opt),
         seccomp_filter=None if profile is None else seccomp.resolve(profile, capability_set),
-        volumes=parse_volumes(options.volumes), resources=_resources(options),
+        volumes=parse_volumes(options.volumes),
+        resources={**_resources(options), "devices": [
+            *devices.resource_rules(), *(rule for _, rule in added)]},
+        nodes=_device_entries([entry for entry, _ in added]),
         given={"Binds": list(options.volumes), "CapAdd": cap_add, "CapDrop": cap_drop,
-               "SecurityOpt": security_opt})
+               "SecurityOpt": security_opt,
+               "Devices": [{"PathOnHost": entry["hostPath"], "PathInContainer": entry["path"],
+                            "CgroupPermissions": rule["access"]} for entry, rule in added]})
 
 
 def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal: bool,
@@ -127,10 +137,10 @@ def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal:
               capability_set: tuple[str, ...], no_new_privileges: bool,
               seccomp_filter: dict[str, Any] | None,
               volumes: tuple[Volume, ...], resources: dict[str, Any],
-              given: dict[str, list[str]]) -> dict[str, Any]:
+              nodes: list[dict[str, Any]], given: dict[str, Any]) -> dict[str, Any]:
     """The document itself, from values already checked."""
     granted = ["CAP_" + name for name in capability_set]
-    namespaces = ["pid", "mount", "uts", "ipc"]
+    namespaces = ["pid", "mount", "uts", "ipc", "cgroup"]
     if network == "none":
         namespaces.append("network")
     return {
@@ -155,9 +165,7 @@ def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal:
         "linux": {
             "namespaces": [{"type": namespace} for namespace in namespaces],
             "resources": resources,
-            "devices": [{"path": f"/dev/{name}", "type": "c", "major": major, "minor": minor,
-                         "fileMode": 0o666, "uid": 0, "gid": 0}
-                        for name, (major, minor) in DEFAULT_DEVICES.items()],
+            "devices": nodes,
             "maskedPaths": ["/" + path for path in MASKED_PATHS],
             "readonlyPaths": ["/" + path for path in READ_ONLY_PATHS],
             "seccomp": seccomp_filter,
@@ -185,9 +193,11 @@ def from_legacy_record(fields: dict[str, Any]) -> dict[str, Any]:
         capability_set=_recorded_capabilities(cap_add, cap_drop),
         no_new_privileges=security_opts.no_new_privileges(fields.get("security_opt", [])),
         seccomp_filter=None,  # such a container ran before pydock had seccomp
-        volumes=parse_volumes(fields.get("volumes", [])), resources=limits.to_resources(),
+        volumes=parse_volumes(fields.get("volumes", [])),
+        resources={**limits.to_resources(), "devices": devices.resource_rules()},
+        nodes=_device_entries([]),
         given={"Binds": fields.get("volumes", []), "CapAdd": cap_add, "CapDrop": cap_drop,
-               "SecurityOpt": fields.get("security_opt", [])})
+               "SecurityOpt": fields.get("security_opt", []), "Devices": []})
 
 
 def _recorded_capabilities(cap_add: list[str], cap_drop: list[str]) -> tuple[str, ...]:
@@ -215,9 +225,17 @@ def exec_spec(container: dict[str, Any], options: ExecOptions) -> dict[str, Any]
         "cwd": clean_workdir(options.workdir or process["cwd"])}}
 
 
+def _device_entries(added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``linux.devices``: docker's default nodes, then ``--device``'s; a ``--device`` at a
+    default node's path replaces it, as in docker."""
+    entries = {device.path: device.to_spec() for device in devices.default_devices()}
+    entries.update((entry["path"], entry) for entry in added)
+    return list(entries.values())
+
+
 def _resources(options: RunOptions) -> dict[str, Any]:
     """``linux.resources`` for ``-m``, ``--cpus`` and ``--pids-limit``; empty without them,
-    and then no cgroup work at all, not even this import."""
+    and then not even this import (parse_limits reads the host's mount table)."""
     if (options.memory, options.cpus, options.pids_limit) == (None, None, None):
         return {}
     from pydock.core.runtime import cgroups
@@ -246,6 +264,7 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         "CapAdd": given["CapAdd"] or None,
         "CapDrop": given["CapDrop"] or None,
         "SecurityOpt": given["SecurityOpt"] or None,
+        "Devices": given.get("Devices") or [],  # absent from records made before --device
     }
 
 

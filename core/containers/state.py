@@ -106,11 +106,6 @@ class ContainerRecord:
     def command(self) -> list[str]:
         return list(self.spec["process"]["args"])
 
-    @property
-    def has_limits(self) -> bool:
-        """Whether the container has a cgroup of its own (pydock.core.runtime.cgroups)."""
-        return bool(self.spec["linux"]["resources"])
-
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
 

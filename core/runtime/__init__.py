@@ -14,5 +14,7 @@ Where to start:
 * :func:`pydock.core.runtime.spawn.start`: fork, unshare, set up the root, exec.
 * :mod:`pydock.core.runtime.rootfs`: the mount sequence inside the container's namespace.
 * :func:`pydock.core.runtime.monitor.launch`: the per-container monitor process.
-* :mod:`pydock.core.runtime.cgroups`: ``-m``, ``--cpus`` and ``--pids-limit``.
+* :mod:`pydock.core.runtime.cgroups`: every container's cgroup and cgroup namespace;
+  ``-m``, ``--cpus`` and ``--pids-limit``.
+* :mod:`pydock.core.runtime.devices`: which device nodes open; ``--device``.
 """

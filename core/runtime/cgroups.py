@@ -1,12 +1,25 @@
-"""Resource limits (``run -m``, ``--cpus``, ``--pids-limit``) with cgroups v1 or v2.
+"""Every container's cgroup: resource limits (``run -m``, ``--cpus``, ``--pids-limit``)
+and the device allowlist, with cgroups v1 or v2, and the root of its cgroup namespace.
 
-A container with limits gets a cgroup of its own, named after its id; one without
-limits gets none, and pydock does no cgroup work for it at all. A cgroup's life:
+Every container gets a cgroup of its own, named after its id, with or without limits,
+in every cgroup hierarchy mounted on the host. Its first process joins it and only then
+unshares its cgroup namespace (:mod:`pydock.core.runtime.spawn`), which roots each
+hierarchy at the container's own cgroup: ``/proc/self/cgroup`` says ``/``, and a cgroup
+file system mounted inside (with CAP_SYS_ADMIN, or in a nested user namespace) shows
+the container's subtree only. Without it, a container that unshares a user and a
+cgroup namespace mounts the host's cgroup2 hierarchy, writes ``cgroup.kill`` of a host
+cgroup (killing processes outside its PID namespace), makes cgroups of its own anywhere
+and reads other tenants'. Why every hierarchy, not only those with a controller pydock
+sets: the namespace roots each hierarchy at the process's cgroup *in it*, so one left at
+a hierarchy's root would show the container that whole hierarchy: the controller-less
+v2 ``unified`` hierarchy of a hybrid host (the one with ``cgroup.kill``), ``name=systemd``
+(every service's cgroup) and every v1 controller alike. A cgroup's life:
 
 1. :func:`parse_limits` turns the flags into :class:`Limits`, refusing what docker
    refuses and what this host cannot enforce, before any record exists.
-2. :func:`create` makes the cgroup, writes the limits and opens its ``cgroup.procs``
-   files, in the runtime, before the container's first process is forked.
+2. :func:`create` makes the cgroup, writes the limits and the device rules and opens
+   its ``cgroup.procs`` files, in the runtime, before the container's first process is
+   forked.
 3. :meth:`Cgroup.join`, in that forked process and before anything else it does, moves
    it into the cgroup; :meth:`Cgroup.close` drops the runtime's copies of the files.
 4. :meth:`Cgroup.oom_killed`, once the container has exited, says whether the kernel's
@@ -15,7 +28,7 @@ limits gets none, and pydock does no cgroup work for it at all. A cgroup's life:
    alone and is idempotent, so ``rm`` and ``prune`` clean up after a runtime that crashed.
 
 Where the cgroup lives: ``<hierarchy>/pydock/<root key>-<container id>``, below the root
-of every hierarchy that holds a controller the limits need, where ``<root key>`` is the
+of every hierarchy, where ``<root key>`` is the
 first 12 hex digits of the SHA-256 of the storage root's path (:func:`cgroup_name` says
 why), and not below the cgroup of the process that runs pydock, because
 
@@ -42,6 +55,15 @@ Swap: docker lets a container swap as much again as its memory limit by default.
 allows no swap, so that ``-m`` is what the container gets: memory+swap is set to the
 memory limit (v1 ``memory.memsw.limit_in_bytes``) or swap to 0 (v2 ``memory.swap.max``).
 A kernel without swap accounting has neither file, and then swap is not limited.
+
+Devices (see :mod:`pydock.core.runtime.devices`): where cgroup v1 has the devices
+controller, the container's cgroup gets docker's allowlist, deny-all first, before the
+container's first process joins it. cgroup v2 has no such controller.
+
+cpuset (v1): a new cpuset cgroup has no CPUs and no memory nodes, and a process cannot
+join it (ENOSPC). ``pydock/`` takes its parent's and sets ``cgroup.clone_children``, so
+that every container's cgroup starts with them: the container may use every CPU, as
+without pydock.
 """
 
 from __future__ import annotations
@@ -51,9 +73,9 @@ import errno
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.ids import is_container_id
@@ -68,15 +90,19 @@ PIDS_MAX = 4 * 1024 * 1024  # PID_MAX_LIMIT: pids.max refuses more
 REMOVE_TIMEOUT = 5.0  # seconds for the last processes of a dead container to leave
 
 # docker's size syntax (go-units RAMInBytes): 512, 512b, 64k, 1.5g, 2GiB ... in powers of 1024.
-_SIZE = re.compile(r"(\d+)(?:\.(\d+))? ?(?:([kmgtp])i?)?b?", re.IGNORECASE | re.ASCII)
+# Compiled (and cached) by re on first use: every run imports this module, few give limits.
+_SIZE = r"(?ai)(\d+)(?:\.(\d+))? ?(?:([kmgtp])i?)?b?"
 _SIZE_UNITS = "kmgtp"
-_CPUS = re.compile(r"(\d*)(?:\.(\d*))?", re.ASCII)
-_PIDS = re.compile(r"[+-]?\d+", re.ASCII)
+_CPUS = r"(?a)(\d*)(?:\.(\d*))?"
+_PIDS = r"(?a)[+-]?\d+"
 
 
-@dataclass(frozen=True)
-class Limits:
-    """A container's limits, in docker's units; 0 is "no limit" for each."""
+class Limits(NamedTuple):
+    """A container's limits, in docker's units; 0 is "no limit" for each.
+
+    A named tuple, not a dataclass: every ``run`` imports this module, and the dataclasses
+    module costs a millisecond of start-up.
+    """
 
     memory: int = 0  # bytes (HostConfig.Memory)
     nano_cpus: int = 0  # CPUs x 1e9 (HostConfig.NanoCpus)
@@ -132,7 +158,7 @@ def parse_limits(memory: str | None, cpus: str | None, pids_limit: str | None) -
 
 def parse_memory(text: str) -> int:
     """``-m``: bytes, or a number with unit b, k, m, g, t or p (1024-based); 0 is no limit."""
-    match = _SIZE.fullmatch(text)
+    match = re.fullmatch(_SIZE, text)
     if match is None:
         raise PydockError(f"invalid memory size {text!r} for -m/--memory: expected a number of "
                           "bytes or one with a unit, such as 64m or 1.5g (units b, k, m, g)")
@@ -150,7 +176,7 @@ def parse_memory(text: str) -> int:
 
 def parse_cpus(text: str) -> int:
     """``--cpus``: a decimal number of CPUs, as billionths (exactly, no float rounding)."""
-    match = _CPUS.fullmatch(text)
+    match = re.fullmatch(_CPUS, text)
     if match is None or not any(c.isdigit() for c in text):
         raise PydockError(f"invalid number of CPUs {text!r} for --cpus: expected a decimal "
                           "number such as 1.5")
@@ -167,7 +193,7 @@ def parse_cpus(text: str) -> int:
 
 def parse_pids_limit(text: str) -> int:
     """``--pids-limit``: at most this many tasks; 0 or less means no limit, as in docker."""
-    if _PIDS.fullmatch(text) is None:
+    if re.fullmatch(_PIDS, text) is None:
         raise PydockError(f"invalid --pids-limit {text!r}: expected a whole number "
                           "(-1 for no limit)")
     limit = max(int(text), 0)
@@ -177,17 +203,17 @@ def parse_pids_limit(text: str) -> int:
     return limit
 
 
-@dataclass
 class Cgroup:
-    """A container's cgroup, made by :func:`create`: one directory per hierarchy used."""
+    """A container's cgroup, made by :func:`create`: one directory per hierarchy."""
 
-    name: str  # the directory's name in each hierarchy: see cgroup_name()
-    directories: list[Path]
-    # memory.oom_control (v1) or memory.events (v2): both count the OOM killer's kills in a
-    # line "oom_kill N". None without a memory limit.
-    oom_events: Path | None
-    # The directories' cgroup.procs, opened for writing by the runtime before the fork.
-    procs: list[int] = field(default_factory=list)
+    def __init__(self, name: str) -> None:
+        self.name = name  # the directory's name in each hierarchy: see cgroup_name()
+        self.directories: list[Path] = []
+        # memory.oom_control (v1) or memory.events (v2): both count the OOM killer's kills
+        # in a line "oom_kill N". None without a memory limit.
+        self.oom_events: Path | None = None
+        # The directories' cgroup.procs, opened for writing by the runtime before the fork.
+        self.procs: list[int] = []
 
     def join(self) -> None:
         """Move the calling process into the cgroup: for the container's first process,
@@ -197,6 +223,8 @@ class Cgroup:
         pid would be wrong, since in its new PID namespace the process is 1, and no pid has
         to be passed from the parent, which would have to hold the child back until then.
         """
+        # Every hierarchy, before the cgroup namespace is unshared (which roots each at
+        # the cgroup the process is in at that moment).
         for directory, fd in zip(self.directories, self.procs, strict=True):
             try:
                 os.write(fd, b"0")
@@ -246,17 +274,20 @@ def cgroup_name(root: Path, container_id: str) -> str:
     return f"{sha256_hex(os.fsencode(root))[:12]}-{container_id}"
 
 
-def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
-    """Make the container's cgroup with ``limits`` and open it for :meth:`Cgroup.join`.
+def create(root: Path, container_id: str, limits: Limits,
+           device_rules: Sequence[tuple[str, str]] = ()) -> Cgroup:
+    """Make the container's cgroup in every hierarchy, with ``limits`` and, where cgroup v1
+    has the devices controller, ``device_rules`` (:func:`pydock.core.runtime.devices.
+    cgroup_rules`), and open it for :meth:`Cgroup.join`.
 
     On failure nothing is left behind and :class:`PydockError` says what failed.
     """
     cgroup_dir = cgroup_name(root, container_id)
     hierarchies = _hierarchies()
-    by_hierarchy: dict[_Hierarchy, list[str]] = {}
+    by_hierarchy: dict[_Hierarchy, list[str]] = {hierarchy: [] for hierarchy in hierarchies}
     for controller in limits.controllers():
-        by_hierarchy.setdefault(_hierarchy_with(controller, hierarchies), []).append(controller)
-    cgroup = Cgroup(cgroup_dir, [], None)
+        by_hierarchy[_hierarchy_with(controller, hierarchies)].append(controller)
+    cgroup = Cgroup(cgroup_dir)
     try:
         for hierarchy, controllers in by_hierarchy.items():
             parent = hierarchy.mount / PARENT
@@ -264,6 +295,8 @@ def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
                 _delegate(hierarchy.mount, parent, controllers)
             else:
                 parent.mkdir(exist_ok=True)
+                if "cpuset" in hierarchy.options:
+                    _inherit_cpuset(hierarchy.mount, parent)
             directory = parent / cgroup_dir
             directory.mkdir()
             cgroup.directories.append(directory)
@@ -274,6 +307,9 @@ def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
             if "memory" in controllers:
                 cgroup.oom_events = directory / (
                     "memory.oom_control" if hierarchy.version == 1 else "memory.events")
+            if "devices" in hierarchy.options:
+                for name, rule in device_rules:
+                    _write(directory / name, rule)
         for directory in cgroup.directories:
             cgroup.procs.append(os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
     except OSError as exc:
@@ -283,6 +319,12 @@ def create(root: Path, container_id: str, limits: Limits) -> Cgroup:
                 directory.rmdir()
         raise PydockError(f"setting up the container's cgroup failed: {exc}") from None
     return cgroup
+
+
+def has_v1_controller(controller: str) -> bool:
+    """Whether a cgroup v1 hierarchy on this host has ``controller``."""
+    return any(hierarchy.version == 1 and controller in hierarchy.options
+               for hierarchy in _hierarchies())
 
 
 def remove(root: Path, container_id: str) -> None:
@@ -310,14 +352,31 @@ def _remove_named(name: str) -> None:
                 if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise PydockError(f"cannot remove cgroup {directory}: {exc.strerror} "
                                       "(are processes still in it?)") from None
+            _remove_children(directory)
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+
+def _remove_children(directory: Path) -> None:
+    """Remove the cgroups below ``directory``, deepest first: a container may make some in
+    its own (it sees it as its cgroup namespace's root), and the kernel removes only a
+    cgroup without children. No recursion: the container chooses the depth."""
+    stack, found = [directory], []
+    while stack:
+        with contextlib.suppress(FileNotFoundError), os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    found.append(Path(entry.path))
+    for child in reversed(found):  # every cgroup comes after its parent in found
+        with contextlib.suppress(OSError):  # still busy: the caller tries again
+            child.rmdir()
 
 
 def attach(root: Path, container_id: str) -> Cgroup:
     """The cgroup of a running container, opened for :meth:`Cgroup.join`: a process
     ``exec``'d into the container is held to the same limits as the rest of it."""
-    cgroup = Cgroup(cgroup_name(root, container_id), [], None)
+    cgroup = Cgroup(cgroup_name(root, container_id))
     for mount in dict.fromkeys(hierarchy.mount for hierarchy in _hierarchies()):
         directory = mount / PARENT / cgroup.name
         with contextlib.suppress(FileNotFoundError):
@@ -349,12 +408,24 @@ def _delegate(root: Path, parent: Path, controllers: list[str]) -> None:
     """cgroup v2: a cgroup has a controller's files only if its parent enabled the
     controller for its children (cgroup.subtree_control), all the way down from the root."""
     parent.mkdir(exist_ok=True)
+    if not controllers:
+        return
     for cgroup in (root, parent):
         control = cgroup / "cgroup.subtree_control"
         enabled = control.read_text().split()
         missing = [f"+{c}" for c in controllers if c not in enabled]
         if missing:
             _write(control, " ".join(missing))
+
+
+def _inherit_cpuset(root: Path, parent: Path) -> None:
+    """cgroup v1 cpuset: give ``parent`` its own parent's CPUs and memory nodes, and have
+    its children (the containers' cgroups) take them when they are made."""
+    if (parent / "cpuset.mems").read_text().strip():
+        return  # done by an earlier run: mems is written last
+    _write(parent / "cgroup.clone_children", "1")
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        _write(parent / name, (root / name).read_text().strip())
 
 
 def _write(path: Path, value: str) -> None:
@@ -367,8 +438,7 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class _Hierarchy:
+class _Hierarchy(NamedTuple):
     mount: Path
     version: int
     # v1: the superblock options, which name the hierarchy's controllers (among others,
@@ -377,14 +447,21 @@ class _Hierarchy:
 
 
 def _hierarchies() -> list[_Hierarchy]:
-    """The cgroup hierarchies mounted in this mount namespace, v1 and v2, in mount order."""
+    """The cgroup hierarchies mounted in this mount namespace, v1 and v2, in mount order;
+    a hierarchy mounted twice is listed once (the second mkdir would fail)."""
     found = []
+    seen = set()
     with open("/proc/self/mountinfo") as f:
         for line in f:
             # "36 25 0:31 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory":
-            # the mount point is field 5; after the "-": type, source, superblock options.
+            # the superblock is field 3, the mount point field 5; after the "-": type,
+            # source, superblock options.
             fields = line.split()
             fstype, _, options = fields[fields.index("-") + 1:][:3]
+            if fstype in ("cgroup", "cgroup2"):
+                if fields[2] in seen:
+                    continue
+                seen.add(fields[2])
             if fstype == "cgroup":
                 found.append(_Hierarchy(Path(_unescape(fields[4])), 1,
                                         frozenset(options.split(","))))

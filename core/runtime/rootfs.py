@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
+from pydock.core.runtime.devices import Device, mount_devices
 from pydock.core.runtime.volumes import Volume, mount_volumes
 from pydock.core.syscalls import (
     MNT_DETACH,
@@ -42,6 +43,7 @@ from pydock.core.syscalls import (
     MS_STRICTATIME,
     mount,
     mount_fs_context,
+    mount_setattr_recursive,
     open_in_root,
     pivot_root,
     umount2,
@@ -54,9 +56,6 @@ _MOUNT_ATTRIBUTES = {MS_RDONLY: MOUNT_ATTR_RDONLY, MS_NOSUID: MOUNT_ATTR_NOSUID,
 _OPTION_FLAGS = {"ro": MS_RDONLY, "rw": 0, "nosuid": MS_NOSUID, "nodev": MS_NODEV,
                  "noexec": MS_NOEXEC, "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
 
-# The character devices every container gets (docker's defaults): name -> (major, minor).
-DEFAULT_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-                   "urandom": (1, 9), "tty": (5, 0)}
 # Docker's defaults: MaskedPaths and ReadonlyPaths of moby's oci/defaults.go, applied the way
 # runc's libcontainer/rootfs_linux.go does (maskPath, readonlyPath).
 MASKED_PATHS = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats",
@@ -65,15 +64,6 @@ MASKED_PATHS = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/lat
 READ_ONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
 _DEV_SYMLINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
                  "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
-
-
-class Device(NamedTuple):
-    """A character device node made in the container's /dev (an OCI ``linux.devices`` entry)."""
-
-    name: str  # below /dev
-    major: int
-    minor: int
-    mode: int = 0o666
 
 
 class RootSpec(NamedTuple):
@@ -98,8 +88,10 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount], spec: RootSpec) -> None:
     # empty directory underneath it.
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        forbid_device_nodes(root_fd)
         mount_proc(root_fd)
-        mount_dev(root_fd, spec.devices)
+        mount_dev(root_fd)
+        mount_devices(root_fd, spec.devices)
         mount_sys(root_fd)
         mask_paths(root_fd, spec.masked_paths, spec.read_only_paths)
         mount_volumes(root_fd, spec.volumes)
@@ -126,19 +118,27 @@ def mount_rootfs(rootfs: str, mounts: Sequence[Mount]) -> None:
         mount(rootfs, rootfs, None, MS_BIND | MS_REC)
 
 
+def forbid_device_nodes(root_fd: int) -> None:
+    # nodev on the driver's mounts, every one of them: an image's device nodes stay in its
+    # layers but never open, in the container or for a host user coming through
+    # /proc/PID/root (pydock.core.runtime.devices). One call for a bind, copy or overlay
+    # root alike; the bind driver's mount would otherwise need a remount to take a flag.
+    mount_setattr_recursive(root_fd, MOUNT_ATTR_NODEV)
+
+
 def mount_proc(root_fd: int) -> None:
     with _mountpoint(root_fd, "proc") as target:
         mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mount_dev(root_fd: int, devices: Sequence[Device]) -> None:
+def mount_dev(root_fd: int) -> None:
+    # nodev: root in the container may mknod here (CAP_MKNOD), but never open what it
+    # made; the devices it may open are bind mounted on top (mount_devices).
     with _mountpoint(root_fd, "dev") as target:
-        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME,
+              "mode=755,size=65536k")
     dev = open_in_root(root_fd, "dev", os.O_PATH | os.O_DIRECTORY)
     try:
-        for device in devices:
-            os.mknod(device.name, stat.S_IFCHR | device.mode,
-                     os.makedev(device.major, device.minor), dir_fd=dev)
         for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
             os.mkdir(name, mode, dir_fd=dev)
         for name, target_path in _DEV_SYMLINKS.items():

@@ -29,11 +29,17 @@ import os
 import stat
 from typing import NoReturn
 
+from pydock.core.errors import EXIT_PYDOCK_ERROR
+
 HELPER_NAME = "pydock-exec-helper"
 # Where the helper expects the write end of the error pipe (exec_helper.c's ERROR_FD).
 ERROR_FD = 3
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+# The command is there and cannot be run (a shell's 126); any other failure (E2BIG, ENOMEM
+# ...) is pydock's 125, as docker reports a runtime's error.
+_NOT_EXECUTABLE = frozenset({errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM,
+                             errno.ENOTDIR})
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
@@ -92,13 +98,21 @@ def exec_through_helper(helper_fd: int, path: str, argv: list[str], env: dict[st
                         error_fd: int) -> NoReturn:
     """Exec the helper, which execs ``path`` with ``argv`` and ``env``; ``error_fd`` (the
     error pipe's write end) is handed to it as fd 3. Every other fd above 2 must be closed
-    already, but for ``helper_fd`` (close-on-exec, like ``error_fd``)."""
+    already, but for ``helper_fd`` (close-on-exec, like ``error_fd``). ExecFailed if the
+    arguments and environment are too big to exec."""
     if helper_fd == ERROR_FD:
         moved = fcntl.fcntl(helper_fd, fcntl.F_DUPFD_CLOEXEC, ERROR_FD + 1)
         os.close(helper_fd)
         helper_fd = moved
     os.dup2(error_fd, ERROR_FD, inheritable=True)
-    os.execve(helper_fd, [HELPER_NAME, path, *argv], env)
+    try:
+        os.execve(helper_fd, [HELPER_NAME, path, *argv], env)
+    except OSError as exc:
+        if exc.errno != errno.E2BIG:
+            raise
+        # The helper takes the command's arguments and environment: too big for one exec,
+        # too big for the other, and the error is the command's (as docker says it).
+        raise exec_error(argv[0], exc.errno) from None
 
 
 def exec_error(command: str, error: int) -> ExecFailed:
@@ -106,9 +120,8 @@ def exec_error(command: str, error: int) -> ExecFailed:
     quoted = _quoted(command)
     if error == errno.ENOENT:
         return ExecFailed(EXIT_NOT_FOUND, f"exec {quoted}: no such file or directory")
-    # Any other failure of the exec itself (E2BIG, ETXTBSY, ELOOP ...) is 126 too: the
-    # command was found and could not be run, which is what 126 means to a shell.
-    return ExecFailed(EXIT_NOT_EXECUTABLE, f"exec {quoted}: {os.strerror(error)}")
+    code = EXIT_NOT_EXECUTABLE if error in _NOT_EXECUTABLE else EXIT_PYDOCK_ERROR
+    return ExecFailed(code, f"exec {quoted}: {os.strerror(error)}")
 
 
 def _quoted(command: str) -> str:

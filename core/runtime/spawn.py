@@ -5,9 +5,11 @@ The order matters and is the one runc uses:
 1. The CLI unshares only its PID namespace: that applies to the children it
    forks from then on, not to itself, so the next fork becomes PID 1 of a new
    namespace with no extra process in between.
-2. The child unshares mount, UTS, IPC and (unless ``--network host``) network
-   namespaces. unshare(2) refuses in a multi-threaded process; the child of a
-   fork has exactly one thread, whatever the parent had.
+2. The child joins the container's cgroup, then unshares mount, UTS, IPC, cgroup
+   and (unless ``--network host``) network namespaces: the cgroup namespace is
+   rooted where the process is when it unshares. unshare(2) refuses in a
+   multi-threaded process; the child of a fork has exactly one thread, whatever
+   the parent had.
 3. The child leaves the caller's keyring and fds behind (:mod:`pydock.core.runtime.entry`),
    sets up the root (:mod:`pydock.core.runtime.rootfs`), enters the working directory
    (checked to be inside the root) and execs the command, which thereby runs as PID 1. It
@@ -36,9 +38,11 @@ from pydock.core import failpoints
 from pydock.core.driver import Mount
 from pydock.core.errors import EXIT_PYDOCK_ERROR
 from pydock.core.runtime import capabilities, entry, sealed_exec, seccomp, users
-from pydock.core.runtime.rootfs import Device, RootSpec, prepare_root, remount_root_read_only
+from pydock.core.runtime.devices import Device
+from pydock.core.runtime.rootfs import RootSpec, prepare_root, remount_root_read_only
 from pydock.core.runtime.volumes import Volume
 from pydock.core.syscalls import (
+    CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
@@ -95,9 +99,7 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
         read_only=spec["root"]["readonly"], user=process["user"]["username"],
         root=RootSpec(
             volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]),
-            devices=tuple(Device(device["path"].removeprefix("/dev/"), device["major"],
-                                 device["minor"], device["fileMode"])
-                          for device in linux["devices"]),
+            devices=tuple(Device.from_spec(device) for device in linux["devices"]),
             masked_paths=tuple(path.lstrip("/") for path in linux["maskedPaths"]),
             read_only_paths=tuple(path.lstrip("/") for path in linux["readonlyPaths"])),
         capability_set=tuple(name.removeprefix("CAP_")
@@ -257,8 +259,11 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         # Opened from here, before the join: joining the mount namespace alone lands on
         # that namespace's root mount, which is not the container's root.
         root = entry.open_container_root(container)
-        # One call through the pidfd: all namespaces of that very process, or none.
-        setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+        # One call through the pidfd: all namespaces of that very process, or none. The
+        # cgroup namespace, entered after the container's cgroup was joined, hides the
+        # host's cgroup tree as it does from the container's own processes.
+        setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
+              | CLONE_NEWCGROUP)
         entry.enter_root(root)
         # Before the chdir: -w /proc/self/fd/N must find no fd of the caller's.
         entry.close_inherited_fds(keep=(error_fd, helper_fd))
@@ -276,7 +281,9 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
             load_seccomp: Callable[[], None]) -> dict[str, str]:
     """Namespaces, root, hostname, network, user; returns the command's environment."""
     os.umask(0)
-    namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    # The cgroup namespace after the cgroup was joined (_begin_child): it is rooted at the
+    # cgroup the process is in when it unshares (pydock.core.runtime.cgroups says why).
+    namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
     if spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
@@ -300,9 +307,9 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
 def _exec(argv: list[str], env: dict[str, str], error_fd: int, helper_fd: int) -> NoReturn:
     try:
         path = sealed_exec.look_path(argv[0], env)
+        sealed_exec.exec_through_helper(helper_fd, path, argv, env, error_fd)
     except sealed_exec.ExecFailed as failed:
         _fail(error_fd, failed.code, str(failed))
-    sealed_exec.exec_through_helper(helper_fd, path, argv, env, error_fd)
 
 
 def _drop_privileges(spec: ProcessSpec, load_seccomp: Callable[[], None]) -> dict[str, str]:

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from pydock.core.errors import PydockError
 from pydock.core.runtime.inroot import open_or_create
 from pydock.core.syscalls import (
+    MOUNT_ATTR_NODEV,
     MOUNT_ATTR_RDONLY,
     mount_setattr_recursive,
     move_mount_onto,
@@ -187,8 +188,10 @@ def _mount(root_fd: int, volume: Volume) -> None:
     # (one mount at a time) would leave writable.
     tree = open_tree_clone(volume.source)
     try:
-        if volume.read_only:
-            mount_setattr_recursive(tree, MOUNT_ATTR_RDONLY)
+        # nodev always: a device node in a volume (or made there by the container) must
+        # not open (pydock.core.runtime.devices; --device is the way to pass a device).
+        mount_setattr_recursive(tree, MOUNT_ATTR_NODEV | (
+            MOUNT_ATTR_RDONLY if volume.read_only else 0))
         # A directory goes on a directory, anything else (a file, a socket) on a file.
         directory = stat.S_ISDIR(os.fstat(tree).st_mode)
         target = open_or_create(root_fd, volume.destination, directory, KERNEL_DIRS)
