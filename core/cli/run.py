@@ -61,9 +61,13 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
     In the foreground, the container reads pydock's stdin (a terminal with -i -t), and
     its output is shown and kept in its log (`pydock logs`).
     """
+    require_root()
+    from pydock.core.runtime.cgroups import prime_migration
+
+    # Before the run path's imports, which then hide the kernel's wait (see there).
+    prime_migration()
     from pydock.core.containers.spec import RunOptions
 
-    require_root()
     if options["tty"] and options["interactive"] and not os.isatty(0):
         raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
     name, code, error = ctx.containers().run(RunOptions(command=command, **options))

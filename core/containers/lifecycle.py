@@ -103,7 +103,6 @@ class Containers(ContainerStore):
         (exit code 0), or has failed to start."""
         from pydock.core.runtime import cgroups, devices, monitor
 
-        cgroups.prime_migration()
         record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
         try:

@@ -329,9 +329,14 @@ def prime_migration() -> None:
     cgroup_threadgroup_rwsem for writing, and the first writer after a quiet spell waits for
     an RCU grace period: 5 to 30 ms here, on every run, as the container's first step. A
     writer that comes while another one's wait is under way waits only for what is left of
-    it. So, first thing in ``run``, a thread moves this process into the cgroup it is
-    already in (nothing moves, but the lock is taken), and the container's own move, some
-    10 ms later, finds most of the wait behind it. Failing that, nothing is lost.
+    it, and for a grace period after the last writer, none. So, first thing in ``run``, a
+    thread moves this process into the cgroup it is already in (nothing moves, but the
+    lock is taken), while the CLI imports what the run needs, which takes about as long as
+    the wait: the container's own move, some 25 ms later, then finds the lock ready.
+
+    The kernel holds cgroup_mutex while it waits, so a cgroup made in the meantime (the
+    container's, by :func:`create`) would wait too: that is why this begins before the
+    imports and not later. Failing all that, nothing is lost but the time.
     """
     import _thread
 

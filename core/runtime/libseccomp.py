@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
 
 # Debian's libseccomp2; the soname is stable since libseccomp 2.0.
 _lib = ctypes.CDLL("libseccomp.so.2")
@@ -69,13 +68,6 @@ class ArgCmp(ctypes.Structure):
                 ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64))
 
 
-class Comparison(NamedTuple):
-    arg: int
-    op: int
-    datum_a: int
-    datum_b: int = 0
-
-
 _lib.seccomp_init.argtypes = (ctypes.c_uint32,)
 _lib.seccomp_init.restype = ctypes.c_void_p
 _lib.seccomp_release.argtypes = (ctypes.c_void_p,)
@@ -119,8 +111,8 @@ class Filter:
         if result != -17:  # -EEXIST
             _check(result, f"seccomp_arch_add {name}")
 
-    def add_rule(self, action: int, syscall: int, comparisons: Sequence[Comparison]) -> None:
-        array = (ArgCmp * len(comparisons))(*(ArgCmp(*item) for item in comparisons))
+    def add_rule(self, action: int, syscall: int, comparisons: Sequence[ArgCmp]) -> None:
+        array = (ArgCmp * len(comparisons))(*comparisons)
         _check(_lib.seccomp_rule_add_array(self._context, action, syscall, len(comparisons),
                                            array), "seccomp_rule_add")
 

@@ -369,7 +369,7 @@ def _generate(config: dict[str, Any]) -> bytes:
             action = _action(libseccomp, rule["action"], rule.get("errnoRet"))
             if action == default:
                 continue
-            comparisons = [libseccomp.Comparison(arg["index"], libseccomp.COMPARISONS[arg["op"]],
+            comparisons = [libseccomp.ArgCmp(arg["index"], libseccomp.COMPARISONS[arg["op"]],
                                                  arg["value"], arg["valueTwo"])
                            for arg in rule.get("args") or []]
             indexes = [comparison.arg for comparison in comparisons]
