@@ -322,28 +322,36 @@ def create(root: Path, container_id: str, limits: Limits,
 
 
 def prime_migration() -> None:
-    """Have the kernel's wait for the container's first cgroup move begin now, in a thread,
-    while this process records the container and starts it.
+    """Have the kernel's wait for the container's first cgroup move happen now, in a
+    thread, while this process imports what the run needs, records the container and
+    starts it.
 
     Moving a process between cgroups (a write to cgroup.procs, v1 or v2) takes the kernel's
     cgroup_threadgroup_rwsem for writing, and the first writer after a quiet spell waits for
-    an RCU grace period: 5 to 30 ms here, on every run, as the container's first step. A
+    an RCU grace period: 10 to 17 ms here, on every run, as the container's first step. A
     writer that comes while another one's wait is under way waits only for what is left of
-    it, and for a grace period after the last writer, none. So, first thing in ``run``, a
-    thread moves this process into the cgroup it is already in (nothing moves, but the
-    lock is taken), while the CLI imports what the run needs, which takes about as long as
-    the wait: the container's own move, some 25 ms later, then finds the lock ready.
+    it, and one that comes within a grace period of the last writer's exit waits not at
+    all. So a thread moves this process into the cgroup it is already in (nothing moves,
+    but the lock is taken) at once, then again every few milliseconds for a while: the
+    container's own move, some 25 ms later (more on a loaded machine), finds the lock ready.
 
     The kernel holds cgroup_mutex while it waits, so a cgroup made in the meantime (the
-    container's, by :func:`create`) would wait too: that is why this begins before the
-    imports and not later. Failing all that, nothing is lost but the time.
+    container's, by :func:`create`) waits too: that is why this begins before the run
+    path's imports, not after. Should any of it fail, only the time is lost.
     """
     import _thread
 
-    _thread.start_new_thread(_move_into_own_cgroup, ())
+    _thread.start_new_thread(_keep_migration_ready, ())
 
 
-def _move_into_own_cgroup() -> None:
+# How long, and how often, the priming thread takes the lock again.
+_PRIMING_SECONDS = 0.1
+_PRIMING_INTERVAL = 0.004
+
+
+def _keep_migration_ready() -> None:
+    import time
+
     with contextlib.suppress(OSError, ValueError, StopIteration):
         hierarchy = _hierarchies()[0]
         with open("/proc/self/cgroup") as f:
@@ -352,8 +360,14 @@ def _move_into_own_cgroup() -> None:
         wanted = "" if hierarchy.version == 2 else None
         path = next(line[2] for line in lines if (line[1] == wanted) or (
             wanted is None and set(line[1].split(",")) <= hierarchy.options and line[1]))
-        with open(hierarchy.mount / path.lstrip("/") / "cgroup.procs", "w") as procs:
-            procs.write(str(os.getpid()))
+        procs, pid = hierarchy.mount / path.lstrip("/") / "cgroup.procs", str(os.getpid())
+        deadline = time.monotonic() + _PRIMING_SECONDS
+        while time.monotonic() < deadline:
+            # Opened and closed each time: a fork of this process (the monitor) must not
+            # find the descriptor.
+            with open(procs, "w") as f:
+                f.write(pid)
+            time.sleep(_PRIMING_INTERVAL)
 
 
 def has_v1_controller(controller: str) -> bool:
