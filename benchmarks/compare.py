@@ -41,7 +41,6 @@ import argparse
 import functools
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ from compare_measure import Series, measure
 from compare_report import report
 from compare_tools import Podman, Pydock, Runc
 from compare_trees import LARGE, SMALL, Tree, export_small_tree, generate_large_tree
-from compare_workspace import Cleanup, interrupted, remove_workspace
+from compare_workspace import Cleanup, remove_workspace, run_then_clean_up
 
 
 @dataclass
@@ -235,26 +234,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("compare: pydock, runc and podman need root: run this with sudo", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, interrupted)
     # A short name: podman refuses a --runroot longer than 50 characters.
     work = Path(tempfile.mkdtemp(prefix="pydock-cmp.", dir=args.tmpdir))
     cleanup = Cleanup()
     cleanup.add(f"removing {work}", lambda: remove_workspace(work))
-    try:
-        print(compare(args, work, cleanup))
-        return 0
-    except CommandFailed as exc:
-        note(f"failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        note("interrupted")
-        return 130
-    finally:
-        # A second Ctrl-C must not leave half the clean-up undone.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        note("cleaning up")
-        cleanup.run()
+    return run_then_clean_up(lambda: compare(args, work, cleanup), cleanup)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 from compare_commands import CommandFailed, note, run
 from compare_tools import Pydock, Runc
 from compare_trees import export_small_tree
-from compare_workspace import Cleanup, interrupted, remove_workspace
+from compare_workspace import Cleanup, remove_workspace, run_then_clean_up
 
 
 def timed_pipeline(pipeline: str, expected: str) -> float:
@@ -119,30 +118,21 @@ def main() -> int:
     parser.add_argument("--tmpdir", default="/var/tmp", help="where the workspace is made")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pydock-stdio-", dir=args.tmpdir))
-    signal.signal(signal.SIGTERM, interrupted)
     cleanup = Cleanup()
     cleanup.add("removing the workspace", lambda: remove_workspace(work))
     cleanup.add("removing runc's containers",
                 Runc(args.runc, work / "runc-state").delete_containers)
     cleanup.add("removing pydock's containers",
                 Pydock(args.pydock, work / "pydock-root").remove_containers)
-    try:
+
+    def table() -> str:
         rows = measure(args.pydock, args.runc, args.size, args.repeat, work)
-    except CommandFailed as exc:
-        print(f"compare_stdio: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        note("interrupted")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        cleanup.run()
-    print(f"| {args.size} MiB through a pipe (median of {args.repeat}) | seconds | throughput |")
-    print("| --- | ---: | ---: |")
-    for name, median, rate in rows:
-        print(f"| {name} | {median:.3f} | {rate} |")
-    return 0
+        return "\n".join([
+            f"| {args.size} MiB through a pipe (median of {args.repeat}) | seconds | throughput |",
+            "| --- | ---: | ---: |",
+            *(f"| {name} | {median:.3f} | {rate} |" for name, median, rate in rows)])
+
+    return run_then_clean_up(table, cleanup)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from compare_commands import note
+from compare_commands import CommandFailed, note
 
 
 class Cleanup:
@@ -55,6 +56,26 @@ def remove_workspace(path: Path) -> None:
         note(f"cleanup: {path} kept, still mounted: {', '.join(left)}")
         return
     shutil.rmtree(path, ignore_errors=True)
+
+
+def run_then_clean_up(body: Callable[[], str], cleanup: Cleanup) -> int:
+    """Print what ``body`` reports and return 0; 1 if a command failed, 130 on Ctrl-C or
+    SIGTERM; the clean-up runs whatever happened, and a second Ctrl-C cannot cut it short."""
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        print(body())
+        return 0
+    except CommandFailed as exc:
+        note(f"failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        note("interrupted")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note("cleaning up")
+        cleanup.run()
 
 
 def interrupted(signum: int, _frame: FrameType | None) -> None:

@@ -45,14 +45,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
-from pydock.core.runtime.inroot import open_or_create
-from pydock.core.runtime.volumes import KERNEL_DIRS
+from pydock.core.runtime.volumes import KERNEL_DIRS, attach_in_root
 from pydock.core.syscalls import (
     MOUNT_ATTR_NOEXEC,
     MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
     mount_setattr_recursive,
-    move_mount_onto,
     open_tree_clone,
 )
 
@@ -202,11 +200,6 @@ def mount_devices(root_fd: int, devices: Sequence[Device]) -> None:
                                   f"{device.type} {device.major}:{device.minor}")
             mount_setattr_recursive(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
                                     | MOUNT_ATTR_NOEXEC)
-            target = open_or_create(root_fd, device.path, directory=False,
-                                    refuse_under=KERNEL_DIRS)
-            try:
-                move_mount_onto(tree, target.fd)
-            finally:
-                os.close(target.fd)
+            attach_in_root(tree, root_fd, device.path, directory=False)
         finally:
             os.close(tree)

@@ -193,11 +193,16 @@ def _mount(root_fd: int, volume: Volume) -> None:
         mount_setattr_recursive(tree, MOUNT_ATTR_NODEV | (
             MOUNT_ATTR_RDONLY if volume.read_only else 0))
         # A directory goes on a directory, anything else (a file, a socket) on a file.
-        directory = stat.S_ISDIR(os.fstat(tree).st_mode)
-        target = open_or_create(root_fd, volume.destination, directory, KERNEL_DIRS)
-        try:
-            move_mount_onto(tree, target.fd)
-        finally:
-            os.close(target.fd)
+        attach_in_root(tree, root_fd, volume.destination, stat.S_ISDIR(os.fstat(tree).st_mode))
     finally:
         os.close(tree)
+
+
+def attach_in_root(tree: int, root_fd: int, path: str, directory: bool) -> None:
+    """Attach the detached mount ``tree`` at ``path`` inside the root ``root_fd``, on a
+    directory or a file made there if missing (never under /proc, /sys or /dev/pts)."""
+    target = open_or_create(root_fd, path, directory, KERNEL_DIRS)
+    try:
+        move_mount_onto(tree, target.fd)
+    finally:
+        os.close(target.fd)
