@@ -79,7 +79,6 @@ def look_path(command: str, env: dict[str, str]) -> str:
     """``command``'s path as exec will take it: a name with no slash is looked for on the
     environment's PATH (the first executable regular file), as Go's LookPath does for
     docker and runc. ExecFailed with docker's message if there is none."""
-    quoted = _quoted(command)
     if "/" in command:
         return command
     if command:
@@ -91,7 +90,8 @@ def look_path(command: str, env: dict[str, str]) -> str:
                 continue
             if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
                 return candidate
-    raise ExecFailed(EXIT_NOT_FOUND, f"exec: {quoted}: executable file not found in $PATH")
+    raise ExecFailed(EXIT_NOT_FOUND,
+                     f"exec: {_quoted(command)}: executable file not found in $PATH")
 
 
 def exec_through_helper(helper_fd: int, path: str, argv: list[str], env: dict[str, str],
@@ -104,7 +104,10 @@ def exec_through_helper(helper_fd: int, path: str, argv: list[str], env: dict[st
         moved = fcntl.fcntl(helper_fd, fcntl.F_DUPFD_CLOEXEC, ERROR_FD + 1)
         os.close(helper_fd)
         helper_fd = moved
-    os.dup2(error_fd, ERROR_FD, inheritable=True)
+    if error_fd != ERROR_FD:
+        os.dup2(error_fd, ERROR_FD, inheritable=True)
+    else:  # dup2 onto itself would leave it close-on-exec, and the helper without it
+        os.set_inheritable(ERROR_FD, True)
     try:
         os.execve(helper_fd, [HELPER_NAME, path, *argv], env)
     except OSError as exc:
