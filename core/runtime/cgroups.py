@@ -350,17 +350,11 @@ _PRIMING_INTERVAL = 0.004
 
 
 def _keep_migration_ready() -> None:
-    import time
-
-    with contextlib.suppress(OSError, ValueError, StopIteration):
+    # Nothing may escape a thread: Python would print its traceback on the CLI's stderr.
+    with contextlib.suppress(OSError, ValueError, LookupError):
         hierarchy = _hierarchies()[0]
-        with open("/proc/self/cgroup") as f:
-            # "0::/path" (v2) or "N:memory:/path" (v1): the hierarchy's options name it.
-            lines = [line.rstrip("\n").split(":", 2) for line in f]
-        wanted = "" if hierarchy.version == 2 else None
-        path = next(line[2] for line in lines if (line[1] == wanted) or (
-            wanted is None and set(line[1].split(",")) <= hierarchy.options and line[1]))
-        procs, pid = hierarchy.mount / path.lstrip("/") / "cgroup.procs", str(os.getpid())
+        procs = hierarchy.mount / _own_cgroup(hierarchy).lstrip("/") / "cgroup.procs"
+        pid = str(os.getpid())
         deadline = time.monotonic() + _PRIMING_SECONDS
         while time.monotonic() < deadline:
             # Opened and closed each time: a fork of this process (the monitor) must not
@@ -368,6 +362,20 @@ def _keep_migration_ready() -> None:
             with open(procs, "w") as f:
                 f.write(pid)
             time.sleep(_PRIMING_INTERVAL)
+
+
+def _own_cgroup(hierarchy: _Hierarchy) -> str:
+    """This process's cgroup in ``hierarchy``, from /proc/self/cgroup: the line "0::/path"
+    for v2, "N:CONTROLLERS:/path" for v1 (the hierarchy's mount options name them).
+    LookupError if there is none."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if (hierarchy.version == 2 and not controllers) or (
+                    hierarchy.version == 1 and controllers
+                    and set(controllers.split(",")) <= hierarchy.options):
+                return path
+    raise LookupError(f"no cgroup of this process in {hierarchy.mount}")
 
 
 def has_v1_controller(controller: str) -> bool:
