@@ -354,8 +354,9 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def read_regular(path: str, limit: int) -> bytes:
-    """The content of the regular file ``path``, which an image or a container controls.
+def read_regular(path: str, limit: int, name: str = "") -> bytes:
+    """The content of the regular file ``path``, which an image, a container or a flag
+    names.
 
     Anything else is refused, before a byte is read: a FIFO put there would block the
     reader for good (with the record's lock held, signals blocked), a device would answer
@@ -363,12 +364,14 @@ def read_regular(path: str, limit: int) -> bytes:
     itself cannot block (O_NONBLOCK: a FIFO opens at once, without a writer), nor take a
     terminal as controlling terminal (O_NOCTTY). A symlink is followed: callers read inside
     the container's own root, where it cannot lead out. PydockError if it is not a regular
-    file or holds more than ``limit`` bytes; OSError if it cannot be opened.
+    file or holds more than ``limit`` bytes (naming it ``name``, by default its path);
+    OSError if it cannot be opened.
     """
+    name = name or path
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PydockError(f"{path} is not a regular file")
+            raise PydockError(f"{name} is not a regular file")
         chunks, size = [], 0
         # st_size is not trusted: /proc's files say 0, and a file may grow as it is read.
         while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
@@ -377,7 +380,7 @@ def read_regular(path: str, limit: int) -> bytes:
     finally:
         os.close(fd)
     if size > limit:
-        raise PydockError(f"{path} is larger than {limit} bytes")
+        raise PydockError(f"{name} is larger than {limit} bytes")
     return b"".join(chunks)
 
 

@@ -133,16 +133,21 @@ def parse_device(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
         st = os.stat(source)
     except OSError as exc:
         raise PydockError(f"--device {text}: {source}: {exc.strerror}") from None
-    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+    kind = _node_type(st.st_mode)
+    if not kind:
         raise PydockError(f"--device {text}: {source} is not a device node")
     if not {"r", "w"} <= set(permissions) and not _has_devices_controller():
         raise PydockError(f"--device {text}: this host has no cgroup v1 devices controller "
                           f"to hold the device to {permissions!r} (only rw or rwm)")
-    device = Device(destination, source, "c" if stat.S_ISCHR(st.st_mode) else "b",
-                    os.major(st.st_rdev), os.minor(st.st_rdev))
+    device = Device(destination, source, kind, os.major(st.st_rdev), os.minor(st.st_rdev))
     rule = {"allow": True, "type": device.type, "major": device.major,
             "minor": device.minor, "access": permissions}
     return device.to_spec(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid), rule
+
+
+def _node_type(mode: int) -> str:
+    """"c" for a character device, "b" for a block device, "" for anything else."""
+    return "c" if stat.S_ISCHR(mode) else "b" if stat.S_ISBLK(mode) else ""
 
 
 def _has_devices_controller() -> bool:
@@ -193,8 +198,7 @@ def mount_devices(root_fd: int, devices: Sequence[Device]) -> None:
             raise PydockError(f"device {device.source}: {exc.strerror}") from None
         try:
             st = os.fstat(tree)
-            kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else ""
-            if (kind, os.major(st.st_rdev), os.minor(st.st_rdev)) != (
+            if (_node_type(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev)) != (
                     device.type, device.major, device.minor):
                 raise PydockError(f"device {device.source} on the host is no longer "
                                   f"{device.type} {device.major}:{device.minor}")

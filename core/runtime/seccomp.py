@@ -34,13 +34,13 @@ import contextlib
 import json
 import os
 import re
-import stat
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydock.core.errors import PydockError
+from pydock.core.files import read_regular
 from pydock.core.runtime.security_opts import SECCOMP, split
 from pydock.core.syscalls import set_seccomp_filter
 
@@ -111,16 +111,10 @@ def default_profile() -> Profile:
 def read_profile(path: str) -> Profile:
     """The profile in the file ``path``, checked (:func:`validate`)."""
     try:
-        # Non-blocking, then only a regular file is read: a FIFO would hang the run.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise PydockError(f"seccomp profile ({path}) is not a regular file")
-            data = f.read(PROFILE_MAX_BYTES + 1)
+        # Only a regular file, opened without blocking: a FIFO would hang the run.
+        data = read_regular(path, PROFILE_MAX_BYTES, f"seccomp profile ({path})")
     except OSError as exc:
         raise PydockError(f"opening seccomp profile ({path}) failed: {exc.strerror}") from None
-    if len(data) > PROFILE_MAX_BYTES:
-        raise PydockError(f"seccomp profile ({path}) is larger than {PROFILE_MAX_BYTES} bytes")
     try:
         profile = json.loads(data)
     except ValueError as exc:  # UnicodeDecodeError included
