@@ -211,9 +211,7 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     """The container's first process, from fork to exec. Never returns: whatever happens,
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
-        helper_fd = _begin_child(stdio, join_cgroup)
-        # While the host's files (libseccomp, the cache) are reachable:
-        load_seccomp = seccomp.prepare(spec.seccomp, spec.seccomp_cache)
+        helper_fd, load_seccomp = _begin_child(spec, stdio, join_cgroup)
         env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp)
         _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
@@ -222,10 +220,12 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
         os._exit(EXIT_PYDOCK_ERROR)
 
 
-def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> int:
+def _begin_child(spec: ProcessSpec, stdio: Stdio, join_cgroup: Callable[[], None] | None
+                 ) -> tuple[int, Callable[[], None]]:
     """The first steps of a forked child, in the container or joining one; returns the
-    sealed exec helper it is to exec the command through (made while the host's files,
-    where the helper is, are still its own)."""
+    sealed exec helper it is to exec the command through and what loads its seccomp
+    filter, both made while the host's files (the helper, libseccomp, the filter cache)
+    are still its own."""
     # First of all, so that the limits cover all the process does and forks.
     if join_cgroup is not None:
         join_cgroup()
@@ -238,7 +238,7 @@ def _begin_child(stdio: Stdio, join_cgroup: Callable[[], None] | None) -> int:
         signal.signal(signum, signal.SIG_DFL if signum == signal.SIGWINCH else _end_setup)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     _take_stdio(stdio)
-    return sealed_exec.sealed_helper()
+    return sealed_exec.sealed_helper(), seccomp.prepare(spec.seccomp, spec.seccomp_cache)
 
 
 def _end_setup(signum: int, _frame: object) -> None:
@@ -249,9 +249,7 @@ def _end_setup(signum: int, _frame: object) -> None:
 def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: int,
                    join_cgroup: Callable[[], None] | None) -> NoReturn:
     try:
-        helper_fd = _begin_child(stdio, join_cgroup)
-        # While the host's files (libseccomp, the cache) are reachable:
-        load_seccomp = seccomp.prepare(spec.seccomp, spec.seccomp_cache)
+        helper_fd, load_seccomp = _begin_child(spec, stdio, join_cgroup)
         # Not dumpable before it joins: this process still holds the host's files and
         # memory, and the container's root may otherwise ptrace it or open its /proc files.
         prctl(PR_SET_DUMPABLE, 0)
