@@ -65,8 +65,9 @@ def image_save(ctx: Context, reference: str, output: Path, fmt: str) -> None:
 
 @image.command("ls")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--digests", is_flag=True, help="Show the manifest digest of each name.")
 @pass_context
-def image_ls(ctx: Context, fmt: str) -> None:
+def image_ls(ctx: Context, fmt: str, digests: bool) -> None:
     """List images."""
     from pydock.core.cli.views import image_rows, print_table
 
@@ -74,7 +75,21 @@ def image_ls(ctx: Context, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
-        print_table(rows, ["Repository", "Tag", "ID", "Created", "Size"])
+        print_table(rows, ["Repository", "Tag", *(["Digest"] if digests else []), "ID",
+                           "Created", "Size"])
+
+
+@click.command("tag")
+@click.argument("source")
+@click.argument("target")
+@pass_context
+def tag(ctx: Context, source: str, target: str) -> None:
+    """Give the image SOURCE (name or id) the name TARGET ([HOST[:PORT]/]NAME[:TAG])."""
+    require_root()
+    ctx.containers().images.tag(source, target)
+
+
+image.add_command(tag)
 
 
 @image.command("rm")

@@ -36,6 +36,7 @@ COMMANDS = {
     "diff": "containers:diff", "commit": "containers:commit", "export": "containers:export",
     "prune": "containers:prune",
     "image": "images:image", "storage": "storage:storage", "bench": "bench:bench",
+    "tag": "images:tag",
 }
 
 

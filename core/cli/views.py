@@ -58,10 +58,15 @@ def _corrupt_row(name: str, remains: Remains) -> dict[str, Any]:
 def image_rows(store: ImageStore) -> list[dict[str, Any]]:
     rows = []
     for image in store.all_images():
-        # An unnamed image (loaded without a name, or untagged) is listed as docker does.
-        for name in image.names or ("<none>:<none>",):
+        # An unnamed image (loaded without a name, or untagged) is listed as docker does;
+        # one pulled by digest alone has a repository but no tag.
+        names = image.names or tuple(f"{d.partition('@')[0]}:<none>" for d in image.digests)
+        for name in names or ("<none>:<none>",):
             repository, _, tag = name.rpartition(":")
-            rows.append({"Repository": repository, "Tag": tag, "ID": image.id[7:19],
+            digest = next((d.partition("@")[2] for d in image.digests
+                           if d.partition("@")[0] == repository), "<none>")
+            rows.append({"Repository": repository, "Tag": tag, "Digest": digest,
+                         "ID": image.id[7:19],
                          "Created": _ago(image.config.get("created", "")),
                          "Size": _human_size(store.size(image))})
     return rows
@@ -69,7 +74,7 @@ def image_rows(store: ImageStore) -> list[dict[str, Any]]:
 
 def image_details(store: ImageStore, reference: str) -> dict[str, Any]:
     image = store.resolve(reference)
-    return {"Id": image.id, "RepoTags": list(image.names),
+    return {"Id": image.id, "RepoTags": list(image.names), "RepoDigests": list(image.digests),
             "Created": image.config.get("created", ""),
             "Architecture": image.config.get("architecture", ""),
             "Os": image.config.get("os", ""), "Size": store.size(image),

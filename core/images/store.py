@@ -54,33 +54,87 @@ from pydock.core.leftovers import sweep
 DEFAULT_IMAGE = "pydock/default:latest"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Docker's reference grammar, less digests: [host[:port]/]path[:tag], path components
+# Docker's reference grammar: [host[:port]/]path[:tag][@digest], path components
 # lowercase. As in docker, a first component is a host only if it has a '.' or a port or
 # is "localhost"; otherwise "NOT/valid" would pass as host "NOT".
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+"
 # Patterns here and below are compiled (and cached) by re on first use, not on the way to
 # every `pydock run`.
-_REFERENCE = (rf"(?P<name>(?:(?:{_HOST})/)?{_COMPONENT}(?:/{_COMPONENT})*)"
-              r"(?::(?P<tag>[\w][\w.-]{0,127}))?")
+_REFERENCE = (rf"(?:(?P<host>{_HOST})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+              r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 _IMAGE_ID = r"(?:sha256:)?([0-9a-f]{12,64})"
+DOCKER_HUB = "docker.io"
+# What docker takes for Docker Hub, besides its own name.
+_HUB_ALIASES = ("index.docker.io", "registry-1.docker.io")
+
+
+class Reference(NamedTuple):
+    """An image reference as docker reads it: ``debian`` is
+    ``docker.io/library/debian:latest``, ``user/x`` is ``docker.io/user/x:latest``,
+    ``localhost:5000/x`` and ``host.name/x`` name their registry. A digest, when given,
+    is what counts; the tag then defaults to nothing."""
+
+    host: str  # the registry: "docker.io", "localhost:5000", "quay.io"
+    path: str  # the repository on it: "library/debian"
+    tag: str | None
+    digest: str | None
+
+    @property
+    def repository(self) -> str:
+        """Docker's familiar name: without ``docker.io/`` and ``library/``."""
+        if self.host != DOCKER_HUB:
+            return f"{self.host}/{self.path}"
+        return self.path.removeprefix("library/") if self.path.count("/") == 1 else self.path
+
+    @property
+    def full_repository(self) -> str:
+        return f"{self.host}/{self.path}"
+
+    @property
+    def familiar(self) -> str:
+        """What the store keys names by and ``image ls`` shows: ``debian:latest``,
+        ``localhost:5000/x:1``, ``debian@sha256:...``."""
+        if self.digest:
+            return f"{self.repository}@{self.digest}"
+        return f"{self.repository}:{self.tag}"
+
+    def __str__(self) -> str:
+        return f"{self.full_repository}{f'@{self.digest}' if self.digest else f':{self.tag}'}"
+
+
+def parse_reference(ref: str) -> Reference:
+    """``ref`` read as docker reads it (see :class:`Reference`); PydockError if malformed."""
+    match = re.fullmatch(_REFERENCE, ref)
+    if not match or len(f"{match['host'] or ''}/{match['path']}") > 256:
+        raise PydockError(f"invalid image reference {ref!r}: expected [HOST[:PORT]/]NAME[:TAG]"
+                          "[@sha256:DIGEST] (lowercase name, tag of letters, digits, '_', "
+                          "'.', '-')")
+    host = match["host"] or DOCKER_HUB
+    if host in _HUB_ALIASES:
+        host = DOCKER_HUB
+    path = match["path"]
+    if host == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    digest = match["digest"]
+    return Reference(host, path, match["tag"] or (None if digest else "latest"), digest)
 
 
 def normalize_reference(ref: str) -> str:
-    """``name[:tag]`` with the tag defaulting to ``latest``; PydockError if malformed."""
-    match = re.fullmatch(_REFERENCE, ref)
-    if not match or len(match["name"]) > 255:
-        raise PydockError(f"invalid image reference {ref!r}: expected NAME[:TAG] "
-                          "(lowercase name, tag of letters, digits, '_', '.', '-')")
-    return f"{match['name']}:{match['tag'] or 'latest'}"
+    """The name ``ref`` stands for, as the store keys it: ``name:tag`` (tag defaulting to
+    ``latest``) or ``name@sha256:...``, in docker's familiar form (``debian:latest`` for
+    ``docker.io/library/debian``); PydockError if malformed."""
+    return parse_reference(ref).familiar
 
 
 class Image(NamedTuple):
-    """One image: its id (sha256 of the config), the names pointing at it, and its config."""
+    """One image: its id (sha256 of the config), the names pointing at it (``name:tag``),
+    its config, and the ``name@sha256:<manifest digest>`` it was pulled or pushed as."""
 
     id: str
     names: tuple[str, ...]
     config: dict[str, Any]
+    digests: tuple[str, ...] = ()
 
     @property
     def diff_ids(self) -> list[str]:
@@ -115,18 +169,19 @@ class ImageStore:
 
     def all_images(self) -> list[Image]:
         """Every image, named ones first (by name), then the unnamed ones (by id)."""
-        by_id: dict[str, list[str]] = {image_id: [] for image_id in self._image_ids()}
-        for name, image_id in self._read_repositories().items():
-            by_id.setdefault(image_id, []).append(name)
-        return [self._load(image_id, tuple(sorted(names))) for image_id, names in
-                sorted(by_id.items(), key=lambda item: (not item[1], sorted(item[1]), item[0]))]
+        repositories = self._read_repositories()
+        by_id: dict[str, tuple[str, ...]] = {image_id: () for image_id in self._image_ids()}
+        for image_id in repositories.values():
+            by_id[image_id] = self._names_of(image_id, repositories)
+        return [self._load(image_id, names, repositories) for image_id, names in
+                sorted(by_id.items(), key=lambda item: (not item[1], item[1], item[0]))]
 
     def resolve(self, ref: str) -> Image:
         """The image named ``ref`` (``name[:tag]``) or with that id or unique id prefix."""
         with self._locked(shared=True):  # not half-way through an `image rm`
             repositories = self._read_repositories()
             image_id, _name = self._lookup(ref, repositories)
-            return self._load(image_id, self._names_of(image_id, repositories))
+            return self._load(image_id, self._names_of(image_id, repositories), repositories)
 
     def confirm(self, image_id: str, ref: str) -> None:
         """PydockError ``no such image`` unless image ``image_id`` (resolved from ``ref``)
@@ -206,7 +261,30 @@ class ImageStore:
                 ids.append(f"sha256:{image_id}")
                 repositories.update(dict.fromkeys(names, ids[-1]))
             write_json_atomic(self.repositories, repositories)
-            return [self._load(i, self._names_of(i, repositories)) for i in ids]
+            return [self._load(i, self._names_of(i, repositories), repositories) for i in ids]
+
+    def tag(self, source: str, target: str) -> Image:
+        """Point the name ``target`` at the image ``source`` names (``image tag``)."""
+        name = parse_reference(target)
+        if name.digest:
+            raise PydockError(f"cannot tag {target!r}: a tag, not a digest, names an image")
+        with self._locked():
+            repositories = self._read_repositories()
+            image_id, _name = self._lookup(source, repositories)
+            repositories[name.familiar] = image_id
+            write_json_atomic(self.repositories, repositories)
+            return self._load(image_id, self._names_of(image_id, repositories), repositories)
+
+    def add_digest(self, image_id: str, digest_name: str) -> None:
+        """Record that image ``image_id`` is ``name@sha256:...`` (its manifest's digest in
+        that repository), as docker's RepoDigests, once it is pulled or pushed."""
+        name = normalize_reference(digest_name)
+        with self._locked():
+            repositories = self._read_repositories()
+            if repositories.get(name) != image_id and (
+                    self.configs_dir / f"{image_id.removeprefix('sha256:')}.json").exists():
+                repositories[name] = image_id
+                write_json_atomic(self.repositories, repositories)
 
     def remove_unused_layers(self, diff_ids: list[str]) -> None:
         """Delete those of ``diff_ids`` that no image uses: the undo of a failed load."""
@@ -225,13 +303,18 @@ class ImageStore:
         with self._locked():
             repositories = self._read_repositories()
             image_id, name = self._lookup(ref, repositories)
-            image = self._load(image_id, self._names_of(image_id, repositories))
+            image = self._load(image_id, self._names_of(image_id, repositories), repositories)
             users = in_use(image)
             if users:
                 raise PydockError(f"image {name or image_id} is in use by container(s) "
                                   f"{', '.join(users)}: remove them first")
-            for doomed in [name] if name else image.names:
+            for doomed in [name] if name else [*image.names, *image.digests]:
                 del repositories[doomed]
+            if not self._names_of(image_id, repositories) and (name is None or "@" not in name):
+                # Its last tag gone, the image goes, and the digests it was pulled as with
+                # it, as in docker.
+                for doomed in image.digests:
+                    repositories.pop(doomed, None)
             write_json_atomic(self.repositories, repositories)
             if image_id in repositories.values():
                 return image
@@ -285,7 +368,8 @@ class ImageStore:
             raise PydockError(f"no such image: {name}")
         return repositories[name], name
 
-    def _load(self, image_id: str, names: tuple[str, ...]) -> Image:
+    def _load(self, image_id: str, names: tuple[str, ...],
+              repositories: dict[str, str] | None = None) -> Image:
         path = self.configs_dir / f"{image_id.removeprefix('sha256:')}.json"
         try:
             config = json.loads(path.read_text())
@@ -294,7 +378,9 @@ class ImageStore:
             raise PydockError(f"image {image_id} has no config in the store") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise PydockError(f"image {image_id}: corrupt config {path}: {exc!r}") from None
-        return Image(image_id, names, config)
+        digests = tuple(sorted(n for n, i in (repositories or {}).items()
+                               if i == image_id and "@" in n))
+        return Image(image_id, names, config, digests)
 
     def _read_repositories(self) -> dict[str, str]:
         try:
@@ -305,17 +391,29 @@ class ImageStore:
             raise PydockError(f"corrupt image index {self.repositories}: {exc}") from None
         if not isinstance(data, dict):
             raise PydockError(f"corrupt image index {self.repositories}")
-        return {str(k): str(v) for k, v in data.items()}
+        return {_familiar(str(k)): str(v) for k, v in data.items()}
 
     @staticmethod
     def _names_of(image_id: str, repositories: dict[str, str]) -> tuple[str, ...]:
-        return tuple(sorted(n for n, i in repositories.items() if i == image_id))
+        """The image's tags (``name:tag``); its digests are :attr:`Image.digests`."""
+        return tuple(sorted(n for n, i in repositories.items() if i == image_id and "@" not in n))
 
     def _locked(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         if shared and not self.images_dir.exists():
             return contextlib.nullcontext()  # no image yet: nothing to keep consistent
         storage_root.ensure(self.root)
         return flocked(self.images_dir / "lock", shared=shared)
+
+
+def _familiar(name: str) -> str:
+    """A stored name in today's form: one written by a pydock that kept names as given
+    (``docker.io/library/debian:12``) is found as docker would name it (``debian:12``)."""
+    if "." not in name and "/" not in name.partition(":")[0]:
+        return name  # already familiar (the common case, on every `run`): no regex
+    try:
+        return normalize_reference(name)
+    except PydockError:
+        return name
 
 
 def _diff_ids_of(blob: bytes) -> list[str]:
