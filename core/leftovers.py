@@ -31,6 +31,10 @@ where                               made by                                 swep
 (file)                              ``state.json`` (atomic write)
 ``images/.new-*`` (file)            ``repositories.json`` being replaced    ImageStore.sweep
 ``images/configs/.new-*`` (file)    an image config being stored            ImageStore.sweep
+``images/manifests/.new-*`` (file)  the list of an image's manifests        BlobStore.sweep
+``blobs/.tmp-*`` (file)             ``pull``, ``push``: a blob being        BlobStore.sweep
+                                    downloaded or written (a verified blob
+                                    is renamed into ``blobs/sha256/``)
 ``layers/.tmp-*`` (directory)       import, load, commit: a layer being     ImageStore.sweep
                                     extracted
 ``layers/.tmp-*`` (file)            ``scratch_file`` without O_TMPFILE: an  ImageStore.sweep

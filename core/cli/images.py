@@ -14,6 +14,7 @@ from pydock.core.cli.common import (
     pass_context,
     require_root,
 )
+from pydock.core.cli.registry import pull, push
 from pydock.core.errors import PydockError
 
 
@@ -90,6 +91,8 @@ def tag(ctx: Context, source: str, target: str) -> None:
 
 
 image.add_command(tag)
+image.add_command(pull)
+image.add_command(push)
 
 
 @image.command("rm")

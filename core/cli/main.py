@@ -36,7 +36,8 @@ COMMANDS = {
     "diff": "containers:diff", "commit": "containers:commit", "export": "containers:export",
     "prune": "containers:prune",
     "image": "images:image", "storage": "storage:storage", "bench": "bench:bench",
-    "tag": "images:tag",
+    "tag": "images:tag", "pull": "registry:pull", "push": "registry:push",
+    "login": "registry:login", "logout": "registry:logout",
 }
 
 

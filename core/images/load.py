@@ -118,7 +118,7 @@ def _plan_docker(archive: ArchiveFiles) -> list[_Planned]:
         named = _DIGEST_NAMED.fullmatch(config_path)
         if named and hashlib.sha256(config).hexdigest() != named[1]:
             raise PydockError(f"config {config_path}: content does not match its digest name")
-        diff_ids = _diff_ids(config, config_path)
+        diff_ids = config_diff_ids(config, config_path)
         paths = _expect(entry.get("Layers"), list, f"{what} Layers")
         if len(paths) != len(diff_ids):
             raise PydockError(f"{what}: {len(paths)} layers but its config has "
@@ -164,7 +164,7 @@ def _plan_oci_manifest(archive: ArchiveFiles, descriptor: dict[str, Any], depth:
     config_digest = _descriptor_digest(config_descriptor, f"manifest {digest} config")
     config = archive.read_bytes(blob_path(config_digest))
     _check_blob(config, config_descriptor, f"config {config_digest}")
-    diff_ids = _diff_ids(config, f"config {config_digest}")
+    diff_ids = config_diff_ids(config, f"config {config_digest}")
     layers = []
     for number, value in enumerate(_expect(document.get("layers"), list,
                                            f"manifest {digest} layers")):
@@ -277,7 +277,7 @@ def _descriptor_size(descriptor: dict[str, Any], what: str) -> int:
     return size
 
 
-def _diff_ids(config: bytes, what: str) -> list[str]:
+def config_diff_ids(config: bytes, what: str) -> list[str]:
     document = _expect(parse_json(config, what), dict, what)
     _check_run_config(document, what)
     rootfs = _expect(document.get("rootfs"), dict, f"{what} rootfs")

@@ -8,7 +8,9 @@ Layout::
     images/configs/<hex>.json     an OCI image config, byte for byte as it came (so the image
                                   id, its sha256, is the one docker and podman show); one
                                   file per image, named or not
-    images/repositories.json      {"name:tag": "sha256:<image id>"}
+    images/repositories.json      {"name:tag": "sha256:<image id>"}, and
+                                  {"name@sha256:<manifest digest>": ...} for pulled images
+    blobs/, images/manifests/     registry blobs as they came (pydock.core.images.blobs)
 
 Layers and configs are immutable once renamed into place; configs are added and removed,
 and ``repositories.json`` changes, only under ``images/lock`` (the latter written atomically).
@@ -320,6 +322,9 @@ class ImageStore:
                 return image
             (self.configs_dir / f"{image_id.removeprefix('sha256:')}.json").unlink(
                 missing_ok=True)
+            from pydock.core.images.blobs import BlobStore
+
+            BlobStore(self.root).forget_image(image_id, set(self._image_ids()))
             shared = {d for i in self._image_ids() for d in self._load(i, ()).diff_ids}
             for diff_id in image.diff_ids:
                 if diff_id not in shared:
@@ -329,7 +334,9 @@ class ImageStore:
     def sweep(self) -> list[str]:
         """Remove what crashed imports, writes and removals left in the store; what could
         not be removed, said for a warning."""
-        return [*sweep(self.layers_dir, (".tmp-", ".rm-")),
+        from pydock.core.images.blobs import BlobStore
+
+        return [*sweep(self.layers_dir, (".tmp-", ".rm-")), *BlobStore(self.root).sweep(),
                 *sweep(self.images_dir, (".new-",)),
                 *sweep(self.configs_dir, (".new-",))]
 
@@ -397,6 +404,10 @@ class ImageStore:
     def _names_of(image_id: str, repositories: dict[str, str]) -> tuple[str, ...]:
         """The image's tags (``name:tag``); its digests are :attr:`Image.digests`."""
         return tuple(sorted(n for n, i in repositories.items() if i == image_id and "@" not in n))
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The store's lock, held exclusively: for what is recorded beside an image."""
+        return self._locked()
 
     def _locked(self, shared: bool = False) -> contextlib.AbstractContextManager[None]:
         if shared and not self.images_dir.exists():

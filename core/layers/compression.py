@@ -2,8 +2,9 @@
 
 ``pydock import`` and ``image load`` take tarballs as users have them: plain, or compressed
 with gzip, xz or bzip2, whatever the file is called. Layers inside an image archive are plain
-or gzip, the two layer media types pydock supports. zstd is recognised only to be refused by
-name, which says more than "not a tar archive" would.
+or gzip, the two layer media types pydock supports in archives; zstd is recognised there only
+to be refused by name, which says more than "not a tar archive" would. Layers pulled from a
+registry may also be zstd (:func:`decompressed_layer`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,20 @@ def gunzipped(stream: io.BufferedReader[Any], what: str, budget: ExpansionBudget
     if magic.startswith(GZIP_MAGIC):
         return budget.reader(cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb")), what)
     return stream
+
+
+def decompressed_layer(stream: io.BufferedReader[Any], what: str,
+                       budget: ExpansionBudget) -> IO[bytes]:
+    """``stream``, a registry's layer blob, as its uncompressed tar: plain, gzip or zstd
+    (recognised by their first bytes, whatever the media type claims), charging ``budget``.
+    zstd needs the ``zstandard`` module, imported only when such a layer comes."""
+    magic = stream.peek(_MAGIC_SIZE)[:_MAGIC_SIZE]
+    if magic.startswith(ZSTD_MAGIC):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        return budget.reader(cast(IO[bytes], reader), what)
+    return gunzipped(stream, what, budget)
 
 
 def _open_decompressed(path: Path, magic: bytes) -> BinaryIO:
