@@ -31,6 +31,8 @@ The steps, in the order a container's life reaches them:
 ``image.layer-extracted``  image import/load: a layer is extracted, not yet in place
 ``commit.layer-written``   commit: the layer's tar is written in the ``.commit-*``
                            scratch directory, not yet imported
+``pull.blob-verified``     pull: a layer blob is downloaded, verified and in
+                           ``blobs/sha256/``; others may be half-way in ``blobs/.tmp-*``
 ``write.before-rename``    any atomic write (a record's state, an image config,
                            ``repositories.json``): the new content is in its hidden
                            ``.new-*`` file, not yet renamed over the old

@@ -94,10 +94,16 @@ def cgroup_mounts() -> set[Path]:
 
 @dataclass
 class Pydock:
-    """Runs the ``pydock`` CLI against one storage root."""
+    """Runs the ``pydock`` CLI against one storage root.
+
+    ``run --image`` of a missing image pulls it from its registry (docker.io for a short
+    name), so tests run with ``PYDOCK_PULL_POLICY=never``: a test reaches no registry it did
+    not start itself, and a missing image stays "no such image". A test of pulling passes
+    ``env={"PYDOCK_PULL_POLICY": "missing"}``."""
 
     root: Path
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
+    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"],
+                                                         "PYDOCK_PULL_POLICY": "never"})
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

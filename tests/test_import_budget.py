@@ -30,6 +30,9 @@ NOT_ON_THE_RUN_PATH = (
     "pydock.core.images.archive_files",
     "pydock.core.images.rootfs_tarball",
     "pydock.core.containers.commit", "pydock.core.layers.changes", "pydock.core.cli.views",
+    # The registry client: only pull, push, login, and a run whose image is missing.
+    "httpx", "zstandard", "pydock.core.images.blobs", "pydock.core.images.registry.client",
+    "pydock.core.images.registry.pull",
 )
 # Every pydock module `pydock run --rm true` imports on the default driver, packages included.
 RUN_PATH = frozenset({
@@ -80,3 +83,10 @@ def test_run_imports_exactly_the_run_paths_own_modules(pydock: Pydock) -> None:
         f"pydock run now imports {added} and no longer {gone}: measure the run path with "
         "benchmarks/run_phases.py, import what only some runs need inside the function "
         "that needs it, and update RUN_PATH")
+
+
+def test_run_of_a_named_local_image_imports_no_registry_code(pydock: Pydock) -> None:
+    pydock.ok("tag", "pydock/default", "docker.io/library/local:1")
+    modules = imported_by(pydock, "run", "--rm", "--image", "local:1", "true")
+    assert "pydock.core.runtime.spawn" in modules
+    assert sorted(modules & set(NOT_ON_THE_RUN_PATH)) == []

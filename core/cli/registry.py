@@ -38,6 +38,8 @@ def pull(ctx: Context, reference: str, wanted_platform: str | None, tls_verify: 
     require_root()
     pulled = do_pull(ctx.containers().images, reference, wanted_platform=wanted_platform,
                      tls_verify=_tls(tls_verify))
+    if not sys.stderr.isatty():
+        click.echo(pulled.summary, err=True)
     if quiet:
         click.echo(pulled.image.id)
         return

@@ -26,6 +26,10 @@ from pydock.core.errors import PydockError
               help="Storage driver for this container (see `pydock storage ls`).")
 @click.option("-name", "--name", "name", help="Container name (default: generated).")
 @click.option("--image", help="Image NAME[:TAG] or id (default: the embedded default image).")
+@click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
+              envvar="PYDOCK_PULL_POLICY", show_default=True,
+              help="Pull --image from its registry: when it is missing here, always, or never "
+                   "(env PYDOCK_PULL_POLICY).")
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable.")
 @click.option("-w", "--workdir", help="Working directory inside the container.")
@@ -70,12 +74,38 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
 
     if options["tty"] and options["interactive"] and not os.isatty(0):
         raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
-    name, code, error = ctx.containers().run(RunOptions(command=command, **options))
+    pull = options.pop("pull")
+    if pull == "always" and options["image"]:
+        _pull(ctx, options["image"])
+    try:
+        name, code, error = ctx.containers().run(RunOptions(command=command, **options))
+    except PydockError as exc:
+        from pydock.core.images.store import NoSuchImage
+
+        # Raised before run has made anything: the image is fetched, and the run starts over.
+        if pull != "missing" or not options["image"] or not isinstance(exc, NoSuchImage):
+            raise
+        try:
+            _pull(ctx, options["image"])
+        except PydockError as failed:
+            raise PydockError(f"{exc}, and pulling it failed: {failed}") from None
+        name, code, error = ctx.containers().run(RunOptions(command=command, **options))
     if error:
         click.echo(f"pydock: {error}", err=True)
     elif options["detach"]:
         click.echo(name)
     sys.exit(code)
+
+
+def _pull(ctx: Context, reference: str) -> None:
+    """``pydock pull``, its report on stderr (stdout is the container's). Only here does a
+    run import the registry code, and httpx with it."""
+    from pydock.core.images.registry.pull import pull
+
+    pulled = pull(ctx.containers().images, reference)
+    click.echo(f"{pulled.summary}\nDigest: {pulled.digest}\nStatus: "
+               f"{'Downloaded newer image' if pulled.fresh else 'Image is up to date'} for "
+               f"{pulled.name}", err=True)
 
 
 @click.command("exec", context_settings=RUN_CONTEXT)

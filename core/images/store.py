@@ -71,6 +71,10 @@ DOCKER_HUB = "docker.io"
 _HUB_ALIASES = ("index.docker.io", "registry-1.docker.io")
 
 
+class NoSuchImage(PydockError):
+    """No image has that name or id in the store (``run`` may then pull it)."""
+
+
 class Reference(NamedTuple):
     """An image reference as docker reads it: ``debian`` is
     ``docker.io/library/debian:latest``, ``user/x`` is ``docker.io/user/x:latest``,
@@ -372,7 +376,7 @@ class ImageStore:
                 return hits.pop(), None
         name = normalize_reference(ref)
         if name not in repositories:
-            raise PydockError(f"no such image: {name}")
+            raise NoSuchImage(f"no such image: {name}")
         return repositories[name], name
 
     def _load(self, image_id: str, names: tuple[str, ...],

@@ -46,7 +46,7 @@ class Progress:
 
     def summary(self, what: str, blobs: int) -> str:
         seconds = time.monotonic() - self._start
-        return (f"{what}: {blobs} blobs, {self.skipped} already there, "
+        return (f"{what}: {blobs} layers, {self.skipped} already there, "
                 f"{self.moved / 1e6:.1f} MB in {seconds:.1f} s")
 
     def _draw(self) -> None:

@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from pydock.core import failpoints
 from pydock.core.errors import PydockError
 from pydock.core.images.blobs import BlobStore
 from pydock.core.images.load import config_diff_ids
@@ -57,6 +58,7 @@ class Pulled:
     digest: str  # what the reference resolved to: the index's digest for a multi-arch image
     name: str  # the name given to it, as docker prints it
     fresh: bool  # anything new was stored
+    summary: str  # one line: blobs, what was there already, bytes, time
 
 
 def machine_platform() -> str:
@@ -73,9 +75,9 @@ def pull(store: ImageStore, ref: str, *, wanted_platform: str | None = None,
     blobs = BlobStore(store.root)
     with Registry(reference.host, reference.path, tls_verify=tls_verify) as registry:
         top_digest, document = fetch_manifest(registry, reference.digest or reference.tag or "")
-        manifest_digest = top_digest
+        manifest_digest, index = top_digest, None
         if _is_index(document):
-            blobs.add_bytes(_raw(document), top_digest)
+            index = document
             descriptor = _pick(document, wanted, top_digest)
             manifest_digest, document = fetch_manifest(registry, descriptor["digest"])
             if _is_index(document):
@@ -90,6 +92,8 @@ def pull(store: ImageStore, ref: str, *, wanted_platform: str | None = None,
         progress = Progress("downloading")
         imported = _fetch_layers(store, blobs, registry, layers, diff_ids, progress)
         blobs.add_bytes(_raw(document), manifest_digest)
+        if index is not None:
+            blobs.add_bytes(_raw(index), top_digest)
     name = reference.familiar if not reference.digest else None
     try:
         [image] = store.add_raw_images([(config, [name] if name else [])])
@@ -102,8 +106,9 @@ def pull(store: ImageStore, ref: str, *, wanted_platform: str | None = None,
     image = store.resolve(image.id)
     if progress.enabled:
         progress.finish()
-    return Pulled(image, top_digest, name or f"{reference.repository}@{top_digest}",
-                  bool(imported) or progress.moved > 0)
+    shown = name or f"{reference.repository}@{top_digest}"
+    return Pulled(image, top_digest, shown, bool(imported) or progress.moved > 0,
+                  progress.summary(f"pulled {shown}", len(layers)))
 
 
 def fetch_manifest(registry: Registry, tag_or_digest: str) -> tuple[str, dict[str, Any]]:
@@ -229,6 +234,7 @@ def _fetch_layers(store: ImageStore, blobs: BlobStore, registry: Registry,
         digest = layer["digest"]
         if not blobs.has(digest):
             _download(registry, blobs, layer, progress, stop)
+            failpoints.reached("pull.blob-verified")
         else:
             progress.skipped += 1
         if stop.is_set():
