@@ -62,6 +62,8 @@ def push(ctx: Context, reference: str, tls_verify: str, chunk_size: int) -> None
     require_root()
     pushed = do_push(ctx.containers().images, reference, tls_verify=_tls(tls_verify),
                      chunk_size=chunk_size)
+    if pushed.warning:
+        click.echo(f"pydock: warning: {pushed.warning}", err=True)
     click.echo(f"{pushed.tag}: digest: {pushed.digest} size: {pushed.size}")
 
 

@@ -94,6 +94,14 @@ class Registry:
                 response = self._client.get(f"{self.base}/v2/")
                 break
             except httpx.ConnectError as exc:
+                if "certificate verify failed" in str(exc).lower():
+                    # A TLS server whose certificate is not trusted: never fall back to
+                    # plain HTTP past it.
+                    self.close()
+                    raise RegistryError(
+                        f"registry {self.host}: {_reason(exc)} (its CA belongs in "
+                        f"{certs.cert_dirs(self.host)[0]}/ca.crt, or use --tls-verify=false)"
+                    ) from None
                 if number == len(schemes) - 1:
                     self.close()
                     raise RegistryError(f"cannot reach registry {self.host}: "

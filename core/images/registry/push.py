@@ -40,6 +40,7 @@ class Pushed:
     tag: str
     digest: str
     size: int  # of the manifest, as docker prints it
+    warning: str | None = None
 
 
 def push(store: ImageStore, ref: str, *, tls_verify: bool = True,
@@ -49,16 +50,17 @@ def push(store: ImageStore, ref: str, *, tls_verify: bool = True,
         raise PydockError(f"cannot push {ref}: push names a tag, not a digest")
     image = store.resolve(ref)
     blobs = BlobStore(store.root)
-    manifest_digest, rewritten = _manifest_for(store, blobs, image)
-    manifest = blobs.read(manifest_digest)
-    document = json.loads(manifest)
     # Repositories of the same registry that have these blobs, for cross-repository mounts.
     sources = sorted({parse_reference(d).path for d in image.digests
                       if parse_reference(d).host == reference.host
                       and parse_reference(d).path != reference.path})[:3]
     progress = Progress("uploading")
+    # Connected (and authenticated) first: a registry that refuses costs no layer work.
     with Registry(reference.host, reference.path, tls_verify=tls_verify, actions="pull,push",
                   extra_scopes=tuple(f"repository:{s}:pull" for s in sources)) as registry:
+        manifest_digest, rewritten = _manifest_for(store, blobs, image)
+        manifest = blobs.read(manifest_digest)
+        document = json.loads(manifest)
         descriptors = [*document["layers"], document["config"]]
         for descriptor in descriptors:
             _push_blob(registry, blobs, descriptor, sources, chunk_size, progress)
@@ -78,7 +80,11 @@ def push(store: ImageStore, ref: str, *, tls_verify: bool = True,
               file=sys.stderr)
     else:
         progress.finish()
-    return Pushed(reference.tag or "latest", manifest_digest, len(manifest))
+    warning = None
+    if rewritten:
+        warning = (f"the layers of {image.id[:19]} do not regenerate byte for byte: pushed "
+                   f"with the regenerated ones, as image {document['config']['digest'][:19]}")
+    return Pushed(reference.tag or "latest", manifest_digest, len(manifest), warning)
 
 
 def _manifest_for(store: ImageStore, blobs: BlobStore, image: Image) -> tuple[str, bool]:
@@ -101,8 +107,6 @@ def _manifest_for(store: ImageStore, blobs: BlobStore, image: Image) -> tuple[st
         document = json.loads(config)
         document["rootfs"]["diff_ids"] = diff_ids
         config = json.dumps(document, separators=(",", ":")).encode()
-        print(f"pydock: warning: the layers of {image.id[:19]} do not regenerate byte for "
-              "byte; pushing it with the regenerated ones (another image id)", file=sys.stderr)
     config_digest = blobs.add_bytes(config)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
