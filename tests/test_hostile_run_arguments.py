@@ -68,7 +68,9 @@ BAD_RUN_FLAGS = {
     "image-two-tags": (["--image", "a:b:c"], "invalid image reference 'a:b:c'"),
     "image-path-like": (["--image", "../x"], "invalid image reference '../x'"),
     "image-space": (["--image", "a b"], "invalid image reference 'a b'"),
-    "image-digest": (["--image", "busybox@sha256:" + "a" * 64], "invalid image reference"),
+    # A digest reference is valid (docker's grammar); this one names no image here.
+    "image-digest": (["--image", "busybox@sha256:" + "a" * 64], "no such image: busybox@sha256:"),
+    "image-digest-short": (["--image", "busybox@sha256:" + "a" * 63], "invalid image reference"),
     "image-leading-dash": (["--image=-x"], "invalid image reference '-x'"),
     "image-too-long": (["--image", "a" * 300], "invalid image reference"),
     "image-unknown-id": (["--image", "sha256:" + "0" * 64], "no such image"),

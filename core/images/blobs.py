@@ -81,12 +81,12 @@ class BlobStore:
                 file.flush()
                 os.fsync(file.fileno())
             actual = f"sha256:{hasher.sha256.hexdigest()}"
+            if size is not None and hasher.size != size:
+                raise DigestMismatch(f"blob {digest or actual}: {hasher.size} bytes where its "
+                                     f"descriptor says {size}")
             if digest is not None and actual != digest:
                 raise DigestMismatch(f"blob {digest}: content does not match its digest "
                                      f"(got {actual})")
-            if size is not None and hasher.size != size:
-                raise DigestMismatch(f"blob {actual}: {hasher.size} bytes where its "
-                                     f"descriptor says {size}")
             os.rename(scratch, self.path(actual))
         finally:
             with contextlib.suppress(FileNotFoundError):
