@@ -27,8 +27,10 @@ from pathlib import Path
 
 PRIVATE = 0o700
 # The directories pydock keeps at the top of a storage root; ``cache`` holds what pydock can
-# always make again (compiled seccomp filters).
-TOP_LEVEL = ("cache", "containers", "images", "layers", "storage")
+# always make again (compiled seccomp filters); ``blobs`` what registries and archives sent,
+# as it came (pydock.core.images.blobs), made with the root so that a refused pull or load
+# leaves the root exactly as it found it.
+TOP_LEVEL = ("blobs", "blobs/sha256", "cache", "containers", "images", "layers", "storage")
 SECCOMP_CACHE = "cache/seccomp"
 
 

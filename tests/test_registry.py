@@ -81,10 +81,13 @@ def test_pull_keeps_the_manifest_digest_and_the_image_id(
     # The blobs stay as they came; removing the image removes them.
     blobs = pydock.root / "blobs" / "sha256"
     assert f"sha256:{remote_config_digest(reference).removeprefix('sha256:')}" == image_id
+    default = set(os.listdir(blobs))
+    pydock.ok("image", "rm", "pydock/default")  # its own kept blobs aside
     assert len(os.listdir(blobs)) == 5  # manifest, config, three layers
     layers = len(os.listdir(pydock.root / "layers"))
     pydock.ok("image", "rm", reference)
     assert os.listdir(blobs) == []
+    assert len(default) == 3 + 5
     assert len(os.listdir(pydock.root / "layers")) == layers - 3
 
 
@@ -123,6 +126,8 @@ def test_a_local_image_pushed_in_chunks_comes_back_the_same(
     digest = pushed.stdout.split("digest: ")[1].split()[0]
     assert remote_digest(target) == digest
     pushed_id = remote_config_digest(target)
+    # The default image's own tar was kept as its blob: the registry has the same image.
+    assert pushed_id == json.loads(pydock.ok("image", "inspect", target))["Id"]
     # Pushed again: every blob is already there, and the manifest is the same.
     again = pydock("push", target)
     assert again.returncode == 0 and digest in again.stdout and "2 already there" in again.stderr

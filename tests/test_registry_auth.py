@@ -99,6 +99,7 @@ def test_basic_auth_over_tls(pydock: Pydock, basic_tls: tuple[RunningRegistry, P
     image_id = json.loads(skopeo("inspect", "--raw", "--creds", f"{USER}:{PASSWORD}",
                                  "--cert-dir", str(tmp_path / "certs.d" / host),
                                  f"docker://{target}"))["config"]["digest"]
+    assert image_id == json.loads(pydock.ok("image", "inspect", target))["Id"]
     pydock.ok("image", "rm", target)
     assert pydock.ok("pull", "-q", target).strip() == image_id
     assert pydock.ok("run", "--rm", "--image", target, "echo", "over tls") == "over tls\n"
@@ -149,7 +150,8 @@ def test_bearer_tokens_from_the_realm(pydock: Pydock,
     asked = [r for r in tokens.requests if r["user"] == USER and "scope" in r]
     assert asked[-1]["scope"] == ["repository:team/tokened:pull,push"]
     assert asked[-1]["service"] == [TokenServer.SERVICE]
+    image_id = json.loads(pydock.ok("image", "inspect", target))["Id"]
     pydock.ok("image", "rm", target)
     out = pydock.ok("pull", target).splitlines()
-    assert out[0] == f"Digest: {digest}"
+    assert (out[0], out[2]) == (f"Digest: {digest}", image_id)
     assert os.stat(tmp_path / "auth.json").st_mode & 0o077 == 0

@@ -39,13 +39,16 @@ def image_import(ctx: Context, tarball: Path, reference: str) -> None:
 @click.option("-i", "--input", "source", required=True,
               type=click.Path(exists=True, path_type=Path),
               help="A docker archive (docker/podman save) or an OCI layout (directory or tar).")
+@click.option("--name", metavar="REPOSITORY",
+              help="Name an OCI layout's images that carry only a tag (skopeo's oci:DIR:TAG) "
+                   "REPOSITORY:TAG.")
 @pass_context
-def image_load(ctx: Context, source: Path) -> None:
+def image_load(ctx: Context, source: Path, name: str | None) -> None:
     """Load images from a docker archive or an OCI image layout."""
     from pydock.core.images.load import load_archive
 
     require_root()
-    for loaded in load_archive(ctx.containers().images, source):
+    for loaded in load_archive(ctx.containers().images, source, name):
         for name in loaded.names or (loaded.id,):
             click.echo(f"Loaded image: {name}")
 

@@ -122,6 +122,23 @@ class BlobStore:
         for digest in doomed:
             self.path(digest).unlink(missing_ok=True)
 
+    def layer_blobs(self, image_ids: list[str],
+                    configs: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+        """diff_id -> the descriptor of a kept blob of that layer, from the manifests kept
+        with ``image_ids`` (``configs``: each image's diff_ids). What ``push`` and ``save``
+        reuse for an image that shares layers with a pulled or loaded one (a commit on top
+        of it), as docker's distribution metadata does."""
+        found: dict[str, dict[str, Any]] = {}
+        for image_id in image_ids:
+            for digest in self.manifests_of(image_id):
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    layers = json.loads(self.read(digest))["layers"]
+                    if len(layers) == len(configs[image_id]):
+                        for diff_id, layer in zip(configs[image_id], layers, strict=True):
+                            if self.has(layer["digest"]):
+                                found.setdefault(diff_id, layer)
+        return found
+
     def sweep(self) -> list[str]:
         return [*sweep(self.dir, (".tmp-", ".rm-")), *sweep(self.manifests_dir, (".new-",))]
 
@@ -156,3 +173,65 @@ class _Hasher:
                 return getattr(file, name)
 
         return _Writer()  # type: ignore[return-value]
+
+
+class KeptBlobs:
+    """What one ``image load`` keeps: each layer blob as the archive had it, then, once its
+    images are stored, a manifest per image naming them (the archive's own, for an OCI
+    layout). A load that fails discards the blobs it wrote that no image names."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+        self._layers: dict[str, dict[str, Any]] = {}  # archive path -> descriptor
+
+    def added(self, path: str, digest: str, size: int, magic: bytes) -> None:
+        from pydock.core.images.oci import OCI_LAYER
+        from pydock.core.layers.compression import GZIP_MAGIC, ZSTD_MAGIC
+
+        suffix = ("+gzip" if magic.startswith(GZIP_MAGIC) else
+                  "+zstd" if magic.startswith(ZSTD_MAGIC) else "")
+        self._layers[path] = {"mediaType": OCI_LAYER + suffix, "digest": digest, "size": size}
+
+    def add_file(self, path: str, file: IO[bytes]) -> None:
+        """Keep the layer blob read from ``file`` (from where it is to its end) under the
+        archive path ``path``."""
+        with self.blobs.writer(None) as (copy, hasher):
+            magic = b""
+            while chunk := file.read(1 << 20):
+                magic = magic or chunk[:4]
+                copy.write(chunk)
+        self.added(path, f"sha256:{hasher.sha256.hexdigest()}", hasher.size, magic)
+
+    def record(self, store_lock: contextlib.AbstractContextManager[None],
+               images: list[tuple[str, bytes, bytes | None, list[str]]]) -> None:
+        """For each (image id, config, the archive's manifest or None, its layers' archive
+        paths): store the config and the manifest (made if None) and record it."""
+        from pydock.core.images.oci import OCI_CONFIG, OCI_MANIFEST
+
+        with store_lock:
+            for image_id, config, manifest, paths in images:
+                config_digest = self.add_bytes_once(config)
+                if manifest is None:
+                    manifest = json.dumps({
+                        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": OCI_CONFIG, "digest": config_digest,
+                                   "size": len(config)},
+                        "layers": [self._layers[p] for p in paths],
+                    }, separators=(",", ":")).encode()
+                self.blobs.add_manifest(image_id, self.add_bytes_once(manifest))
+
+    def add_bytes_once(self, data: bytes) -> str:
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if not self.blobs.has(digest):
+            self.blobs.add_bytes(data, digest)
+        return digest
+
+    def discard(self) -> None:
+        named: set[str] = set()
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.blobs.manifests_dir):
+                if not name.startswith("."):
+                    named |= self.blobs._closure(self.blobs.manifests_of(f"sha256:{name}"))
+        for descriptor in self._layers.values():
+            if descriptor["digest"] not in named:
+                self.blobs.path(descriptor["digest"]).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from typing import Any
 from pydock.core import storage_root
 from pydock.core.errors import PydockError
 from pydock.core.files import scratch_file
+from pydock.core.images.blobs import BlobStore, KeptBlobs
 from pydock.core.images.store import DEFAULT_IMAGE, DEFAULT_PATH, Image, ImageStore, image_config
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
@@ -56,7 +57,15 @@ def build_default_image(store: ImageStore) -> Image:
             source = "host binaries"
         tar_file.seek(0)
         diff_id = store.import_layer(tar_file)
-    return store.add_image(image_config([diff_id], mtime, source), DEFAULT_IMAGE)
+        # The tar is kept as the layer's blob (2 MB): pushed or saved, the default image
+        # keeps its id, which a regenerated tar would not give it.
+        kept = KeptBlobs(BlobStore(store.root))
+        tar_file.seek(0)
+        kept.add_file("layer", tar_file)
+    image = store.add_image(image_config([diff_id], mtime, source), DEFAULT_IMAGE)
+    config = (store.configs_dir / f"{image.id.removeprefix('sha256:')}.json").read_bytes()
+    kept.record(store.locked(), [(image.id, config, None, ["layer"])])
+    return image
 
 
 def find_static_busybox() -> Path | None:

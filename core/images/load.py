@@ -14,8 +14,8 @@ Names come from docker's ``RepoTags`` or, in an OCI layout, from the index's ann
 ``io.containerd.image.name`` (containerd, docker) when there is one, else
 ``org.opencontainers.image.ref.name`` when it is a full reference (``name:tag``, as podman
 writes it). A bare tag there (``latest``, as ``skopeo copy ... oci:DIR:latest`` writes it)
-names no repository, so, as docker does, such an image is loaded without a name; it is
-addressable by id.
+names no repository, so, as docker does, such an image is loaded without a name (it is
+addressable by id) unless ``--name REPOSITORY`` gives it one: ``REPOSITORY:TAG``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydock.core.errors import PydockError
 from pydock.core.ids import HEX64, is_digest
 from pydock.core.images.archive_files import ArchiveFiles, archive_path, open_archive, parse_json
+from pydock.core.images.blobs import BlobStore
+from pydock.core.images.blobs import KeptBlobs as _KeptBlobs
 from pydock.core.images.oci import (
     CONTAINERD_NAME,
     INDEX_TYPES,
@@ -38,7 +40,7 @@ from pydock.core.images.oci import (
     REF_NAME,
     blob_path,
 )
-from pydock.core.images.store import Image, ImageStore, normalize_reference
+from pydock.core.images.store import Image, ImageStore, normalize_reference, parse_reference
 from pydock.core.layers.budget import ExpansionBudget
 from pydock.core.layers.compression import gunzipped
 from pydock.core.layers.format import MAX_LAYERS
@@ -82,26 +84,38 @@ class _Planned:
     diff_ids: list[str]
     layers: list[_ArchivedLayer]
     names: list[str] = field(default_factory=list)
+    manifest: bytes | None = None  # OCI: the manifest, byte for byte, kept with the image
 
 
-def load_archive(store: ImageStore, source: Path) -> list[Image]:
+def load_archive(store: ImageStore, source: Path, name: str | None = None) -> list[Image]:
     """Load every image in ``source``: a docker archive or an OCI image layout, as a
-    directory or a tar (plain or gzip). See the module docstring for what is checked."""
+    directory or a tar (plain or gzip). See the module docstring for what is checked.
+    ``name``: the repository for an OCI layout's images that are named by a tag alone."""
+    if name is not None:
+        reference = parse_reference(name)
+        if reference.digest or ":" in name.rpartition("/")[2]:
+            raise PydockError(f"--name {name!r}: a repository, without a tag or digest")
     budget = ExpansionBudget()
     with open_archive(store, source, budget) as archive:
         if archive.exists("manifest.json"):
             planned = _plan_docker(archive)
         elif archive.exists("index.json"):
-            planned = _plan_oci(archive)
+            planned = _plan_oci(archive, name)
         else:
             raise PydockError(f"{source}: neither a docker archive (no manifest.json) nor an "
                               "OCI image layout (no index.json)")
         imported: list[str] = []
+        kept = _KeptBlobs(BlobStore(store.root))
         try:
-            _import_layers(store, archive, planned, imported, budget)
-            return store.add_raw_images([(p.config, p.names) for p in planned])
+            _import_layers(store, archive, planned, imported, budget, kept)
+            images = store.add_raw_images([(p.config, p.names) for p in planned])
+            kept.record(store.locked(), [(i.id, p.config, p.manifest,
+                                          [layer.path for layer in p.layers])
+                                         for p, i in zip(planned, images, strict=True)])
+            return images
         except BaseException:
             store.remove_unused_layers(imported)
+            kept.discard()
             raise
 
 
@@ -130,7 +144,7 @@ def _plan_docker(archive: ArchiveFiles) -> list[_Planned]:
     return planned
 
 
-def _plan_oci(archive: ArchiveFiles) -> list[_Planned]:
+def _plan_oci(archive: ArchiveFiles, repository: str | None) -> list[_Planned]:
     layout = _expect(archive.read_json("oci-layout"), dict, "oci-layout")
     if not isinstance(layout.get("imageLayoutVersion"), str):
         raise PydockError("oci-layout: no imageLayoutVersion")
@@ -145,7 +159,7 @@ def _plan_oci(archive: ArchiveFiles) -> list[_Planned]:
         image = _plan_oci_manifest(archive, descriptor, 0)
         image_id = hashlib.sha256(image.config).hexdigest()
         planned = by_id.setdefault(image_id, image)
-        name = _oci_name(descriptor)
+        name = _oci_name(descriptor, repository)
         if name and name not in planned.names:
             planned.names.append(name)
     return list(by_id.values())
@@ -153,6 +167,7 @@ def _plan_oci(archive: ArchiveFiles) -> list[_Planned]:
 
 def _plan_oci_manifest(archive: ArchiveFiles, descriptor: dict[str, Any], depth: int) -> _Planned:
     digest, document = _read_blob_json(archive, descriptor, "manifest")
+    raw = archive.read_bytes(blob_path(digest))
     media_type = document.get("mediaType") or descriptor.get("mediaType")
     if media_type in INDEX_TYPES or (media_type is None and "manifests" in document):
         if depth >= _MAX_INDEX_DEPTH:
@@ -178,7 +193,7 @@ def _plan_oci_manifest(archive: ArchiveFiles, descriptor: dict[str, Any], depth:
     if len(layers) != len(diff_ids):
         raise PydockError(f"manifest {digest}: {len(layers)} layers but its config has "
                           f"{len(diff_ids)} diff_ids")
-    return _Planned(config, diff_ids, layers)
+    return _Planned(config, diff_ids, layers, manifest=raw)
 
 
 def _pick_platform(index: dict[str, Any], digest: str) -> dict[str, Any]:
@@ -194,20 +209,23 @@ def _pick_platform(index: dict[str, Any], digest: str) -> dict[str, Any]:
     raise PydockError(f"index {digest}: no image for linux/{arch}")
 
 
-def _oci_name(descriptor: dict[str, Any]) -> str | None:
+def _oci_name(descriptor: dict[str, Any], repository: str | None) -> str | None:
     annotations = descriptor.get("annotations")
     if not isinstance(annotations, dict):
-        return None
+        annotations = {}
     for key in (CONTAINERD_NAME, REF_NAME):
         name = annotations.get(key)
         # A bare tag (no '/' or ':') names no repository: see the module docstring.
         if isinstance(name, str) and ("/" in name or ":" in name):
             return normalize_reference(name)
-    return None
+    if repository is None:
+        return None
+    tag = annotations.get(REF_NAME)
+    return normalize_reference(f"{repository}:{tag if isinstance(tag, str) else 'latest'}")
 
 
 def _import_layers(store: ImageStore, archive: ArchiveFiles, planned: list[_Planned],
-                   imported: list[str], budget: ExpansionBudget) -> None:
+                   imported: list[str], budget: ExpansionBudget, kept: _KeptBlobs) -> None:
     done: dict[str, str] = {}
     total = len({layer.path for image in planned for layer in image.layers})
     for image in planned:
@@ -215,7 +233,7 @@ def _import_layers(store: ImageStore, archive: ArchiveFiles, planned: list[_Plan
             if layer.path not in done:
                 label = f"loading layer {len(done) + 1}/{total}"
                 done[layer.path] = _import_layer(store, archive, layer, label, imported,
-                                                 budget)
+                                                 budget, kept)
             if done[layer.path] != expected:
                 raise PydockError(f"layer {layer.path}: its content (sha256:"
                                   f"{done[layer.path].removeprefix('sha256:')}) does not match "
@@ -223,7 +241,7 @@ def _import_layers(store: ImageStore, archive: ArchiveFiles, planned: list[_Plan
 
 
 def _import_layer(store: ImageStore, archive: ArchiveFiles, layer: _ArchivedLayer, label: str,
-                  imported: list[str], budget: ExpansionBudget) -> str:
+                  imported: list[str], budget: ExpansionBudget, kept: _KeptBlobs) -> str:
     raw, size = archive.open(layer.path)
     if not archive.decompressed:
         # Blobs of a compressed archive were charged as its output, not input: else a gzip'd
@@ -233,18 +251,24 @@ def _import_layer(store: ImageStore, archive: ArchiveFiles, layer: _ArchivedLaye
         raw.close()
         raise PydockError(f"layer {layer.path}: {size} bytes where its descriptor says "
                           f"{layer.size}")
-    hashing = _HashingBlobReader(ProgressReader(raw, label))
-    with io.BufferedReader(hashing, _CHUNK) as buffered:
-        stream = gunzipped(buffered, f"layer {layer.path}", budget)
-        try:
-            diff_id = store.import_layer(stream)
-        except PydockError as e:
-            raise PydockError(f"layer {layer.path}: {e}") from e
-        imported.append(diff_id)
-        while buffered.read(_CHUNK):
-            pass
-    if layer.digest is not None and f"sha256:{hashing.sha256.hexdigest()}" != layer.digest:
+    with kept.blobs.writer(None) as (copy, _hasher):
+        # The blob as it is in the archive goes to the blob store as it is read: saved or
+        # pushed again, it keeps its digest and the image its id.
+        hashing = _HashingBlobReader(ProgressReader(raw, label), copy)
+        with io.BufferedReader(hashing, _CHUNK) as buffered:
+            stream = gunzipped(buffered, f"layer {layer.path}", budget)
+            try:
+                diff_id = store.import_layer(stream)
+            except PydockError as e:
+                raise PydockError(f"layer {layer.path}: {e}") from e
+            imported.append(diff_id)
+            while buffered.read(_CHUNK):
+                pass
+            magic = hashing.magic
+    blob_digest = f"sha256:{hashing.sha256.hexdigest()}"
+    if layer.digest is not None and blob_digest != layer.digest:
         raise PydockError(f"layer {layer.path}: content does not match its digest")
+    kept.added(layer.path, blob_digest, hashing.size, magic)
     return diff_id
 
 
@@ -325,10 +349,13 @@ class _HashingBlobReader(io.RawIOBase):
     """A layer blob as stored in the archive (compressed or not), hashed as it is read to
     check its OCI digest. It owns the stream: closing it closes the blob."""
 
-    def __init__(self, stream: io.RawIOBase) -> None:
+    def __init__(self, stream: io.RawIOBase, copy: IO[bytes]) -> None:
         super().__init__()
         self._stream = stream
+        self._copy = copy
         self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.magic = b""
 
     def readable(self) -> bool:
         return True
@@ -336,6 +363,10 @@ class _HashingBlobReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self._stream.read(len(buffer)) or b""
         self.sha256.update(data)
+        self._copy.write(data)
+        if not self.size:
+            self.magic = bytes(data[:4])
+        self.size += len(data)
         buffer[: len(data)] = data
         return len(data)
 

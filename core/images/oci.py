@@ -7,8 +7,9 @@ configs and layer tars by path.
 
 Names travel in an OCI index's annotations: ``io.containerd.image.name`` (containerd, docker)
 and ``org.opencontainers.image.ref.name``, which podman fills with the full reference
-(``name:tag``) and ``skopeo copy ... oci:DIR:latest`` with a bare tag. pydock writes the full
-name in both, and reads the first that holds a full reference.
+(``name:tag``) and ``skopeo copy ... oci:DIR:latest`` and containerd with a bare tag. pydock
+writes the tag alone in ``ref.name`` (as skopeo, containerd and umoci read it) and the full
+name in containerd's, and reads the first that holds a full reference.
 """
 
 from __future__ import annotations

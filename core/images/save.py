@@ -1,6 +1,11 @@
 """``pydock image save``: an image from the store as a docker archive or an OCI layout tar.
 
-The store keeps extracted trees, not layer tars, so saving regenerates each layer tar. Tar bytes
+An image that was pulled or loaded has its blobs kept as they came
+(:mod:`pydock.core.images.blobs`): saving writes those (an OCI layout: the blobs and the
+manifest verbatim; a docker archive: each blob decompressed, which is the layer tar its
+diff_id names), so the saved image keeps its id, and an OCI layout its manifest digest.
+
+Otherwise the store has only extracted trees, and saving regenerates each layer tar. Tar bytes
 are not canonical: a layer made by another tool regenerates to a different digest. The saved
 config then carries the regenerated ``diff_ids`` (and so the saved image has a new id), which
 keeps the archive consistent for every tool that loads it; the content is the same. Images
@@ -15,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
 import tarfile
 from collections.abc import Callable
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydock.core.errors import PydockError
+from pydock.core.images.blobs import BlobStore
 from pydock.core.images.oci import (
     CONTAINERD_NAME,
     OCI_CONFIG,
@@ -32,7 +39,7 @@ from pydock.core.images.oci import (
     REF_NAME,
     blob_path,
 )
-from pydock.core.images.store import Image, ImageStore, normalize_reference
+from pydock.core.images.store import Image, ImageStore, normalize_reference, parse_reference
 
 
 def save_archive(store: ImageStore, reference: str, output: Path, fmt: str) -> None:
@@ -83,26 +90,90 @@ def _write_oci(store: ImageStore, image: Image, names: list[str], writer: _Archi
     writer.add_bytes("oci-layout", json.dumps(OCI_LAYOUT).encode())
     writer.add_directory("blobs")
     writer.add_directory("blobs/sha256")
-    diff_ids = _write_layers(store, image, writer, lambda hex_: f"blobs/sha256/{hex_}")
-    config = _config_for(image, store, diff_ids)
-    layers = [{"mediaType": OCI_LAYER, "digest": d,
-               "size": writer.sizes[blob_path(d)]} for d in diff_ids]
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": writer.add_blob(config, OCI_CONFIG), "layers": layers,
-    }).encode()
-    descriptor = writer.add_blob(manifest, OCI_MANIFEST)
-    # Full names in ref.name, as podman writes them: the module docstring says why.
-    entries = [{**descriptor, "annotations": {REF_NAME: name, CONTAINERD_NAME: name}}
-               for name in names] or [descriptor]
+    kept = _kept_manifest(store, image)
+    if kept is not None:
+        # The blobs and manifest as they came: the same manifest digest and image id.
+        blobs, manifest, document = kept
+        for layer in document["layers"]:
+            digest = layer["digest"]
+            if blob_path(digest) not in writer.sizes:
+                writer.add_stream(functools.partial(_copy_blob, blobs.path(digest), digest),
+                                  lambda hex_: f"blobs/sha256/{hex_}")
+        writer.add_blob(blobs.read(document["config"]["digest"]), OCI_CONFIG)
+        descriptor = writer.add_blob(manifest, document.get("mediaType") or OCI_MANIFEST)
+    else:
+        diff_ids = _write_layers(store, image, writer, lambda hex_: f"blobs/sha256/{hex_}")
+        config = _config_for(image, store, diff_ids)
+        layers = [{"mediaType": OCI_LAYER, "digest": d,
+                   "size": writer.sizes[blob_path(d)]} for d in diff_ids]
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": writer.add_blob(config, OCI_CONFIG), "layers": layers,
+        }).encode()
+        descriptor = writer.add_blob(manifest, OCI_MANIFEST)
+    # ref.name is the tag alone, as skopeo and containerd write it (so `umoci unpack --image
+    # DIR:TAG` and `skopeo copy oci:DIR:TAG` find it); the full name is containerd's.
+    entries = [{**descriptor, "annotations": {
+        REF_NAME: parse_reference(name).tag or "latest",
+        CONTAINERD_NAME: str(parse_reference(name))}} for name in names] or [descriptor]
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     writer.add_bytes("index.json", json.dumps(index).encode())
 
 
+def _kept_manifest(store: ImageStore, image: Image) -> tuple[BlobStore, bytes,
+                                                              dict[str, Any]] | None:
+    """A manifest kept with the image (pulled or loaded) whose blobs are all here."""
+    blobs = BlobStore(store.root)
+    for digest in blobs.manifests_of(image.id):
+        manifest = blobs.read(digest)
+        document = json.loads(manifest)
+        if all(blobs.has(d["digest"]) for d in [*document["layers"], document["config"]]):
+            return blobs, manifest, document
+    return None
+
+
+def _copy_blob(path: Path, digest: str, out: BinaryIO) -> str:
+    with open(path, "rb") as blob:
+        shutil.copyfileobj(blob, out, 1 << 20)
+    return digest.removeprefix("sha256:")
+
+
+def _unpacked_blob(path: Path, out: BinaryIO) -> str:
+    """Write the kept blob at ``path`` decompressed (a layer tar); its sha256, the diff_id."""
+    from pydock.core.layers.budget import ExpansionBudget
+    from pydock.core.layers.compression import decompressed_layer
+
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as blob:
+        budget = ExpansionBudget()
+        budget.add_input(os.fstat(blob.fileno()).st_size)
+        stream = decompressed_layer(blob, str(path), budget)
+        while chunk := stream.read(1 << 20):
+            sha256.update(chunk)
+            out.write(chunk)
+    return sha256.hexdigest()
+
+
 def _write_layers(store: ImageStore, image: Image, writer: _ArchiveWriter,
                   name_of: Callable[[str], str]) -> list[str]:
-    """Regenerate each layer tar into the archive; its diff_ids, as regenerated."""
+    """Each layer tar into the archive: from the blobs kept with the image (as pulled or
+    loaded) when there are, else regenerated; its diff_ids, as written."""
     from pydock.core.layers.pack import write_layer_tar
+
+    kept = _kept_manifest(store, image)
+    if kept is not None:
+        blobs, _manifest, document = kept
+        written: dict[str, str] = {}
+        for number, layer in enumerate(document["layers"], 1):
+            if layer["digest"] not in written:
+                _show_progress(f"saving layer {number}/{len(document['layers'])}")
+                written[layer["digest"]] = "sha256:" + writer.add_stream(
+                    functools.partial(_unpacked_blob, blobs.path(layer["digest"])), name_of)
+        _show_progress(None)
+        diff_ids = [written[layer["digest"]] for layer in document["layers"]]
+        if diff_ids == image.diff_ids:
+            return diff_ids
+        raise PydockError(f"image {image.id}: its kept blobs do not match its layers")
 
     regenerated: dict[str, str] = {}
     for number, diff_id in enumerate(image.diff_ids, 1):

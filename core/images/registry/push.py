@@ -1,11 +1,12 @@
 """``pydock push``: an image from the store to a registry, its manifest digest kept.
 
-An image that was pulled is pushed as it came: the manifest stored with it, byte for byte,
-and the compressed blobs it names (:mod:`pydock.core.images.blobs`), so the registry ends
-up with the same manifest digest and image id. An image made here (``image import``,
-``commit``, the default image) gets a manifest once: each layer regenerated as a tar
+An image that was pulled or loaded (or the default image) is pushed as it came: the manifest
+stored with it, byte for byte, and the blobs it names (:mod:`pydock.core.images.blobs`), so
+the registry ends up with the same manifest digest and image id. An image made here
+(``image import``, ``commit``) gets a manifest once: each layer that another image's kept
+blobs hold is sent as those blobs; the others are regenerated as tars
 (:func:`pydock.core.layers.pack.write_layer_tar`, deterministic) and gzip'd into the blob
-store, an OCI manifest over them; the next push reuses it.
+store; the next push reuses the manifest.
 
 For each blob, as docker does: ``HEAD`` first (the registry has it: skipped); else a
 cross-repository mount from a repository of the same registry the image came from or went
@@ -97,7 +98,13 @@ def _manifest_for(store: ImageStore, blobs: BlobStore, image: Image) -> tuple[st
             return digest, False
     layers = []
     diff_ids = []
+    others = {i.id: i.diff_ids for i in store.all_images()}
+    known = blobs.layer_blobs(list(others), others)
     for diff_id in image.diff_ids:
+        if diff_id in known:  # a layer pulled or loaded with another image: as it came
+            layers.append(known[diff_id])
+            diff_ids.append(diff_id)
+            continue
         descriptor, regenerated = _gzip_layer(store, blobs, diff_id)
         layers.append(descriptor)
         diff_ids.append(regenerated)
