@@ -24,6 +24,7 @@ from registry_images import (
     three_layers,
     zstd_layout,
 )
+from test_image_transfer import podman, run  # noqa: F401 (podman: a fixture, storage of its own)
 
 from pydock.testing.cli import Pydock
 from pydock.testing.registries import RunningRegistry, have_registry, registry
@@ -191,3 +192,30 @@ def test_run_pulls_a_missing_image_unless_told_not_to(
                    match="no such image: 127.0.0.1:1/nothing:1, and pulling it failed: "
                          "cannot reach registry 127.0.0.1:1")
     assert pydock.container_names() == []
+
+
+def test_pydock_pushes_and_podman_pulls_the_same_image_and_tree(
+        pydock: Pydock, three: tuple[str, str, str], podman: list[str]) -> None:  # noqa: F811 (the fixture)
+    reference, _digest, image_id = three
+    pydock.ok("pull", reference)
+    host = reference.partition("/")[0]
+    target = f"{host}/forpodman/three:1"
+    pydock.ok("tag", reference, target)
+    pydock.ok("push", target)
+    run(*podman, "pull", "-q", "--tls-verify=false", target)
+    assert run(*podman, "image", "inspect", "--format", "{{.Id}}", target).strip() == \
+        image_id.removeprefix("sha256:")
+    mounted = Path(run(*podman, "image", "mount", target).strip())
+    try:
+        assert (mounted / "top.txt").read_text() == "top layer\n"
+        assert (mounted / "etc" / "greeting").read_text() == "hello from the middle\n"
+        assert (mounted / "bin" / "sh").readlink() == Path("busybox")
+    finally:
+        run(*podman, "image", "unmount", target)
+    # And a local image (the default one, its tar kept as its blob) the same way.
+    local = f"{host}/forpodman/default:1"
+    pydock.ok("tag", "pydock/default", local)
+    pydock.ok("push", local)
+    run(*podman, "pull", "-q", "--tls-verify=false", local)
+    assert run(*podman, "image", "inspect", "--format", "{{.Id}}", local).strip() == json.loads(
+        pydock.ok("image", "inspect", local))["Id"].removeprefix("sha256:")

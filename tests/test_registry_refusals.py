@@ -224,3 +224,22 @@ def pydock_command(pydock: Pydock) -> list[str]:
     from pydock.testing.cli import PYDOCK
 
     return [PYDOCK, "--root", str(pydock.root)]
+
+
+def test_a_hostile_layer_is_refused_as_in_a_load(pydock: Pydock, fake: FakeRegistry,
+                                                 tmp_path: Path) -> None:
+    from pydock.testing.tar import reg, tar_bytes
+
+    layer = tar_bytes([reg("../escape", b"out of the layer\n")])
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"]}}).encode()
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": _descriptor(config, "application/vnd.oci.image.config.v1+json"),
+        "layers": [_descriptor(layer, "application/vnd.oci.image.layer.v1.tar")],
+    }).encode()
+    blobs = {f"sha256:{hashlib.sha256(b).hexdigest()}": b for b in (config, layer)}
+    fake.add_image(REPO, "hostile", body, OCI_MANIFEST, blobs)
+    _refused(pydock, ["pull", f"{fake.host}/{REPO}:hostile"], "../escape")
+    assert not (pydock.root / "escape").exists()
+    assert not (pydock.root / "layers" / "escape").exists()
