@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -34,6 +35,7 @@ from pydock.core.images.store import Image, ImageStore, parse_reference
 
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 _CHUNK = 1 << 20
+_WORKERS = 4
 
 
 @dataclass
@@ -63,8 +65,12 @@ def push(store: ImageStore, ref: str, *, tls_verify: bool = True,
         manifest = blobs.read(manifest_digest)
         document = json.loads(manifest)
         descriptors = [*document["layers"], document["config"]]
-        for descriptor in descriptors:
-            _push_blob(registry, blobs, descriptor, sources, chunk_size, progress)
+        unique = list({d["digest"]: d for d in descriptors}.values())
+        # Concurrently, as pull: each blob is its own upload session.
+        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="push") as pool:
+            for _ in pool.map(lambda d: _push_blob(registry, blobs, d, sources, chunk_size,
+                                                   progress), unique):
+                pass
         response = registry.request(
             "PUT", f"manifests/{reference.tag}", content=manifest,
             headers={"Content-Type": document.get("mediaType") or OCI_MANIFEST})
