@@ -9,6 +9,7 @@ before the refusal stay, so that the next pull does not fetch them again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,7 +115,12 @@ def test_a_blob_that_does_not_match_its_digest(pydock: Pydock, fake: FakeRegistr
                                                layers3: list[Layer]) -> None:
     bad = bytearray(layers3[2].blob)
     bad[700] ^= 1  # same size, one bit off
-    fake.blobs[layers3[2].digest] = bytes(bad)
+
+    def late(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(1)  # after the others: a failure stops the downloads still running
+        FakeRegistry.reply(handler, 200, bytes(bad))
+
+    fake.misbehave[_blob_path(fake, layers3[2])] = late
     _refused(pydock, ["pull", f"{fake.host}/{REPO}:1"],
              f"blob {layers3[2].digest}: content does not match its digest")
     # The verified blobs stay; the next pull, from a mended registry, fetches only the
@@ -122,7 +128,7 @@ def test_a_blob_that_does_not_match_its_digest(pydock: Pydock, fake: FakeRegistr
     kept = set(os.listdir(pydock.root / "blobs" / "sha256"))
     assert layers3[0].digest.removeprefix("sha256:") in kept
     assert layers3[2].digest.removeprefix("sha256:") not in kept
-    fake.blobs[layers3[2].digest] = layers3[2].blob
+    del fake.misbehave[_blob_path(fake, layers3[2])]
     pydock.ok("pull", f"{fake.host}/{REPO}:1")
     assert fake.hits[_blob_path(fake, layers3[0])] == 1
     assert fake.hits[_blob_path(fake, layers3[2])] == 2
@@ -243,3 +249,61 @@ def test_a_hostile_layer_is_refused_as_in_a_load(pydock: Pydock, fake: FakeRegis
     _refused(pydock, ["pull", f"{fake.host}/{REPO}:hostile"], "../escape")
     assert not (pydock.root / "escape").exists()
     assert not (pydock.root / "layers" / "escape").exists()
+
+
+def test_login_needs_a_user_and_a_password_without_a_terminal(pydock: Pydock,
+                                                              fake: FakeRegistry) -> None:
+    pydock.env["REGISTRY_AUTH_FILE"] = str(pydock.root.parent / "auth.json")
+    _refused(pydock, ["login", fake.host], "login needs -u USER (no terminal to ask on)")
+    _refused(pydock, ["login", "-u", "me", fake.host], "login needs --password-stdin or -p")
+    _refused(pydock, ["login", "-u", "me", "--password-stdin", fake.host],
+             "login needs a user name and a password")
+    _refused(pydock, ["login", "-u", "me", "-p", "x", "--password-stdin", fake.host],
+             "mutually exclusive")
+    _refused(pydock, ["login", "a/b"], "invalid registry 'a/b': expected HOST[:PORT]")
+    _refused(pydock, ["pull", "--platform", "linux", f"{fake.host}/{REPO}:1"],
+             "invalid platform 'linux'")
+    _refused(pydock, ["pull", "--tls-verify", "maybe", f"{fake.host}/{REPO}:1"],
+             "--tls-verify: expected true or false")
+    _refused(pydock, ["push", f"{fake.host}/{REPO}@sha256:{'1' * 64}"],
+             "push names a tag, not a digest")
+    _refused(pydock, ["push", "nothing:here"], "no such image: nothing:here")
+
+
+def test_image_pull_is_pull(pydock: Pydock, fake: FakeRegistry) -> None:
+    out = pydock.ok("image", "pull", "-q", f"{fake.host}/{REPO}:1")
+    assert out.startswith("sha256:")
+    # An open registry lets anyone log in, as docker finds; the file is written 0600.
+    auth = pydock.root.parent / "auth.json"
+    pydock.env["REGISTRY_AUTH_FILE"] = str(auth)
+    assert pydock.ok("login", "-u", "me", "--password-stdin", fake.host,
+                     input="pw\n") == "Login Succeeded!\n"
+    assert auth.stat().st_mode & 0o777 == 0o600
+    assert pydock.ok("logout", fake.host) == f"Removed login credentials for {fake.host}\n"
+
+
+def test_a_terminal_gets_one_progress_line_per_layer(pydock: Pydock, fake: FakeRegistry,
+                                                     layers3: list[Layer]) -> None:
+    import pty
+
+    from pydock.testing.cli import PYDOCK
+
+    master, slave = pty.openpty()
+    try:
+        result = subprocess.run([PYDOCK, "--root", str(pydock.root), "pull",
+                                 f"{fake.host}/{REPO}:1"], stdout=subprocess.PIPE,
+                                stderr=slave, stdin=subprocess.DEVNULL, env=pydock.env,
+                                timeout=60)
+        os.set_blocking(master, False)
+        shown = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(master, 65536):
+                shown += chunk
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert result.returncode == 0
+    text = shown.decode()
+    for layer in layers3:
+        assert f"{layer.digest.removeprefix('sha256:')[:12]}: done" in text
+    assert "\x1b[K" in text and "pulled " not in text  # redrawn lines, no summary line

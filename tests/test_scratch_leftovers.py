@@ -98,6 +98,7 @@ SCRATCH_PLACES = {
     ".commit-": True, ".tmp-": False, "containers/.new-": True, "containers/.rm-": True,
     "containers/src/.new-": False, "images/.new-": False, "images/configs/.new-": False,
     "layers/.tmp-": True, "layers/.rm-": True, "bench/.storage-": True, "bench/.rm-": True,
+    "blobs/.tmp-": False, "images/manifests/.new-": False,
 }
 
 
