@@ -104,6 +104,12 @@ def test_push_of_a_pulled_image_keeps_its_digest_and_skopeo_reads_it_back(
     assert result.stdout == f"2: digest: {digest} size: {len(_raw(reference))}\n"
     assert "3 already there" in result.stderr or "already there" in result.stderr  # mounted
     assert remote_digest(target) == digest
+    # image save of the pulled image: the same config in the archive, so the same id.
+    pydock.ok("image", "save", target, "-o", str(tmp_path / "saved.tar"))
+    subprocess.run(["tar", "-xf", str(tmp_path / "saved.tar"), "-C", str(tmp_path)],
+                   check=True)
+    [entry] = json.loads((tmp_path / "manifest.json").read_text())
+    assert entry["Config"] == f"{image_id.removeprefix('sha256:')}.json"
     # skopeo copies it out: the same config, so the same image id.
     skopeo("copy", "-q", "--src-tls-verify=false", f"docker://{target}",
            f"oci:{tmp_path / 'out'}:2")
@@ -219,3 +225,18 @@ def test_pydock_pushes_and_podman_pulls_the_same_image_and_tree(
     run(*podman, "pull", "-q", "--tls-verify=false", local)
     assert run(*podman, "image", "inspect", "--format", "{{.Id}}", local).strip() == json.loads(
         pydock.ok("image", "inspect", local))["Id"].removeprefix("sha256:")
+
+
+def test_pull_save_load_push_keeps_the_manifest_digest(
+        pydock: Pydock, three: tuple[str, str, str], tmp_path: Path) -> None:
+    reference, digest, image_id = three
+    pydock.ok("pull", reference)
+    pydock.ok("image", "save", reference, "--format", "oci", "-o", str(tmp_path / "o.tar"))
+    pydock.ok("image", "rm", reference)
+    assert not any((pydock.root / "blobs" / "sha256").glob(digest.removeprefix("sha256:")))
+    pydock.ok("image", "load", "-i", str(tmp_path / "o.tar"))
+    assert json.loads(pydock.ok("image", "inspect", reference))["Id"] == image_id
+    target = f"{reference.partition('/')[0]}/roundtrip/three:1"
+    pydock.ok("tag", reference, target)
+    assert pydock.ok("push", target).split("digest: ")[1].split()[0] == digest
+    assert remote_digest(target) == digest

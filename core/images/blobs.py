@@ -115,9 +115,9 @@ class BlobStore:
     def forget_image(self, image_id: str, keep: set[str]) -> None:
         """Image ``image_id`` is gone: remove its manifests' blobs that no image left
         (``keep``: the ids of the others) names. Called under the image store's lock."""
-        doomed = self._closure(self.manifests_of(image_id))
+        doomed = self.closure(self.manifests_of(image_id))
         for other in keep:
-            doomed -= self._closure(self.manifests_of(other))
+            doomed -= self.closure(self.manifests_of(other))
         (self.manifests_dir / image_id.removeprefix("sha256:")).unlink(missing_ok=True)
         for digest in doomed:
             self.path(digest).unlink(missing_ok=True)
@@ -142,7 +142,7 @@ class BlobStore:
     def sweep(self) -> list[str]:
         return [*sweep(self.dir, (".tmp-", ".rm-")), *sweep(self.manifests_dir, (".new-",))]
 
-    def _closure(self, manifests: list[str]) -> set[str]:
+    def closure(self, manifests: list[str]) -> set[str]:
         """The manifests and every blob they name."""
         digests = set(manifests)
         for digest in manifests:
@@ -231,7 +231,7 @@ class KeptBlobs:
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(self.blobs.manifests_dir):
                 if not name.startswith("."):
-                    named |= self.blobs._closure(self.blobs.manifests_of(f"sha256:{name}"))
+                    named |= self.blobs.closure(self.blobs.manifests_of(f"sha256:{name}"))
         for descriptor in self._layers.values():
             if descriptor["digest"] not in named:
                 self.blobs.path(descriptor["digest"]).unlink(missing_ok=True)
