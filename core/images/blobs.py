@@ -87,7 +87,9 @@ class BlobStore:
             if digest is not None and actual != digest:
                 raise DigestMismatch(f"blob {digest}: content does not match its digest "
                                      f"(got {actual})")
-            os.rename(scratch, self.path(actual))
+            if not self.path(actual).exists():
+                os.rename(scratch, self.path(actual))
+            # else: already stored (by digest, the same bytes), and left as it was
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(scratch)
