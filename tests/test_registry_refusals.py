@@ -307,3 +307,23 @@ def test_a_terminal_gets_one_progress_line_per_layer(pydock: Pydock, fake: FakeR
     for layer in layers3:
         assert f"{layer.digest.removeprefix('sha256:')[:12]}: done" in text
     assert "\x1b[K" in text and "pulled " not in text  # redrawn lines, no summary line
+
+
+def test_prune_collects_blobs_no_image_names_once_they_are_an_hour_old(
+        pydock: Pydock, fake: FakeRegistry, layers3: list[Layer]) -> None:
+    pydock.ok("pull", f"{fake.host}/{REPO}:1")
+    blobs = pydock.root / "blobs" / "sha256"
+    named = set(os.listdir(blobs))
+    young, old = blobs / ("a" * 64), blobs / ("b" * 64)
+    young.write_bytes(b"verified by a pull that failed just now")
+    old.write_bytes(b"verified by a pull that failed yesterday")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert pydock.ok("prune") == ""
+    assert set(os.listdir(blobs)) == named | {young.name}
+    # An image's blobs stay with it, however old, and go with it.
+    for name in named:
+        os.utime(blobs / name, (time.time() - 7200, time.time() - 7200))
+    pydock.ok("prune")
+    assert named <= set(os.listdir(blobs))
+    pydock.ok("image", "rm", f"{fake.host}/{REPO}:1")
+    assert len(set(os.listdir(blobs)) & named) == 3  # the default image's: tar, config, manifest

@@ -18,7 +18,9 @@ a second time on disk (docs/registry.md has the numbers). A blob is renamed into
 ``blobs/sha256/`` only once it hashed to its digest, so an interrupted pull leaves a scratch
 file that ``prune`` sweeps, and every blob already verified is reused by the next pull.
 
-Blobs go with the last image that names them (:meth:`BlobStore.forget_image`).
+Blobs go with the last image that names them (:meth:`BlobStore.forget_image`); those no image
+names (a pull that failed after verifying some) are collected by ``prune`` once they are an
+hour old (:meth:`BlobStore.collect`), so a retry soon after reuses them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +38,9 @@ from pydock.core.errors import PydockError
 from pydock.core.files import hidden_name, write_json_atomic
 from pydock.core.ids import is_digest
 from pydock.core.leftovers import sweep
+
+ORPHAN_AGE = 3600.0
+"""How old a blob no image names must be before ``prune`` removes it (seconds)."""
 
 
 class DigestMismatch(PydockError):
@@ -143,6 +149,30 @@ class BlobStore:
 
     def sweep(self) -> list[str]:
         return [*sweep(self.dir, (".tmp-", ".rm-")), *sweep(self.manifests_dir, (".new-",))]
+
+    def collect(self, image_ids: list[str], older_than: float = ORPHAN_AGE) -> int:
+        """Remove the blobs no image's manifest names that are older than ``older_than``
+        seconds: what failed or interrupted pulls verified and no pull finished. Younger
+        ones stay, for the pull retrying now (or still at work) to reuse. Called by
+        ``prune`` under the image store's lock; the number removed."""
+        named: set[str] = set()
+        for image_id in image_ids:
+            named |= self.closure(self.manifests_of(image_id))
+        removed = 0
+        try:
+            names = os.listdir(self.sha256_dir)
+        except FileNotFoundError:
+            return 0
+        now = time.time()
+        for name in names:
+            path = self.sha256_dir / name
+            if name.startswith(".") or f"sha256:{name}" in named:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.lstat().st_mtime > older_than:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def closure(self, manifests: list[str]) -> set[str]:
         """The manifests and every blob they name."""

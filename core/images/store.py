@@ -340,7 +340,11 @@ class ImageStore:
         not be removed, said for a warning."""
         from pydock.core.images.blobs import BlobStore
 
-        return [*sweep(self.layers_dir, (".tmp-", ".rm-")), *BlobStore(self.root).sweep(),
+        blobs = BlobStore(self.root)
+        if self.images_dir.exists():
+            with self._locked():
+                blobs.collect(self._image_ids())
+        return [*sweep(self.layers_dir, (".tmp-", ".rm-")), *blobs.sweep(),
                 *sweep(self.images_dir, (".new-",)),
                 *sweep(self.configs_dir, (".new-",))]
 
