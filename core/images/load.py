@@ -154,6 +154,8 @@ def _plan_oci(archive: ArchiveFiles) -> list[_Planned]:
 def _plan_oci_manifest(archive: ArchiveFiles, descriptor: dict[str, Any], depth: int) -> _Planned:
     digest, document = _read_blob_json(archive, descriptor, "manifest")
     media_type = document.get("mediaType") or descriptor.get("mediaType")
+    if media_type is not None and not isinstance(media_type, str):
+        raise PydockError(f"manifest {digest}: mediaType {media_type!r} is not a string")
     if media_type in INDEX_TYPES or (media_type is None and "manifests" in document):
         if depth >= _MAX_INDEX_DEPTH:
             raise PydockError(f"index {digest}: indexes nested too deeply")
