@@ -241,6 +241,8 @@ def _import_layer(store: ImageStore, archive: ArchiveFiles, layer: _ArchivedLaye
         try:
             diff_id = store.import_layer(stream)
         except PydockError as e:
+            if str(e).startswith(f"layer {layer.path}: "):
+                raise  # the decompression budget names the layer already
             raise PydockError(f"layer {layer.path}: {e}") from e
         imported.append(diff_id)
         while buffered.read(_CHUNK):
