@@ -48,7 +48,8 @@ def sparse_member(name: str, claimed: int) -> Member:
     start and at its end, holes in between."""
     return reg(name, b"x" * 1024, pax_headers={
         "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": name,
-        "GNU.sparse.size": str(claimed), "GNU.sparse.map": f"0,512,{claimed - 512},512"})
+        "GNU.sparse.size": str(claimed), "GNU.sparse.numblocks": "2",
+        "GNU.sparse.map": f"0,512,{claimed - 512},512"})
 
 
 def sparse_bomb(path: Path, claimed: int, members: int) -> Path:
@@ -99,3 +100,9 @@ def _zero_chunks(size: int) -> Iterator[bytes]:
     for _ in range(size // MiB):
         yield bytes(MiB)
     yield bytes(size % MiB)
+
+
+def outer_member_bomb(path: Path, size: int) -> Path:
+    """A gzip'd image archive whose first member is ``size`` zero bytes named layer.tar."""
+    return gzip_file(path, header("layer.tar", tarfile.REGTYPE, size), size,
+                     bytes(-size % 512 + 1024))
