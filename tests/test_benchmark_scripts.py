@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pydock.testing.cli import Pydock
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -49,7 +51,8 @@ def test_compare_finds_its_modules_and_parses_its_command_line() -> None:
     assert "--baseline" in result.stdout
 
 
-def test_compare_bombs_measures_what_a_bomb_leaves(pydock: Pydock, tmp_path: Path) -> None:
+@pytest.mark.needs_root
+def test_compare_bombs_measures_what_a_bomb_leaves() -> None:
     # pydock alone, on one bomb: sparse files claiming 3/4 of a 64 MiB store each, taken
     # and written sparse, so the store holds little after.
     result = subprocess.run([sys.executable, str(BENCHMARKS / "compare_bombs.py"),
