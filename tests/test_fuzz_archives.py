@@ -120,31 +120,21 @@ def test_a_mutated_layer_tarball_is_taken_or_refused_cleanly(
     assert fresh_outcomes["taken"] and fresh_outcomes["refused"], fresh_outcomes
 
 
-@pytest.mark.primed
-def test_a_mutated_docker_archive_is_taken_or_refused_cleanly(
-        pydock: Pydock, tmp_path: Path, layers: list[Layer],
-        fresh_outcomes: collections.Counter[str]) -> None:
-    seed = tmp_path / "seed.tar"
-    docker_archive(seed, layers, ["fuzzed:1"])
-    path = tmp_path / "archive.tar"
-
-    @FUZZ
-    @given(mutated(seed.read_bytes()))
-    def attempt(archive: bytes) -> None:
-        path.write_bytes(archive)
-        taken_or_refused(pydock, lambda: ["image", "load", "-i", str(path)])
-
-    attempt()
-    assert fresh_outcomes["taken"] and fresh_outcomes["refused"], fresh_outcomes
+def seed_archive(kind: str, directory: Path, layers: list[Layer]) -> Path:
+    """A valid image archive to mutate: a docker archive, or a tar of an OCI layout."""
+    if kind == "docker":
+        docker_archive(directory / "seed.tar", layers, ["fuzzed:1"])
+        return directory / "seed.tar"
+    write_oci_layout(directory / "layout", layers, *oci_documents(layers))
+    return write_tar(directory / "seed.tar", tree(directory / "layout"))
 
 
 @pytest.mark.primed
-def test_a_mutated_oci_archive_is_taken_or_refused_cleanly(
-        pydock: Pydock, tmp_path: Path, layers: list[Layer],
+@pytest.mark.parametrize("kind", ["docker", "oci"])
+def test_a_mutated_image_archive_is_taken_or_refused_cleanly(
+        pydock: Pydock, tmp_path: Path, layers: list[Layer], kind: str,
         fresh_outcomes: collections.Counter[str]) -> None:
-    layout = tmp_path / "layout"
-    write_oci_layout(layout, layers, *oci_documents(layers))
-    seed = write_tar(tmp_path / "seed.tar", tree(layout))
+    seed = seed_archive(kind, tmp_path, layers)
     path = tmp_path / "archive.tar"
 
     @FUZZ
@@ -207,6 +197,13 @@ def mutated_document(draw: st.DrawFn, document: Any) -> Any:
     return document
 
 
+def one_mutated(documents: dict[str, Any]) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
+    """The name of one of ``documents`` and all of them, that one mutated."""
+    return st.sampled_from(list(documents)).flatmap(lambda name: st.tuples(
+        st.just(name), mutated_document(documents[name]).map(
+            lambda document: documents | {name: document})))
+
+
 def encoded(document: Any) -> bytes:
     return json.dumps(document).encode()
 
@@ -263,11 +260,9 @@ def test_an_oci_layout_with_mutated_documents_is_taken_or_refused_cleanly(
     attempts = iter(range(1 << 30))
 
     @FUZZ
-    @given(st.sampled_from(list(documents)).flatmap(
-        lambda name: st.tuples(st.just(name), mutated_document(documents[name]))))
-    def attempt(mutation: tuple[str, Any]) -> None:
-        name, document = mutation
-        changed = documents | {name: document}
+    @given(one_mutated(documents))
+    def attempt(mutation: tuple[str, dict[str, Any]]) -> None:
+        name, changed = mutation
         index, manifest = relinked(changed["index"], changed["manifest"], changed["config"],
                                    name)
         layout = tmp_path / f"layout{next(attempts)}"
@@ -291,11 +286,9 @@ def test_a_docker_archive_with_mutated_documents_is_taken_or_refused_cleanly(
     path = tmp_path / "archive.tar"
 
     @FUZZ
-    @given(st.sampled_from(list(documents)).flatmap(
-        lambda name: st.tuples(st.just(name), mutated_document(documents[name]))))
-    def attempt(mutation: tuple[str, Any]) -> None:
-        name, document = mutation
-        changed = documents | {name: document}
+    @given(one_mutated(documents))
+    def attempt(mutation: tuple[str, dict[str, Any]]) -> None:
+        _, changed = mutation
         config = encoded(changed["config"])
         config_name = f"{hashlib.sha256(config).hexdigest()}.json"
         manifest = encoded(changed["manifest.json"]).replace(
