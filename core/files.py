@@ -179,9 +179,14 @@ class TreeWalk:
         with os.scandir(fd) as listing:
             for entry in listing:
                 try:
-                    entries.append((entry.name, entry.is_dir(follow_symlinks=False),
-                                    entry.stat(follow_symlinks=False) if self._want_stat
-                                    else None))
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    # A stat result is some 600 bytes: a directory of a million files
+                    # listed with them would take 600 MB. Only special files (whiteouts,
+                    # which sort differently) are stat'ed now; the others as they come.
+                    special = self._want_stat and not (
+                        is_dir or entry.is_file(follow_symlinks=False) or entry.is_symlink())
+                    entries.append((entry.name, is_dir,
+                                    entry.stat(follow_symlinks=False) if special else None))
                 except FileNotFoundError:  # removed since the listing
                     continue
         if self._ordered and self._sort_key is None:
@@ -199,6 +204,11 @@ class TreeWalk:
                 if frame.todo:
                     name, is_dir, st = frame.todo.pop()
                     fds = frame.fds
+                    if st is None and self._want_stat:
+                        try:
+                            st = os.stat(name, dir_fd=fds[0], follow_symlinks=False)
+                        except FileNotFoundError:  # removed since the listing
+                            continue
                     step = WalkEntry(fds[0], fds[1] if len(fds) > 1 else -1, name, is_dir, st,
                                      False)
                     self._skip = False

@@ -24,12 +24,21 @@ from helpers import Layer, docker_archive, pydock_on_copy, refused_unchanged
 
 from pydock.core.errors import PydockError
 from pydock.core.layers import budget
+from pydock.core.layers.pack import write_layer_tar
 from pydock.core.layers.unpack import extract_tar
+from pydock.testing.bombs import (
+    MiB,
+    extended_header_bomb,
+    gzip_file,
+    header,
+    many_members_bomb,
+    sparse_bomb,
+    trailing_zeros_bomb,
+)
 from pydock.testing.cli import Pydock
-from pydock.testing.tar import Member, reg, tar_bytes
+from pydock.testing.tar import reg, tar_bytes
 
-_MiB = 1 << 20
-_STORE_SIZE = 64 * _MiB
+_STORE_SIZE = 64 * MiB
 
 
 @pytest.fixture
@@ -48,28 +57,6 @@ def pydock(primed_root: Path, tmp_path: Path) -> Iterator[Pydock]:
 def used(pydock: Pydock) -> int:
     fs = os.statvfs(pydock.root)
     return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-
-
-def gzip_file(path: Path, *parts: bytes | int) -> Path:
-    """``path``, a gzip of ``parts``: bytes as they are, an int as that many zero bytes,
-    written a megabyte at a time so that no part is ever whole in memory."""
-    with gzip.open(path, "wb", compresslevel=1) as file:
-        for part in parts:
-            if isinstance(part, bytes):
-                file.write(part)
-                continue
-            for _ in range(part // _MiB):
-                file.write(bytes(_MiB))
-            file.write(bytes(part % _MiB))
-    return path
-
-
-def header(name: str, kind: bytes, size: int) -> bytes:
-    """One 512-byte tar header block of type ``kind`` saying ``size`` bytes follow."""
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = size
-    return info.tobuf(tarfile.USTAR_FORMAT)
 
 
 def peak_memory(run: Callable[[], str]) -> tuple[str, int]:
@@ -100,14 +87,13 @@ def test_a_gigantic_pax_header_is_refused_before_it_is_read(pydock: Pydock,
                                                             tmp_path: Path) -> None:
     # The report's 1 MiB of gzip holding a 1 GiB PAX header took 3.3 GB of RSS as tarfile
     # read it; a quarter of that takes about 800 MB, and some 20 MB refused from its header.
-    claimed = 256 * _MiB
-    bomb = gzip_file(tmp_path / "pax.tar.gz", header("././@PaxHeader", tarfile.XHDTYPE, claimed),
-                     claimed, tar_bytes([reg("after", b"x")]))
-    assert bomb.stat().st_size < 2 * _MiB
+    claimed = 256 * MiB
+    bomb = extended_header_bomb(tmp_path / "pax.tar.gz", claimed)
+    assert bomb.stat().st_size < 2 * MiB
     message, peak = peak_memory(lambda: refused_unchanged(
         pydock, ["image", "import", str(bomb), "bomb"], f"a {claimed}-byte extended header"))
     assert "more than the 1048576 allowed" in message
-    assert peak < 128 * _MiB
+    assert peak < 128 * MiB
 
 
 @pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
@@ -130,26 +116,60 @@ def test_the_member_count_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         extract_tar(io.BytesIO(tar_bytes([reg(f"f{n}") for n in range(11)])), tmp_path)
 
 
+def growth_of_peak_memory(work: Callable[[], None]) -> int:
+    """How far ``work()`` raises the peak RSS of a forked child running it, in bytes."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_end)
+        try:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            work()
+            result = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+        except BaseException:
+            result = -1
+        os.write(write_end, str(result).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        growth = int(pipe.read())
+    os.waitpid(pid, 0)
+    assert growth >= 0, "the work failed"
+    return growth
+
+
+@pytest.mark.needs_root
+def test_a_layer_of_many_members_is_read_and_written_in_bounded_memory(tmp_path: Path) -> None:
+    # tarfile keeps every header it reads or writes, and a directory listed with a stat
+    # result per entry holds some 600 bytes an entry: 40,000 members took 21 MB more to
+    # extract and 29 MB more to write back as a tar (2 and 10 MB now); a million, 25 times.
+    bomb = many_members_bomb(tmp_path / "many.tar.gz", 40_000)
+    layer = tmp_path / "layer"
+    layer.mkdir()
+
+    def extract() -> None:
+        with gzip.open(bomb) as stream:
+            extract_tar(stream, layer)
+
+    def pack() -> None:
+        with open(os.devnull, "wb") as out:
+            write_layer_tar(out, layer)
+
+    assert growth_of_peak_memory(extract) < 12 * MiB
+    assert growth_of_peak_memory(pack) < 24 * MiB
+
+
 # -- sparse members: holes stay holes -------------------------------------------------------
-
-
-def sparse_member(name: str, claimed: int) -> Member:
-    """A GNU sparse file (PAX format 0.1) of ``claimed`` bytes: 512 bytes of data at its
-    start and at its end, holes in between."""
-    return reg(name, b"x" * 1024, pax_headers={
-        "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": name,
-        "GNU.sparse.size": str(claimed), "GNU.sparse.map": f"0,512,{claimed - 512},512"})
 
 
 def test_sparse_members_are_written_sparse(pydock: Pydock, tmp_path: Path) -> None:
     # Each claims most of the store: written out, the first fills it and the second is
     # refused; written sparse, all of them take a few blocks.
     claimed = _STORE_SIZE * 3 // 4
-    (tmp_path / "sparse.tar").write_bytes(
-        tar_bytes([sparse_member(f"sparse{n}", claimed) for n in range(4)]))
+    bomb = sparse_bomb(tmp_path / "sparse.tar", claimed, 4)
     before = used(pydock)
-    pydock.ok("image", "import", str(tmp_path / "sparse.tar"), "sparse")
-    assert used(pydock) - before < 4 * _MiB
+    pydock.ok("image", "import", str(bomb), "sparse")
+    assert used(pydock) - before < 4 * MiB
     [diff] = [d for d in pydock.root.glob("layers/*/diff") if (d / "sparse0").exists()]
     for n in range(4):
         path = diff / f"sparse{n}"
@@ -196,7 +216,7 @@ def test_a_sparse_map_holding_more_data_than_stored_is_refused(tmp_path: Path) -
     # Read as file data, the next members' headers would end up in the file.
     member = reg("short", b"x" * 512, pax_headers={
         "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": "short",
-        "GNU.sparse.size": str(_MiB), "GNU.sparse.map": f"0,1000,{_MiB - 5000},5000"})
+        "GNU.sparse.size": str(MiB), "GNU.sparse.map": f"0,1000,{MiB - 5000},5000"})
     with pytest.raises(PydockError, match="'short': its sparse map holds more data than"):
         extract_tar(io.BytesIO(tar_bytes([member, reg("after", b"x" * 8192)])), tmp_path)
 
@@ -207,7 +227,7 @@ def test_a_sparse_map_holding_more_data_than_stored_is_refused(tmp_path: Path) -
 def test_zeros_after_the_end_of_a_layer_are_refused(pydock: Pydock, tmp_path: Path) -> None:
     # A gzip of one small member, then 256 MiB of zeros: tarfile stops at the end marker,
     # and the rest was read (and hashed) to its end.
-    bomb = gzip_file(tmp_path / "padded.tar.gz", tar_bytes([reg("f", b"x")]), 256 * _MiB)
+    bomb = trailing_zeros_bomb(tmp_path / "padded.tar.gz", 256 * MiB)
     refused_unchanged(pydock, ["image", "import", str(bomb), "bomb"],
                       "bytes after its end, far more than its members declare")
 
@@ -216,14 +236,14 @@ def test_an_outer_archive_of_zeros_is_not_decompressed_to_disk(pydock: Pydock,
                                                               tmp_path: Path) -> None:
     # 3 GB of zeros in the report; decompressed whole to a temporary file, 256 MiB would
     # fill the 64 MiB store.
-    bomb = gzip_file(tmp_path / "outer.tar.gz", 256 * _MiB)
+    bomb = gzip_file(tmp_path / "outer.tar.gz", 256 * MiB)
     refused_unchanged(pydock, ["image", "load", "-i", str(bomb)],
                       "bytes after its end, far more than its members declare")
 
 
 def test_an_outer_archive_member_larger_than_the_store_is_refused_before_copying(
         pydock: Pydock, tmp_path: Path) -> None:
-    claimed = 256 * _MiB
+    claimed = 256 * MiB
     bomb = gzip_file(tmp_path / "outer.tar.gz", header("manifest.json", tarfile.REGTYPE,
                                                        claimed), claimed, bytes(1024))
     refused_unchanged(pydock, ["image", "load", "-i", str(bomb)],
@@ -241,9 +261,9 @@ def zeros_layer_archive(tmp_path: Path, size: int) -> Path:
 def test_a_layer_past_the_expansion_ratio_is_refused_unless_lifted(pydock: Pydock,
                                                                   tmp_path: Path) -> None:
     # 24 MiB of zeros gzip to 100 KiB: past the 16 MiB always allowed and 100 times that.
-    archive = zeros_layer_archive(tmp_path, 24 * _MiB)
+    archive = zeros_layer_archive(tmp_path, 24 * MiB)
     message = refused_unchanged(pydock, ["image", "load", "-i", str(archive)],
-                                "decompresses to more than 16777216 bytes")
+                                "layer 0aaa/layer.tar: decompresses to more than 16777216 bytes")
     assert f"set {budget.EXPANSION_ENV} to allow more" in message
     # An honest image this compressible is loaded with the limit lifted.
     result = pydock("image", "load", "-i", str(archive), env={budget.EXPANSION_ENV: "0"})

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pydock.testing.cli import Pydock
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -47,3 +49,19 @@ def test_compare_finds_its_modules_and_parses_its_command_line() -> None:
     assert result.returncode == 0, result.stderr
     assert "--large-repeat" in result.stdout
     assert "--baseline" in result.stdout
+
+
+@pytest.mark.needs_root
+def test_compare_bombs_measures_what_a_bomb_leaves() -> None:
+    # pydock alone, on one bomb: sparse files claiming 3/4 of a 64 MiB store each, taken
+    # and written sparse, so the store holds little after.
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "compare_bombs.py"),
+                             "--pydock", str(Path(sys.executable).parent / "pydock"),
+                             "--tool", "pydock", "--bomb", "sparse", "--store", "64"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| 4 sparse")]
+    _, tool, outcome, seconds, memory, peak, after = row.strip("| ").split(" | ")
+    assert (tool, outcome) == ("pydock", "ok")
+    assert float(seconds) > 0 and memory.endswith(" MiB")
+    assert int(peak.removesuffix(" MiB")) < 8 and int(after.removesuffix(" MiB")) < 4

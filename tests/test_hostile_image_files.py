@@ -292,6 +292,9 @@ LOAD_FILES: dict[str, tuple[BadArchive, str]] = {
     "oci-manifest-media-type": (layout_with(rewrite_manifest(
         lambda document: document.update(mediaType="application/x-evil"))),
         "unsupported media type 'application/x-evil'"),
+    # Found by tests/test_fuzz_archives.py: an unhashable media type was an internal error.
+    "oci-manifest-media-type-a-list": (layout_with(rewrite_manifest(
+        lambda document: document.update(mediaType=[""]))), "mediaType [''] is not a string"),
     "oci-config-missing": (layout_with(lambda _, parts: parts["config_path"].unlink()),
                            "cannot open blobs/sha256/"),
     "oci-config-altered": (layout_with(lambda _, parts: parts["config_path"].write_bytes(

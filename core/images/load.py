@@ -169,6 +169,8 @@ def _plan_oci_manifest(archive: ArchiveFiles, descriptor: dict[str, Any], depth:
     digest, document = _read_blob_json(archive, descriptor, "manifest")
     raw = archive.read_bytes(blob_path(digest))
     media_type = document.get("mediaType") or descriptor.get("mediaType")
+    if media_type is not None and not isinstance(media_type, str):
+        raise PydockError(f"manifest {digest}: mediaType {media_type!r} is not a string")
     if media_type in INDEX_TYPES or (media_type is None and "manifests" in document):
         if depth >= _MAX_INDEX_DEPTH:
             raise PydockError(f"index {digest}: indexes nested too deeply")
@@ -260,6 +262,8 @@ def _import_layer(store: ImageStore, archive: ArchiveFiles, layer: _ArchivedLaye
             try:
                 diff_id = store.import_layer(stream)
             except PydockError as e:
+                if str(e).startswith(f"layer {layer.path}: "):
+                    raise  # the decompression budget names the layer already
                 raise PydockError(f"layer {layer.path}: {e}") from e
             imported.append(diff_id)
             while buffered.read(_CHUNK):

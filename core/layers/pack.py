@@ -106,6 +106,8 @@ class _LayerTarWriter:
                 self._add(entry.dir_fd, parent, entry.name, entry.st)
             except OSError as e:
                 raise OSError(e.errno, f"{self._layer / path}: {e.strerror}") from e
+            # tarfile keeps every header it writes, for getmembers(): some 700 bytes an entry.
+            self._tar.members.clear()  # type: ignore[attr-defined]  # not in typeshed
             if entry.is_dir:
                 del paths[walk.depth + 1:]
                 paths.append(path)

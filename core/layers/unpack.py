@@ -98,6 +98,9 @@ def extract_tar(stream: IO[bytes], dest: Path) -> str:
             ) as tar:
                 for number, member in enumerate(tar):
                     count_member(number)
+                    # tarfile keeps every header it has read, for a random access a stream
+                    # never makes: some 600 bytes a member, 600 MB for a million.
+                    tar.members.clear()  # type: ignore[attr-defined]  # not in typeshed
                     with _errors_as(f"tar member {member.name!r}"):
                         extractor.add(tar, member)
                 end = tar.offset
