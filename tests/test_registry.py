@@ -69,6 +69,9 @@ def test_pull_keeps_the_manifest_digest_and_the_image_id(
     details = json.loads(pydock.ok("image", "inspect", reference))
     assert details["Id"] == image_id
     repository = reference.rpartition(":")[0]
+    table = pydock.ok("image", "ls", "--digests").splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "DIGEST", "ID", "CREATED", "SIZE"]
+    assert [repository, "1", digest, image_id[7:19]] in [row.split()[:4] for row in table]
     assert details["RepoDigests"] == [f"{repository}@{digest}"]
     result = pydock("run", "--rm", "--image", reference, "cat", "/etc/greeting", "/top.txt")
     assert (result.returncode, result.stdout) == (0, "hello from the middle\ntop layer\n")
@@ -136,7 +139,7 @@ def test_a_local_image_pushed_in_chunks_comes_back_the_same(
     # The default image's own tar was kept as its blob: the registry has the same image.
     assert pushed_id == json.loads(pydock.ok("image", "inspect", target))["Id"]
     # Pushed again: every blob is already there, and the manifest is the same.
-    again = pydock("push", target)
+    again = pydock("image", "push", target)
     assert again.returncode == 0 and digest in again.stdout and "2 already there" in again.stderr
     # Into an empty store (all of this root's images gone): the same image id.
     pydock.ok("image", "rm", target)
