@@ -327,3 +327,25 @@ def test_prune_collects_blobs_no_image_names_once_they_are_an_hour_old(
     assert named <= set(os.listdir(blobs))
     pydock.ok("image", "rm", f"{fake.host}/{REPO}:1")
     assert len(set(os.listdir(blobs)) & named) == 3  # the default image's: tar, config, manifest
+
+
+def test_a_repository_behind_auth_on_an_open_registry(pydock: Pydock, fake: FakeRegistry,
+                                                      tmp_path: Path) -> None:
+    import base64
+
+    path = f"/v2/{REPO}/manifests/1"
+    body, media_type = fake.manifests[f"{REPO}:1"]
+    expected = "Basic " + base64.b64encode(b"me:pw").decode()
+
+    def guarded(handler: BaseHTTPRequestHandler) -> None:
+        if handler.headers.get("Authorization") != expected:
+            FakeRegistry.reply(handler, 401, b"{}", {"WWW-Authenticate": 'Basic realm="r"'})
+        else:
+            FakeRegistry.reply(handler, 200, body, {"Content-Type": media_type})
+
+    fake.misbehave[path] = guarded
+    pydock.env["REGISTRY_AUTH_FILE"] = str(tmp_path / "auth.json")
+    _refused(pydock, ["pull", f"{fake.host}/{REPO}:1"],
+             f"authentication required: run `pydock login {fake.host}`")
+    pydock.ok("login", "-u", "me", "--password-stdin", fake.host, input="pw")
+    pydock.ok("pull", f"{fake.host}/{REPO}:1")

@@ -200,6 +200,13 @@ class Registry:
                 response = self._client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise self._error(f"{method} {_path(url)}", exc) from None
+            if (response.status_code == 401 and self._authorization is None
+                    and response.headers.get("www-authenticate") and "content" not in kwargs):
+                # A registry whose /v2/ was open but whose repository is not (some put
+                # only their private repositories behind tokens): authenticate now, once.
+                response.close()
+                self._authenticate(response)
+                continue
             if response.status_code == 429 and attempt < _RETRIES:
                 wait = _retry_after(response)
                 response.close()
