@@ -75,3 +75,18 @@ def test_a_skopeo_layout_keeps_its_manifest_digest_and_id_through_load_and_save(
     assert {p.name for p in gone} >= {digest.removeprefix("sha256:"),
                                       manifest["layers"][0]["digest"].removeprefix("sha256:")}
     pydock.ok("image", "save", "pydock/default", "-o", str(tmp_path / "again.tar"))
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_an_imported_tarball_keeps_its_id_when_saved(pydock: Pydock, tmp_path: Path,
+                                                     compress: bool) -> None:
+    from helpers import busybox_tarball
+
+    tarball = busybox_tarball(tmp_path, compress=compress)
+    image_id = pydock.ok("image", "import", str(tarball), "imported:1").strip()
+    kept = json.loads((pydock.root / "images" / "manifests" /
+                       image_id.removeprefix("sha256:")).read_text())
+    assert len(kept) == 1  # the tarball itself is the layer's blob
+    pydock.ok("image", "save", "imported:1", "-o", str(tmp_path / "s.tar"))
+    assert _saved_docker_id(tmp_path / "s.tar", tmp_path) == image_id

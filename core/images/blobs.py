@@ -234,6 +234,9 @@ class KeptBlobs:
                 copy.write(chunk)
         self.added(path, f"sha256:{hasher.sha256.hexdigest()}", hasher.size, magic)
 
+    def descriptors(self) -> list[dict[str, Any]]:
+        return list(self._layers.values())
+
     def record(self, store_lock: contextlib.AbstractContextManager[None],
                images: list[tuple[str, bytes, bytes | None, list[str]]]) -> None:
         """For each (image id, config, the archive's manifest or None, its layers' archive
