@@ -1,12 +1,12 @@
 """``pydock push``: an image from the store to a registry, its manifest digest kept.
 
-An image that was pulled, loaded or imported (or the default image) is pushed as it came: the manifest
-stored with it, byte for byte, and the blobs it names (:mod:`pydock.core.images.blobs`), so
-the registry ends up with the same manifest digest and image id. An image made here
-(``commit``, an xz or bzip2 ``image import``) gets a manifest once: each layer that another image's kept
-blobs hold is sent as those blobs; the others are regenerated as tars
-(:func:`pydock.core.layers.pack.write_layer_tar`, deterministic) and gzip'd into the blob
-store; the next push reuses the manifest.
+An image that was pulled, loaded or imported (or the default image) is pushed as it came:
+the manifest stored with it, byte for byte, and the blobs it names
+(:mod:`pydock.core.images.blobs`), so the registry ends up with the same manifest digest and
+image id. An image made here (``commit``, an xz or bzip2 ``image import``) gets a manifest
+once: each layer that another image's kept blobs hold is sent as those blobs; the others are
+regenerated as tars (:func:`pydock.core.layers.pack.write_layer_tar`, deterministic) and
+gzip'd into the blob store; the next push reuses the manifest.
 
 For each blob, as docker does: ``HEAD`` first (the registry has it: skipped); else a
 cross-repository mount from a repository of the same registry the image came from or went
