@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydock.core import failpoints
 from pydock.core.containers import attach, spec
@@ -48,8 +48,18 @@ from pydock.core.storage_root import SECCOMP_CACHE
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core.runtime.cgroups import Cgroup
+    from pydock.core.runtime.logs import Entry
     from pydock.core.runtime.monitor import Session
     from pydock.core.runtime.spawn import Exited, ProcessSpec
+
+
+class Attach(NamedTuple):
+    """How a container is started: in the background or with the CLI attached."""
+
+    detach: bool
+    interactive: bool = False  # the CLI's stdin goes to the container's
+    tty: bool = False  # a pseudo-terminal (the spec's process.terminal)
+    remove: bool = False  # --rm: removed once it exits
 
 
 class Containers(ContainerStore):
@@ -84,7 +94,8 @@ class Containers(ContainerStore):
         try:
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
-            create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]])
+            create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]
+                            if mount.get("type", "bind") == "bind"])
             failpoints.reached("run.storage-prepared")
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -97,13 +108,23 @@ class Containers(ContainerStore):
         return record, driver, lock
 
     def run(self, options: RunOptions) -> tuple[str, int, str]:
-        """Create a container and start it under its monitor: (name, exit code, error).
+        """Create a container and start it under its monitor: (id, exit code, error).
 
         In the foreground, that is once the container has ended; detached, once it runs
         (exit code 0), or has failed to start."""
+        record, driver, lock = self.create(options)
+        return self.launch(record, driver, lock, Attach(
+            detach=options.detach, interactive=options.interactive, tty=options.tty,
+            remove=options.remove), fresh=True)
+
+    def launch(self, record: ContainerRecord, driver: StorageDriver, lock: int,
+               how: Attach, fresh: bool) -> tuple[str, int, str]:
+        """Start the container of ``record``, whose storage is prepared, under a monitor of
+        its own; ``lock`` holds its record's lock (the monitor takes it over). As
+        :meth:`run`. ``fresh``: the container was created for this (``run``), and goes
+        again if it cannot start; otherwise (``start``) it stays, as it was."""
         from pydock.core.runtime import cgroups, devices, monitor
 
-        record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
         try:
             # Every container, limits or not: its cgroup is the root of its cgroup
@@ -116,12 +137,12 @@ class Containers(ContainerStore):
                 spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
-                attach=not options.detach, pty=attach.open_pty() if options.tty else None,
-                cgroup=cgroup, interactive=options.interactive)
+                attach=not how.detach, pty=attach.open_pty() if how.tty else None,
+                cgroup=cgroup, interactive=how.interactive)
             callbacks = monitor.Callbacks(
                 forked=lambda pid: self._record_process(record, pid),
                 started=lambda _pid: self._record_started(record),
-                exited=lambda exited: self._record_exited(record, exited, options.remove))
+                exited=lambda exited: self._record_exited(record, exited, how.remove))
             with attach.signals_blocked():
                 session = monitor.launch(request, callbacks, lock)
                 failpoints.reached("run.monitor-forked")
@@ -132,15 +153,19 @@ class Containers(ContainerStore):
                 os.close(lock)
             if cgroup is not None:
                 cgroup.close()
-            with contextlib.suppress(PydockError, OSError):
-                self.remove(record.name, force=True, only_id=record.id)
+                if not fresh:
+                    with contextlib.suppress(PydockError, OSError):
+                        cgroups.remove(self.root, record.id)
+            if fresh:
+                with contextlib.suppress(PydockError, OSError):
+                    self.remove(record.name, force=True, only_id=record.id)
             raise
         try:
             if cgroup is not None:
                 cgroup.close()  # the monitor has its own copy, for the container to join
             if request.pty is not None:
                 os.close(request.pty[1])
-            exited = attach.follow(session, request.pty, options.interactive, options.detach,
+            exited = attach.follow(session, request.pty, how.interactive, how.detach,
                                    lambda: self._lost_monitor(session, record))
         finally:
             attach.restore_signals(previous)
@@ -148,11 +173,11 @@ class Containers(ContainerStore):
             if request.pty is not None:
                 os.close(request.pty[0])
         if exited is None:  # detached and running
-            return record.name, 0, ""
+            return record.id, 0, ""
         # Reaped only now: the monitor exits right after its last report.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(session.monitor_pid, 0)
-        return record.name, exited.code, exited.error
+        return record.id, exited.code, exited.error
 
     def _lost_monitor(self, session: Session, ours: ContainerRecord) -> Exited:
         """The monitor died before its last report (it was killed): what the record knows."""
@@ -170,6 +195,9 @@ class Containers(ContainerStore):
     def _record_process(self, record: ContainerRecord, pid: int) -> None:
         # In the monitor, under the lock taken at creation, while the container's process
         # waits to be let go: from here on rm can find it, whatever becomes of the monitor.
+        # A container started again forgets how it ended before.
+        record.exit_code, record.error, record.finished = None, "", ""
+        record.oom_killed = False
         record.pid, record.pid_start = pid, process_start_time(pid)
         record.monitor_pid = os.getpid()
         record.monitor_start = process_start_time(record.monitor_pid)
@@ -331,16 +359,17 @@ class Containers(ContainerStore):
             if monitor is not None:
                 processes.wait_for_exit(monitor, KILL_TIMEOUT)
 
-    def log_frames(self, name: str, follow: bool) -> Iterator[tuple[int, bytes]]:
-        """The container's output so far as (stream, data); with ``follow``, until it ends."""
-        from pydock.core.runtime.logs import read_frames
+    def log_entries(self, name: str, follow: bool) -> Iterator[Entry]:
+        """The container's output so far, chunk by chunk as its monitor read it; with
+        ``follow``, until it ends."""
+        from pydock.core.runtime.logs import read_entries
 
         record = self.state.load(name)
         path = self.state.log_path(name)
         if not path.exists():  # never started
             return iter(())
 
-        return read_frames(str(path), follow, lambda: monitor_alive(record))
+        return read_entries(str(path), follow, lambda: monitor_alive(record))
 
     def prune(self) -> list[str]:
         """Remove every container that is not running (but no corrupt record: it may be),
@@ -416,7 +445,8 @@ class Containers(ContainerStore):
                 "WorkingDir": process["cwd"],
                 "User": process["user"]["username"],
             },
-            "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]],
+            "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]
+                       if mount.get("type", "bind") == "bind"],
             "HostConfig": spec.host_config(record.spec),
             # What the runtime runs, as an OCI runtime would read it from config.json.
             "Spec": record.spec,

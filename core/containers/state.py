@@ -325,7 +325,16 @@ class StateStore:
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
-        """Hold the container's lock; PydockError if the container does not exist.
+        """Hold the container's lock; PydockError if the container does not exist."""
+        fd = self.lock(name)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def lock(self, name: str) -> int:
+        """Take the container's lock; the descriptor that holds it (close it to let go).
+        PydockError if the container does not exist.
 
         The lock file lives in the record's directory and goes with it: whoever waited
         for the lock while the record was deleted holds the lock of a record that is gone
@@ -343,14 +352,10 @@ class StateStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _same_file(fd, path):
-                    break
+                    return fd
             except BaseException:
                 os.close(fd)
                 raise
-            os.close(fd)
-        try:
-            yield
-        finally:
             os.close(fd)
 
     def generate_name(self) -> str:

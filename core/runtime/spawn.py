@@ -98,13 +98,24 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
         network="none" if "network" in namespaces else "host",
         read_only=spec["root"]["readonly"], user=process["user"]["username"],
         root=RootSpec(
-            volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]),
+            volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]
+                          if mount.get("type", "bind") == "bind"),
+            tmpfs=_tmpfs_of(spec["mounts"]),
             devices=tuple(Device.from_spec(device) for device in linux["devices"]),
             masked_paths=tuple(path.lstrip("/") for path in linux["maskedPaths"]),
             read_only_paths=tuple(path.lstrip("/") for path in linux["readonlyPaths"])),
         capability_set=tuple(name.removeprefix("CAP_")
                              for name in process["capabilities"]["bounding"]),
         no_new_privileges=process["noNewPrivileges"], seccomp=linux.get("seccomp"))
+
+
+def _tmpfs_of(mounts: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """The ``--tmpfs`` mounts, and their module imported only when there are any."""
+    if all(mount.get("type", "bind") == "bind" for mount in mounts):
+        return ()
+    from pydock.core.runtime.tmpfs import Tmpfs
+
+    return tuple(Tmpfs.from_mount(mount) for mount in mounts if mount.get("type") == "tmpfs")
 
 
 class Stdio(NamedTuple):
