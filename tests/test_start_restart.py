@@ -77,3 +77,27 @@ def test_start_attached_takes_one_container(pydock: Pydock) -> None:
     pydock.refused("start", "-a", "a", "b", match="one container at a time")
     result = pydock("start", "a", "nosuch", "b")
     assert (result.returncode, result.stdout) == (125, "a\nb\n")
+
+
+def test_top_lists_the_containers_processes_with_host_pids(pydock: Pydock,
+                                                           image: tuple[str, ...]) -> None:
+    container_id = pydock.ok("run", "-d", "--name", "box", *image, "sh", "-c",
+                             "sleep 600 & sleep 601 & wait").strip()
+    pid = pydock.wait_running("box")["State"]["Pid"]
+    deadline = 50
+    while deadline and "sleep 601" not in (listing := pydock.ok("top", container_id[:6])):
+        deadline -= 1
+    lines = listing.splitlines()
+    assert lines[0].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    rows = {line.split(None, 7)[7]: line.split() for line in lines[1:]}
+    assert set(rows) == {"sh -c sleep 600 & sleep 601 & wait", "sleep 600", "sleep 601"}
+    assert rows["sh -c sleep 600 & sleep 601 & wait"][1] == str(pid)
+    assert rows["sleep 600"][2] == str(pid) and rows["sleep 600"][0] == "root"
+    pydock.ok("rm", "-f", "box")
+    pydock.refused("top", "box", match="no such container")
+
+
+def test_top_of_a_stopped_container_is_refused(pydock: Pydock) -> None:
+    pydock.ok("run", "--name", "done", "true")
+    pydock.refused("top", "done", match="is not running")
+    pydock.refused("top", "../done", match="no such container")

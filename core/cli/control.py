@@ -74,3 +74,25 @@ def restart(ctx: Context, grace: int, names: tuple[str, ...]) -> None:
     require_root()
     containers = ctx.containers()
     echo_each(names, lambda name: control.restart(containers, containers.resolve(name), grace))
+
+
+@click.command()
+@click.argument("name")
+@pass_context
+def top(ctx: Context, name: str) -> None:
+    """Show a running container's processes (host pids, as ps -ef)."""
+    from pydock.core.cli.views import print_table
+    from pydock.core.containers.liveness import live_status
+    from pydock.core.containers.state import RUNNING
+    from pydock.core.runtime import cgroups
+    from pydock.core.runtime.top import COLUMNS, describe
+
+    require_root()
+    containers = ctx.containers()
+    name = containers.resolve(name)
+    record = containers.state.load(name)
+    if live_status(record) != RUNNING:
+        raise PydockError(f"container {name} is not running")
+    rows = [dict(zip(COLUMNS, process.row(), strict=True))
+            for process in describe(cgroups.process_ids(containers.root, record.id))]
+    print_table(rows, list(COLUMNS))

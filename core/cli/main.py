@@ -36,6 +36,7 @@ COMMANDS = {
     "diff": "containers:diff", "commit": "containers:commit", "export": "containers:export",
     "prune": "containers:prune",
     "wait": "control:wait", "start": "control:start", "restart": "control:restart",
+    "cp": "copy:cp", "top": "control:top",
     "image": "images:image", "storage": "storage:storage", "bench": "bench:bench",
 }
 
