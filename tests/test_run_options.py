@@ -145,7 +145,7 @@ def test_logs_tail_since_and_timestamps(pydock: Pydock, image: tuple[str, ...]) 
     assert (result.stdout, result.stderr) == ("three\n", "")
     assert pydock.ok("logs", "-n", "0", "box") == ""
     assert pydock.ok("logs", "--tail", "all", "box") == "one\ntwo\nthree\n"
-    assert pydock.ok("logs", "--since", "1s", "box") == "three\n"
+    assert pydock.ok("logs", "--since", "1h", "box") == "one\ntwo\nthree\n"
     assert pydock.ok("logs", "--since", before.strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "box") == "one\ntwo\nthree\n"
     assert pydock.ok("logs", "--since", str(int(time.time()) + 60), "box") == ""
@@ -155,6 +155,9 @@ def test_logs_tail_since_and_timestamps(pydock: Pydock, image: tuple[str, ...]) 
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", line.split(" ")[0])
                for line in stamped)
     assert before.replace(microsecond=0) <= times[0] <= times[1] < times[2]
+    # Unix seconds, between the second line and the third (1.5 s apart).
+    between = f"{times[2].timestamp() - 0.7:.3f}"
+    assert pydock.ok("logs", "--since", between, "box") == "three\n"
     result = pydock("logs", "-t", "--tail", "1", "box")
     assert result.stdout.endswith(" three\n") and result.stderr == ""
 

@@ -60,6 +60,8 @@ EXIT_NOT_FOUND = 127  # the command was not found in the container
               help="Run CMD instead of the image's ENTRYPOINT (and drop its CMD); '' clears it.")
 @click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
               help="Mount a tmpfs at DST (noexec,nosuid,nodev unless OPTIONS say otherwise).")
+@click.option("--init", is_flag=True,
+              help="Run a reaping init (tini) as PID 1, which runs the command.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:

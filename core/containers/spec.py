@@ -85,6 +85,7 @@ class RunOptions(NamedTuple):
     devices: tuple[str, ...] = ()
     entrypoint: str | None = None  # "" clears the image's, as docker's --entrypoint ""
     tmpfs: tuple[str, ...] = ()
+    init: bool = False
 
 
 class ExecOptions(NamedTuple):
@@ -132,6 +133,12 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
     added = [devices.parse_device(text) for text in options.devices]
     volumes = parse_volumes(options.volumes)
     tmpfs_mounts = _tmpfs_mounts(options.tmpfs, volumes)
+    init_mounts = []
+    if options.init:
+        from pydock.core.runtime import init
+
+        init_mounts = [init.mount(init.binary())]
+        args = [init.PATH, "--", *args]
     return _assemble(
         args=args, env=build_env(image_config.get("Env") or [], options.env, hostname),
         cwd=clean_workdir(options.workdir or image_config.get("WorkingDir") or "/"),
@@ -140,14 +147,15 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
         capability_set=capability_set,
         no_new_privileges=security_opts.no_new_privileges(options.security_opt),
         seccomp_filter=None if profile is None else seccomp.resolve(profile, capability_set),
-        volumes=volumes, tmpfs=[tmpfs.to_mount() for tmpfs in tmpfs_mounts],
+        volumes=volumes, tmpfs=[*(tmpfs.to_mount() for tmpfs in tmpfs_mounts), *init_mounts],
         resources={**_resources(options), "devices": [
             *devices.resource_rules(), *(rule for _, rule in added)]},
         nodes=_device_entries([entry for entry, _ in added]),
         given={"Binds": list(options.volumes), "CapAdd": cap_add, "CapDrop": cap_drop,
-               # Only when given: the annotation of a run without --tmpfs is as it was.
+               # Only when given: the annotation of a run without them is as it was.
                **({"Tmpfs": {tmpfs.destination: tmpfs.given for tmpfs in tmpfs_mounts}}
                   if tmpfs_mounts else {}),
+               **({"Init": True} if options.init else {}),
                "SecurityOpt": security_opt,
                "Devices": [{"PathOnHost": entry["hostPath"], "PathInContainer": entry["path"],
                             "CgroupPermissions": rule["access"]} for entry, rule in added]})
@@ -303,6 +311,7 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         "SecurityOpt": given["SecurityOpt"] or None,
         "Devices": given.get("Devices") or [],  # absent from records made before --device
         "Tmpfs": given.get("Tmpfs") or None,
+        "Init": given.get("Init", False),
     }
 
 

@@ -99,7 +99,7 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
         read_only=spec["root"]["readonly"], user=process["user"]["username"],
         root=RootSpec(
             volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]
-                          if mount.get("type", "bind") == "bind"),
+                          if mount.get("type", "bind") in ("bind", "init")),
             tmpfs=_tmpfs_of(spec["mounts"]),
             devices=tuple(Device.from_spec(device) for device in linux["devices"]),
             masked_paths=tuple(path.lstrip("/") for path in linux["maskedPaths"]),
@@ -111,7 +111,7 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
 
 def _tmpfs_of(mounts: list[dict[str, Any]]) -> tuple[Any, ...]:
     """The ``--tmpfs`` mounts, and their module imported only when there are any."""
-    if all(mount.get("type", "bind") == "bind" for mount in mounts):
+    if all(mount.get("type", "bind") in ("bind", "init") for mount in mounts):
         return ()
     from pydock.core.runtime.tmpfs import Tmpfs
 
