@@ -60,6 +60,9 @@ EXIT_NOT_FOUND = 127  # the command was not found in the container
               help="Run CMD instead of the image's ENTRYPOINT (and drop its CMD); '' clears it.")
 @click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
               help="Mount a tmpfs at DST (noexec,nosuid,nodev unless OPTIONS say otherwise).")
+@click.option("--restart", default="no", show_default=True,
+              metavar="no|on-failure[:N]|always|unless-stopped",
+              help="Restart the container when it exits (its monitor does; stop ends it).")
 @click.option("--init", is_flag=True,
               help="Run a reaping init (tini) as PID 1, which runs the command.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)

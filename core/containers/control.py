@@ -53,6 +53,8 @@ def start(containers: Containers, name: str, attach: bool, interactive: bool) ->
     except BaseException:
         os.close(lock)
         raise
+    # Started by hand: its restart policy applies again, counted afresh (as docker).
+    record.manually_stopped, record.restart_count = False, 0
     how = Attach(detach=not (attach or interactive), interactive=interactive,
                  tty=record.spec["process"]["terminal"])
     _, code, error = containers.launch(record, driver, lock, how, fresh=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -142,7 +143,8 @@ class Containers(ContainerStore):
             callbacks = monitor.Callbacks(
                 forked=lambda pid: self._record_process(record, pid),
                 started=lambda _pid: self._record_started(record),
-                exited=lambda exited: self._record_exited(record, exited, how.remove))
+                exited=lambda exited: self._record_exited(record, exited, how.remove),
+                again=lambda exited, restarts: self._again(record, exited, restarts))
             with attach.signals_blocked():
                 session = monitor.launch(request, callbacks, lock)
                 failpoints.reached("run.monitor-forked")
@@ -219,6 +221,49 @@ class Containers(ContainerStore):
             return
         self._update(record, status=EXITED, pid=0, exit_code=exited.code,
                      error=exited.error, finished=now(), oom_killed=exited.oom_killed)
+
+    def _again(self, record: ContainerRecord, exited: Exited,
+               restarts: int) -> tuple[int, Cgroup | None] | None:
+        """The restart policy, in the monitor after the container's process ended: None to
+        let the container end; else the record's lock, held, and a new cgroup to start it
+        again with. Not if ``stop`` or ``rm`` got to it first: they mark or remove the
+        record under its lock, which is taken here before anything starts again."""
+        policy = spec.restart_policy(record.spec)
+        name, maximum = policy["Name"], policy["MaximumRetryCount"]
+        if name == "no" or (name == "on-failure" and (
+                exited.code == 0 or (maximum and restarts >= maximum))):
+            return None
+        # Docker's back-off: 100 ms, doubled with each restart, at most a minute.
+        time.sleep(min(0.1 * 2 ** min(restarts, 10), 60.0))
+        try:
+            lock = self.state.lock(record.name)
+        except PydockError:  # removed meanwhile
+            return None
+        try:
+            current = self.state.load(record.name)
+            if current.id != record.id or current.manually_stopped:
+                os.close(lock)
+                return None
+            record.exit_code, record.error, record.finished = exited.code, exited.error, now()
+            record.restart_count = restarts + 1
+            record.status, record.pid = EXITED, 0
+            self.state.save(record)
+            from pydock.core.runtime import cgroups, devices
+
+            resources = record.spec["linux"]["resources"]
+            cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
+                resources), devices.cgroup_rules(resources.get("devices", [])))
+        except BaseException:
+            os.close(lock)
+            raise
+        return lock, cgroup
+
+    def mark_stopped(self, name: str) -> None:
+        """Its restart policy no longer applies to container ``name`` (``stop``)."""
+        with contextlib.suppress(PydockError, FileNotFoundError), self.state.locked(name):
+            record = self.state.load(name)
+            record.manually_stopped = True
+            self.state.save(record)
 
     def _update(self, ours: ContainerRecord, **changes: Any) -> None:
         """Change our container's record, unless it was removed meanwhile (``rm -f`` during
@@ -337,6 +382,8 @@ class Containers(ContainerStore):
         with processes.opened(record.pid, record.pid_start) as pidfd:
             if pidfd is None:
                 raise PydockError(f"container {name} is not running")
+            if signum in (signal.SIGKILL, signal.SIGTERM):  # as docker: a stop, for good
+                self.mark_stopped(name)
             processes.send(pidfd, signum)
 
     def stop(self, name: str, grace: float) -> None:
@@ -349,6 +396,9 @@ class Containers(ContainerStore):
         from pydock.core import processes
 
         record = self.state.load(name)
+        if spec.restart_policy(record.spec)["Name"] != "no":
+            self.mark_stopped(name)  # before the signal: the monitor must not restart it
+        record = self.state.load(name)  # its pid may have changed with a restart
         with processes.opened(record.pid, record.pid_start) as pidfd:
             if pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
@@ -435,6 +485,7 @@ class Containers(ContainerStore):
                 "StartedAt": record.started,
                 "FinishedAt": record.finished,
             },
+            "RestartCount": record.restart_count,
             "Image": f"sha256:{record.image_id.removeprefix('sha256:')}",
             "GraphDriver": {"Name": record.driver, "Data": graph_data},
             "Config": {

@@ -86,6 +86,7 @@ class RunOptions(NamedTuple):
     entrypoint: str | None = None  # "" clears the image's, as docker's --entrypoint ""
     tmpfs: tuple[str, ...] = ()
     init: bool = False
+    restart: str = "no"  # docker's --restart policy
 
 
 class ExecOptions(NamedTuple):
@@ -156,6 +157,8 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
                **({"Tmpfs": {tmpfs.destination: tmpfs.given for tmpfs in tmpfs_mounts}}
                   if tmpfs_mounts else {}),
                **({"Init": True} if options.init else {}),
+               **({"RestartPolicy": parse_restart(options.restart, options.remove)}
+                  if options.restart != "no" else {}),
                "SecurityOpt": security_opt,
                "Devices": [{"PathOnHost": entry["hostPath"], "PathInContainer": entry["path"],
                             "CgroupPermissions": rule["access"]} for entry, rule in added]})
@@ -312,7 +315,35 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         "Devices": given.get("Devices") or [],  # absent from records made before --device
         "Tmpfs": given.get("Tmpfs") or None,
         "Init": given.get("Init", False),
+        "RestartPolicy": restart_policy(spec),
     }
+
+
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_restart(text: str, remove: bool) -> dict[str, Any]:
+    """docker's ``--restart``: no, always, unless-stopped, on-failure[:N] (N restarts at
+    most; 0 or none: no limit), as inspect's ``HostConfig.RestartPolicy``."""
+    name, sep, count = text.partition(":")
+    if name not in RESTART_POLICIES:
+        raise PydockError(f"invalid --restart {text!r}: expected one of no, always, "
+                          "unless-stopped, on-failure[:N]")
+    if sep and (name != "on-failure" or not re.fullmatch(r"[0-9]{1,9}", count)):
+        raise PydockError(f"invalid --restart {text!r}: only on-failure takes a count, a "
+                          "number of restarts (on-failure:3)")
+    if remove and name != "no":
+        raise PydockError("--restart and --rm conflict: a container removed when it exits "
+                          "cannot be restarted")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def restart_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    """The container's restart policy (``HostConfig.RestartPolicy``)."""
+    given = json.loads(spec["annotations"][HOST_CONFIG_ANNOTATION])
+    policy: dict[str, Any] = given.get("RestartPolicy") or {"Name": "no",
+                                                           "MaximumRetryCount": 0}
+    return policy
 
 
 def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) -> list[str]:

@@ -78,7 +78,8 @@ class ContainerRecord:
                  status: str = CREATED, pid: int = 0, pid_start: int = 0,
                  monitor_pid: int = 0, monitor_start: int = 0, exit_code: int | None = None,
                  error: str = "", started: str = "", finished: str = "",
-                 oom_killed: bool = False) -> None:
+                 oom_killed: bool = False, restart_count: int = 0,
+                 manually_stopped: bool = False) -> None:
         self.id = id
         self.name = name
         self.driver = driver
@@ -98,6 +99,10 @@ class ContainerRecord:
         self.started = started
         self.finished = finished
         self.oom_killed = oom_killed  # the kernel's OOM killer killed a process of the container
+        self.restart_count = restart_count  # restarts by its policy since it was started
+        # stop (or kill with TERM or KILL) ended it: its restart policy no longer applies,
+        # until it is started again (docker's HasBeenManuallyStopped).
+        self.manually_stopped = manually_stopped
 
     def __repr__(self) -> str:
         return f"ContainerRecord({self.to_json()!r})"

@@ -74,6 +74,10 @@ class Callbacks(NamedTuple):
     forked: Callable[[int], None]  # the container's pid, before the process does anything
     started: Callable[[int], None]  # the container's pid, once its command is exec'd
     exited: Callable[[spawn.Exited], None]  # its exit; with --rm, remove it here
+    # Its restart policy, asked after each exit with how often it was restarted: None to
+    # let it end, or the record's lock (held) and a new cgroup to start it again with.
+    again: Callable[[spawn.Exited, int], tuple[int, Cgroup | None] | None] = (
+        lambda _exited, _restarts: None)
 
 
 class Session:
@@ -174,9 +178,29 @@ class _Monitor:
         self.stdin_pipe = -1  # the write end of that pipe, while it is open
         self.outputs = outputs  # stream -> the attached CLI's fd; emptied when it leaves
         self.log: LogWriter | None = LogWriter(request.log_path)
+        self.runs = 0  # how many times the container's process has run and ended
 
     def run(self) -> None:
+        restarts = 0
+        while True:
+            exited = self._run_once()
+            # Docker's policy: again while it says so, each time a little later (a command
+            # that fails at once must not spin), and never once the container is stopped
+            # or removed: the hook checks that under the record's lock, which it keeps
+            # until the new process is recorded, as at creation.
+            again = self.callbacks.again(exited, restarts)
+            if again is None:
+                break
+            restarts += 1
+            self.lock_fd, cgroup = again
+            self.request = self.request._replace(cgroup=cgroup)
+            signal.pthread_sigmask(signal.SIG_BLOCK, spawn.FORWARDED_SIGNALS)
+        self._finish(exited)
+
+    def _run_once(self) -> spawn.Exited:
+        """Start the container's process, attend it until it exits; how it ended."""
         sources, stdio = self._container_stdio()
+        readers = list(sources)  # _copy_output forgets each at its end; closed below
         cgroup = self.request.cgroup
         gate = Gate()
 
@@ -210,13 +234,21 @@ class _Monitor:
                 os.kill(started.pid, signal.SIGKILL)
             exited = spawn.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
         _, status = os.waitpid(started.pid, 0)
+        # Reaped: its pid is free for reuse, and nothing may be forwarded to it any more.
+        for signum in spawn.FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         failpoints.reached("monitor.container-exited")
         exited = exited or spawn.Exited(spawn.exit_status(status))
         if cgroup is not None:
             exited = exited._replace(oom_killed=cgroup.oom_killed())
             with contextlib.suppress(PydockError):  # rm and prune try again
                 cgroup.remove()
-        self._finish(exited)
+        for fd in readers:  # the output pipes' read ends (a pty's master is the CLI's)
+            if self.request.pty is None or fd != self.request.pty[0]:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.runs += 1
+        return exited
 
     def _attend(self, pid: int, sources: dict[int, int]) -> None:
         """The container runs: record it, tell the CLI, copy its output until it closes."""
@@ -235,6 +267,8 @@ class _Monitor:
         """The fds the monitor reads (fd -> stream), and the container's ends."""
         if self.request.pty is not None:
             master, slave = self.request.pty
+            if self.runs:  # restarted: the first slave fd went to the first run
+                slave = _reopen_slave(master)
             self._close_stdin()  # the CLI writes input to the pty itself
             return {master: STDOUT}, spawn.Stdio(slave, slave, slave, tty=True)
         in_read, in_write = os.pipe2(os.O_CLOEXEC)
@@ -324,6 +358,15 @@ def _forward_signals_to(pid: int) -> None:
     for signum in spawn.FORWARDED_SIGNALS:
         signal.signal(signum, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, spawn.FORWARDED_SIGNALS)
+
+
+def _reopen_slave(master: int) -> int:
+    """A new descriptor of the pseudo-terminal's slave side (TIOCGPTPEER, Linux 4.13+),
+    for a restarted container: the previous one was closed for the copy to see its end."""
+    import fcntl
+
+    tiocgptpeer = 0x5441
+    return fcntl.ioctl(master, tiocgptpeer, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
 
 
 def _read(fd: int) -> bytes:
