@@ -138,7 +138,8 @@ class Containers(ContainerStore):
                 spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
-                attach=not how.detach, pty=attach.open_pty() if how.tty else None,
+                attach=not how.detach, tty=how.tty,
+                window_size=attach.window_size() if how.tty else b"",
                 cgroup=cgroup, interactive=how.interactive)
             callbacks = monitor.Callbacks(
                 forked=lambda pid: self._record_process(record, pid),
@@ -149,7 +150,9 @@ class Containers(ContainerStore):
                 session = monitor.launch(request, callbacks, lock)
                 failpoints.reached("run.monitor-forked")
                 lock = -1
-                previous = attach.forward_signals(session.monitor_pid, request.pty)
+                # The terminal's master, once the container has sent it (-t).
+                master: list[int] | None = [] if how.tty else None
+                previous = attach.forward_signals(session.monitor_pid, master)
         except BaseException:
             if lock >= 0:
                 os.close(lock)
@@ -165,15 +168,13 @@ class Containers(ContainerStore):
         try:
             if cgroup is not None:
                 cgroup.close()  # the monitor has its own copy, for the container to join
-            if request.pty is not None:
-                os.close(request.pty[1])
-            exited = attach.follow(session, request.pty, how.interactive, how.detach,
+            exited = attach.follow(session, master, how.interactive, how.detach,
                                    lambda: self._lost_monitor(session, record))
         finally:
             attach.restore_signals(previous)
             session.close()
-            if request.pty is not None:
-                os.close(request.pty[0])
+            for fd in master or []:
+                os.close(fd)
         if exited is None:  # detached and running
             return record.id, 0, ""
         # Reaped only now: the monitor exits right after its last report.
@@ -362,12 +363,10 @@ class Containers(ContainerStore):
             # The container's cgroups, every one: the exec'd process then enters the
             # container's cgroup namespace at its root, as the container's own do.
             cgroup = cgroups.attach(self.root, record.id)
-            pty = attach.open_pty() if options.tty else None
             try:
-                exited = attach.exec_in(container, process, pty, options.interactive, cgroup)
+                exited = attach.exec_in(container, process, options.tty, options.interactive,
+                                        cgroup)
             finally:
-                if pty is not None:
-                    os.close(pty[0])
                 cgroup.close()
         return exited.code, exited.error
 

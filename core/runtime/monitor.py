@@ -58,9 +58,11 @@ class Launch(NamedTuple):
     # The CLI's stdin, stdout and stderr reach the container through the monitor's pipes;
     # a detached container reads an empty pipe and writes to its log only.
     attach: bool
-    # A pseudo-terminal: (master, slave), opened by the CLI so that it can write input
-    # to it and set its window size.
-    pty: tuple[int, int] | None = None
+    # -t: the container opens a pseudo-terminal in its own devpts and sends its master
+    # here; the monitor reads the output from it and passes it on to the CLI (a "pty"
+    # report carrying the descriptor), which writes the input and keeps the window size.
+    tty: bool = False
+    window_size: bytes = b""  # the user's terminal's, for the container's to start with
     # With resource limits: the container's first step is to join it; the monitor reads
     # whether the OOM killer struck, then removes it, once the container has ended.
     cgroup: Cgroup | None = None
@@ -83,15 +85,18 @@ class Callbacks(NamedTuple):
 class Session:
     """The CLI's side: the monitor's pid and the pipe it reports on."""
 
-    def __init__(self, monitor_pid: int, status_fd: int) -> None:
+    def __init__(self, monitor_pid: int, status_fd: int, carries_fds: bool = False) -> None:
         self.monitor_pid = monitor_pid
         self.status_fd = status_fd
         self._pending = b""
+        # With -t the reports come on a socket, and a "pty" report carries a descriptor.
+        self.carries_fds = carries_fds
+        self.fds: list[int] = []
 
     def next_message(self) -> tuple[str, str]:
         """The next ``(kind, rest)`` report; ``("lost", "")`` if the monitor died first."""
         while b"\n" not in self._pending:
-            chunk = os.read(self.status_fd, 4096)
+            chunk = self._receive()
             if not chunk:
                 return "lost", ""
             self._pending += chunk
@@ -99,8 +104,23 @@ class Session:
         kind, _, rest = line.decode(errors="replace").partition(" ")
         return kind, rest
 
+    def _receive(self) -> bytes:
+        if not self.carries_fds:
+            return os.read(self.status_fd, 4096)
+        import socket
+
+        with socket.socket(fileno=os.dup(self.status_fd)) as channel:
+            data, fds, _flags, _address = socket.recv_fds(channel, 4096, 4)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        self.fds += fds
+        return data
+
     def close(self) -> None:
         os.close(self.status_fd)
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def parse_exit(rest: str) -> spawn.Exited:
@@ -118,14 +138,20 @@ def launch(request: Launch, callbacks: Callbacks, lock_fd: int) -> Session:
     :data:`spawn.FORWARDED_SIGNALS` blocked, and forwards them to
     ``Session.monitor_pid`` once this returns.
     """
-    status_read, status_write = os.pipe2(os.O_CLOEXEC)
+    if request.tty:  # a socket, to pass the terminal's master on
+        import socket
+
+        ends = socket.socketpair()
+        status_read, status_write = (end.detach() for end in ends)
+    else:
+        status_read, status_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(status_read)
         _monitor(request, callbacks, lock_fd, status_write)
     os.close(status_write)
     os.close(lock_fd)
-    return Session(pid, status_read)
+    return Session(pid, status_read, carries_fds=request.tty)
 
 
 def _monitor(request: Launch, callbacks: Callbacks, lock_fd: int, status_fd: int) -> NoReturn:
@@ -179,6 +205,7 @@ class _Monitor:
         self.outputs = outputs  # stream -> the attached CLI's fd; emptied when it leaves
         self.log: LogWriter | None = LogWriter(request.log_path)
         self.runs = 0  # how many times the container's process has run and ended
+        self.terminal_socket = -1  # -t: where the container's process sends its master
 
     def run(self) -> None:
         restarts = 0
@@ -214,7 +241,7 @@ class _Monitor:
             started = spawn.start(self.request.spec, self.request.rootfs,
                                     self.request.mounts, stdio, first_steps)
         finally:
-            for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
+            for fd in {stdio.stdin, stdio.stdout, stdio.stderr, stdio.pty_socket} - {-1}:
                 os.close(fd)
             gate.forked()
             if cgroup is not None:
@@ -226,6 +253,11 @@ class _Monitor:
             gate.open()
             failpoints.reached("monitor.released")
             exited = spawn.exec_report(started)
+            if self.terminal_socket >= 0:
+                master = self._take_terminal()
+                if master is not None:
+                    sources[master] = STDOUT
+                    readers.append(master)
             if exited is None:
                 self._attend(started.pid, sources)
         except BaseException as exc:
@@ -243,10 +275,9 @@ class _Monitor:
             exited = exited._replace(oom_killed=cgroup.oom_killed())
             with contextlib.suppress(PydockError):  # rm and prune try again
                 cgroup.remove()
-        for fd in readers:  # the output pipes' read ends (a pty's master is the CLI's)
-            if self.request.pty is None or fd != self.request.pty[0]:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        for fd in readers:  # the output pipes' read ends, or the terminal's master
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.runs += 1
         return exited
 
@@ -258,6 +289,24 @@ class _Monitor:
         _report(self.status_fd, f"started {pid}")
         self._copy_output(sources)
 
+    def _take_terminal(self) -> int | None:
+        """The master the container's process sent (None if its setup failed first),
+        passed on to an attached CLI in a "pty" report."""
+        from pydock.core.runtime.terminal import receive_terminal
+
+        try:
+            master = receive_terminal(self.terminal_socket)
+        finally:
+            os.close(self.terminal_socket)
+            self.terminal_socket = -1
+        if master is not None:
+            import socket
+
+            with contextlib.suppress(OSError), socket.socket(
+                    fileno=os.dup(self.status_fd)) as channel:
+                socket.send_fds(channel, [b"pty\n"], [master], socket.MSG_NOSIGNAL)
+        return master
+
     def _unlock(self) -> None:
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
@@ -265,12 +314,17 @@ class _Monitor:
 
     def _container_stdio(self) -> tuple[dict[int, int], spawn.Stdio]:
         """The fds the monitor reads (fd -> stream), and the container's ends."""
-        if self.request.pty is not None:
-            master, slave = self.request.pty
-            if self.runs:  # restarted: the first slave fd went to the first run
-                slave = _reopen_slave(master)
-            self._close_stdin()  # the CLI writes input to the pty itself
-            return {master: STDOUT}, spawn.Stdio(slave, slave, slave, tty=True)
+        if self.request.tty:
+            import socket
+
+            ours, theirs = (end.detach() for end in socket.socketpair())
+            os.set_inheritable(theirs, False)
+            self.terminal_socket = ours
+            self._close_stdin()  # the CLI writes input to the terminal itself
+            # Placeholders until the container's terminal exists (terminal.container_terminal).
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            return {}, spawn.Stdio(null, null, null, pty_socket=theirs,
+                                   window_size=self.request.window_size)
         in_read, in_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
@@ -358,15 +412,6 @@ def _forward_signals_to(pid: int) -> None:
     for signum in spawn.FORWARDED_SIGNALS:
         signal.signal(signum, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, spawn.FORWARDED_SIGNALS)
-
-
-def _reopen_slave(master: int) -> int:
-    """A new descriptor of the pseudo-terminal's slave side (TIOCGPTPEER, Linux 4.13+),
-    for a restarted container: the previous one was closed for the copy to see its end."""
-    import fcntl
-
-    tiocgptpeer = 0x5441
-    return fcntl.ioctl(master, tiocgptpeer, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
 
 
 def _read(fd: int) -> bytes:

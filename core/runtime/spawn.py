@@ -129,6 +129,12 @@ class Stdio(NamedTuple):
     stdout: int
     stderr: int
     tty: bool = False
+    # -t for run: a socket on which the container's first process sends back the master
+    # of a pseudo-terminal it opens in its own devpts once its root is set up (see
+    # pydock.core.runtime.terminal.container_terminal); stdin, stdout and stderr are
+    # placeholders until then. The window size to give it (TIOCGWINSZ's bytes) comes along.
+    pty_socket: int = -1
+    window_size: bytes = b""
 
 
 class Started(NamedTuple):
@@ -223,7 +229,7 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
         helper_fd, load_seccomp = _begin_child(spec, stdio, join_cgroup)
-        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp)
+        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp, stdio)
         _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {_reason(exc)}")
@@ -274,6 +280,10 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
               | CLONE_NEWCGROUP)
         entry.enter_root(root)
+        if stdio.pty_socket >= 0:  # exec -t: a terminal from the container's devpts
+            from pydock.core.runtime.terminal import container_terminal
+
+            container_terminal(stdio.pty_socket, stdio.window_size)
         # Before the chdir: -w /proc/self/fd/N must find no fd of the caller's.
         entry.close_inherited_fds(keep=(error_fd, helper_fd))
         env = _drop_privileges(spec, load_seccomp)
@@ -287,7 +297,7 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
 
 
 def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: tuple[int, ...],
-            load_seccomp: Callable[[], None]) -> dict[str, str]:
+            load_seccomp: Callable[[], None], stdio: Stdio) -> dict[str, str]:
     """Namespaces, root, hostname, network, user; returns the command's environment."""
     os.umask(0)
     # The cgroup namespace after the cgroup was joined (_begin_child): it is rooted at the
@@ -297,8 +307,15 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
     entry.join_new_session_keyring()
-    entry.close_inherited_fds(keep=keep_fds)
+    entry.close_inherited_fds(keep=(*keep_fds, *((stdio.pty_socket,)
+                                                 if stdio.pty_socket >= 0 else ())))
     prepare_root(rootfs, mounts, spec.root)
+    if stdio.pty_socket >= 0:
+        # Now that the container's own /dev/pts is there: its terminal comes from it, as
+        # runc's does, so that ttyname() finds /dev/pts/0 inside.
+        from pydock.core.runtime.terminal import container_terminal
+
+        container_terminal(stdio.pty_socket, stdio.window_size)
     sethostname(spec.hostname)
     if spec.network == "none":
         set_link_up("lo")
