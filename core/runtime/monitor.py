@@ -13,7 +13,10 @@ starts the container (:func:`pydock.core.runtime.spawn.start`) and owns it until
 - it has the container's pid recorded before the process does anything (:mod:`gate`),
   then the container recorded as running, then as exited with its exit code (and
   removed, with ``--rm``), through the callbacks in :class:`Callbacks`;
-- it tells the CLI over a pipe: ``started PID``, then ``exited CODE MESSAGE``.
+- it tells the CLI over a pipe (a socket with ``-t``): ``pty`` with the terminal's master,
+  ``started PID``, then ``exited CODE MESSAGE``;
+- with a restart policy (``--restart``), it starts the container again after it exits,
+  as often as the policy says (:attr:`Callbacks.again`), until it is stopped.
 
 An attached CLI that dies stops only the copy to its terminal: the output still goes to
 the log and the exit code to the record. Signals sent to the CLI go to the monitor,
@@ -204,7 +207,6 @@ class _Monitor:
         self.stdin_pipe = -1  # the write end of that pipe, while it is open
         self.outputs = outputs  # stream -> the attached CLI's fd; emptied when it leaves
         self.log: LogWriter | None = LogWriter(request.log_path)
-        self.runs = 0  # how many times the container's process has run and ended
         self.terminal_socket = -1  # -t: where the container's process sends its master
 
     def run(self) -> None:
@@ -278,7 +280,6 @@ class _Monitor:
         for fd in readers:  # the output pipes' read ends, or the terminal's master
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.runs += 1
         return exited
 
     def _attend(self, pid: int, sources: dict[int, int]) -> None:
