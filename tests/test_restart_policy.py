@@ -58,6 +58,13 @@ def test_always_restarts_until_stopped(pydock: Pydock, policy: str) -> None:
     assert pydock.container_names() == []
 
 
+def test_a_command_that_cannot_start_is_restarted_as_often_as_said(pydock: Pydock) -> None:
+    result = pydock("run", "--name", "box", "--restart", "on-failure:1", "no-such-command")
+    assert result.returncode == 127
+    assert result.stderr.count("executable file not found") == 1
+    assert pydock.inspect("box")["RestartCount"] == 1
+
+
 @pytest.mark.quick
 @pytest.mark.parametrize(("args", "message"), [
     (("--restart", "sometimes"), "invalid --restart"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,9 @@ def start(containers: Containers, name: str, attach: bool, interactive: bool) ->
         os.close(lock)
         raise
     # Started by hand: its restart policy applies again, counted afresh (as docker).
-    record.manually_stopped, record.restart_count = False, 0
+    record.restart_count = 0
+    with contextlib.suppress(FileNotFoundError):
+        containers.state.stop_mark(name).unlink()
     how = Attach(detach=not (attach or interactive), interactive=interactive,
                  tty=record.spec["process"]["terminal"])
     _, code, error = containers.launch(record, driver, lock, how, fresh=False)

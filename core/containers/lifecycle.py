@@ -242,7 +242,7 @@ class Containers(ContainerStore):
             return None
         try:
             current = self.state.load(record.name)
-            if current.id != record.id or current.manually_stopped:
+            if current.id != record.id or self.state.stop_mark(record.name).exists():
                 os.close(lock)
                 return None
             record.exit_code, record.error, record.finished = exited.code, exited.error, now()
@@ -260,11 +260,11 @@ class Containers(ContainerStore):
         return lock, cgroup
 
     def mark_stopped(self, name: str) -> None:
-        """Its restart policy no longer applies to container ``name`` (``stop``)."""
-        with contextlib.suppress(PydockError, FileNotFoundError), self.state.locked(name):
-            record = self.state.load(name)
-            record.manually_stopped = True
-            self.state.save(record)
+        """Its restart policy no longer applies to container ``name`` (``stop``); see
+        :meth:`StateStore.stop_mark`."""
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            os.close(os.open(self.state.stop_mark(name),
+                             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
     def _update(self, ours: ContainerRecord, **changes: Any) -> None:
         """Change our container's record, unless it was removed meanwhile (``rm -f`` during
@@ -298,6 +298,8 @@ class Containers(ContainerStore):
         container (:func:`pydock.core.containers.cleanup.remove_remains`).
         """
         if force:
+            with contextlib.suppress(PydockError):  # not a name, or gone: nothing to mark
+                self.mark_stopped(name)  # no restart policy may bring it back meanwhile
             self._kill_before_locking(name, only_id)
         with self.state.locked(name):
             try:
@@ -381,8 +383,9 @@ class Containers(ContainerStore):
         with processes.opened(record.pid, record.pid_start) as pidfd:
             if pidfd is None:
                 raise PydockError(f"container {name} is not running")
-            if signum in (signal.SIGKILL, signal.SIGTERM):  # as docker: a stop, for good
-                self.mark_stopped(name)
+            if signum in (signal.SIGKILL, signal.SIGTERM) and spec.restart_policy(
+                    record.spec)["Name"] != "no":
+                self.mark_stopped(name)  # as docker: a stop, for good
             processes.send(pidfd, signum)
 
     def stop(self, name: str, grace: float) -> None:

@@ -78,8 +78,7 @@ class ContainerRecord:
                  status: str = CREATED, pid: int = 0, pid_start: int = 0,
                  monitor_pid: int = 0, monitor_start: int = 0, exit_code: int | None = None,
                  error: str = "", started: str = "", finished: str = "",
-                 oom_killed: bool = False, restart_count: int = 0,
-                 manually_stopped: bool = False) -> None:
+                 oom_killed: bool = False, restart_count: int = 0) -> None:
         self.id = id
         self.name = name
         self.driver = driver
@@ -100,9 +99,6 @@ class ContainerRecord:
         self.finished = finished
         self.oom_killed = oom_killed  # the kernel's OOM killer killed a process of the container
         self.restart_count = restart_count  # restarts by its policy since it was started
-        # stop (or kill with TERM or KILL) ended it: its restart policy no longer applies,
-        # until it is started again (docker's HasBeenManuallyStopped).
-        self.manually_stopped = manually_stopped
 
     def __repr__(self) -> str:
         return f"ContainerRecord({self.to_json()!r})"
@@ -251,6 +247,14 @@ class StateStore:
 
     def log_path(self, name: str) -> Path:
         return self.path(name) / "container.log"
+
+    def stop_mark(self, name: str) -> Path:
+        """A file whose presence says that ``stop`` (or ``kill`` with TERM or KILL) ended
+        the container: its restart policy no longer applies until it is started again
+        (docker's HasBeenManuallyStopped). A file of its own, not a field of the record,
+        so that marking takes no lock: the lock may be held by a monitor whose container's
+        setup hangs, and a stop must get through all the same."""
+        return self.path(name) / "stopped"
 
     def create(self, record: ContainerRecord) -> int:
         """Write a new record, already locked; :class:`PydockError` if the name is taken.

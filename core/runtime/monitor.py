@@ -213,6 +213,9 @@ class _Monitor:
         restarts = 0
         while True:
             exited = self._run_once()
+            # Still held if the command never started (its exec or setup failed): the
+            # policy's hook takes the lock anew.
+            self._unlock()
             # Docker's policy: again while it says so, each time a little later (a command
             # that fails at once must not spin), and never once the container is stopped
             # or removed: the hook checks that under the record's lock, which it keeps
