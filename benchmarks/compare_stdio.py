@@ -14,7 +14,7 @@ under test, and both move ``--size`` MiB of zeros through a pipe::
 
     pydock run --rm dd if=/dev/zero bs=65536 count=16384 | wc -c    # output
     pydock exec box dd if=/dev/zero bs=65536 count=16384 | wc -c    # output, through the CLI
-    head -c 1G /dev/zero | pydock run --rm dd of=/dev/null bs=65536 iflag=fullblock
+    head -c 1G /dev/zero | pydock run --rm -i dd of=/dev/null bs=65536 iflag=fullblock
     runc run --bundle B ID | wc -c, and the input the same way       # the same commands
 
 Each command runs ``--repeat`` times after one warm-up run, alternating; the medians and
@@ -87,7 +87,7 @@ def measure(pydock_path: str, runc_path: str, size_mib: int, repeat: int,
         "output: pydock run": lambda _i: f"{pydock_line('run', '--rm', *write)} {out}",
         "output: pydock exec": lambda _i: f"{pydock_line('exec', 'bench-exec', *write)} {out}",
         "output: runc run": lambda i: f"{runc_line('out', i)} {out}",
-        "input: pydock run": lambda _i: f"{zeros} | {pydock_line('run', '--rm', *read)}",
+        "input: pydock run": lambda _i: f"{zeros} | {pydock_line('run', '--rm', '-i', *read)}",
         "input: runc run": lambda i: f"{zeros} | {runc_line('in', i)}",
     }
     latency = "pydock run --rm /bin/true"

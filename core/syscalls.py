@@ -144,6 +144,18 @@ def mount_fs_context(fstype: str, target: str, params: Sequence[tuple[str, str |
     6.8+). ``params`` are (key, value) pairs; a value of None sets a flag. On failure the
     kernel's own explanation, which it queues on the context descriptor, is in the error.
     """
+    mnt_fd = new_mount(fstype, params, attributes)
+    try:
+        _check(_libc.syscall(_SYS_MOVE_MOUNT, mnt_fd, b"", _AT_FDCWD, os.fsencode(target),
+                             MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {fstype} to {target}")
+    finally:
+        os.close(mnt_fd)
+
+
+def new_mount(fstype: str, params: Sequence[tuple[str, str | None]],
+              attributes: int = 0) -> int:
+    """A new, detached mount of ``fstype`` (fsopen, fsconfig, fsmount), as a descriptor
+    for :func:`move_mount_onto`; ``params`` as for :func:`mount_fs_context`."""
     fs_fd = _check(_libc.syscall(_SYS_FSOPEN, os.fsencode(fstype), FSOPEN_CLOEXEC),
                    f"fsopen {fstype}")
     try:
@@ -160,13 +172,8 @@ def mount_fs_context(fstype: str, target: str, params: Sequence[tuple[str, str |
                    f"creating {fstype}")
         except OSError as exc:
             raise OSError(exc.errno, f"{exc.strerror}{_kernel_log(fs_fd)}") from None
-        mnt_fd = _check(_libc.syscall(_SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, attributes),
-                        f"fsmount {fstype}")
-        try:
-            _check(_libc.syscall(_SYS_MOVE_MOUNT, mnt_fd, b"", _AT_FDCWD, os.fsencode(target),
-                                 MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {fstype} to {target}")
-        finally:
-            os.close(mnt_fd)
+        return _check(_libc.syscall(_SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, attributes),
+                      f"fsmount {fstype}")
     finally:
         os.close(fs_fd)
 

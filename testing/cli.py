@@ -157,4 +157,5 @@ class Pydock:
         raise AssertionError(f"container {name} did not start within {timeout}s")
 
     def container_names(self) -> list[str]:
-        return [row["Names"] for row in json.loads(self.ok("ps", "-a", "--format", "json"))]
+        """Every container's name, sorted (``ps`` lists the newest first)."""
+        return sorted(row["Names"] for row in json.loads(self.ok("ps", "-a", "--format", "json")))

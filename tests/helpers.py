@@ -279,3 +279,23 @@ def assert_cleaned(pydock: Pydock, before: list[str], ids: list[str]) -> None:
     assert mounts_under(pydock.root) == []
     assert processes_using(pydock.root) == []
     assert container_cgroups(pydock.root) == []
+
+
+def load_layered(pydock: Pydock, tmp_path: Path, layers: list[Layer], name: str,
+                 **run_config: Any) -> str:
+    """Load ``layers`` (make_layers') and one more that links every busybox applet into
+    /bin, as image ``name`` whose config section is the usual one (PATH, Cmd /bin/sh)
+    updated with ``run_config``; returns ``name``."""
+    applets = tmp_path / f"applets-{len(list(tmp_path.glob('applets-*')))}"
+    (applets / "bin").mkdir(parents=True)
+    listed = subprocess.run([str(busybox_binary()), "--list"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    for applet in set(listed) - set(_APPLETS) - {"busybox"}:
+        (applets / "bin" / applet).symlink_to("busybox")
+    layers = [*layers, make_layer(applets, False)]
+    config = json.loads(make_config(layers))
+    config["config"].update(run_config)
+    archive = tmp_path / f"{name.replace(':', '_').replace('/', '_')}.tar"
+    docker_archive(archive, layers, [name], config=json.dumps(config).encode())
+    pydock.ok("image", "load", "-i", str(archive))
+    return name

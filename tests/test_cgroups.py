@@ -61,7 +61,8 @@ def start_run(pydock: Pydock) -> Iterator[Start]:
     procs: list[subprocess.Popen[str]] = []
 
     def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([PYDOCK, "--root", str(pydock.root), "run", *args], text=True,
+        proc = subprocess.Popen([PYDOCK, "--root", str(pydock.root), "run", "-i", *args],
+                                text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=pydock.env)
         procs.append(proc)

@@ -11,7 +11,7 @@ from helpers import storage_entries
 from pydock.testing.cli import PYDOCK, Pydock
 
 BAD_RUNS = [
-    (["--bogus"], "No such option"),
+    (["--bogus"], "unknown option '--bogus'"),
     (["--network", "bridge"], "'bridge' is not one of 'none', 'host'"),
     (["-w", "relative/dir"], "must be an absolute path"),
     (["-e", "=value"], "invalid environment variable"),

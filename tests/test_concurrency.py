@@ -73,7 +73,7 @@ def test_parallel_runs_without_names_all_succeed(pydock: Pydock) -> None:
     procs = [pydock.popen("run", "-d", "true") for _ in range(8)]
     results = [finish(proc) for proc in procs]
     assert [code for code, _, _ in results] == [0] * 8, results
-    names = {out.strip() for _, out, _ in results}
+    names = {pydock.inspect(out.strip())["Name"] for _, out, _ in results}
     assert len(names) == 8 and not names & set(taken)
 
 

@@ -121,13 +121,13 @@ def test_exec_refuses_a_fifo_made_by_container_root(pydock: Pydock, tmp_path: Pa
     assert pydock("rm", "-f", "c", timeout=SECONDS).returncode == 0
 
 
-def stuck_run(pydock: Pydock, tmp_path: Path, stopping: list[subprocess.Popen[str]]
-              ) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def stuck_run(pydock: Pydock, tmp_path: Path, stopping: list[subprocess.Popen[str]],
+              options: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], dict[str, int]]:
     """A ``run`` whose container's setup hangs, with the record's lock held by its monitor:
     on a FIFO at /etc/passwd where that is not refused, at a failpoint where it is."""
     name = image(pydock, tmp_path, "fifo", fifo="etc/passwd")
     hanging = Pydock(pydock.root, {**pydock.env, "PYDOCK_FAILPOINT": "setup.user-lookup:hang"})
-    run = hanging.popen("run", "--name", "c", "--image", name, "true")
+    run = hanging.popen("run", "--name", "c", *options, "--image", name, "true")
     stopping.append(run)
     wait_for(lambda: (pydock.root / "containers" / "c" / "state.json").exists()
              and record(pydock, "c")["pid"] > 0, "container process on record")
@@ -149,6 +149,24 @@ def test_a_stuck_run_gives_way(pydock: Pydock, tmp_path: Path,
     else:
         assert pydock.inspect("c")["State"]["Status"] == "exited"
         assert pydock("rm", "c", timeout=SECONDS).returncode == 0
+
+
+@pytest.mark.parametrize("command", [["stop", "-t", "1", "c"], ["kill", "c"], ["rm", "-f", "c"]])
+def test_a_stuck_run_with_a_restart_policy_gives_way_for_good(
+        pydock: Pydock, tmp_path: Path, stopping: list[subprocess.Popen[str]],
+        command: list[str]) -> None:
+    # Marking it stopped takes no lock: its monitor holds the lock while the setup hangs.
+    run, pids = stuck_run(pydock, tmp_path, stopping, ("--restart", "always"))
+    result = pydock(*command, timeout=SECONDS)
+    assert result.returncode == 0, result.stderr
+    run.wait(timeout=SECONDS)
+    assert not alive(pids["pid"]) and not alive(pids["monitor_pid"])
+    if command[0] == "rm":
+        assert "c" not in pydock.container_names()
+        return
+    info = pydock.inspect("c")
+    assert (info["State"]["Status"], info["RestartCount"]) == ("exited", 0)
+    assert pydock("rm", "c", timeout=SECONDS).returncode == 0
 
 
 def test_a_stuck_run_ends_on_sigterm(pydock: Pydock, tmp_path: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -33,18 +34,21 @@ def wait_logged(pydock: Pydock, name: str, text: str, timeout: float = 10) -> No
         time.sleep(0.05)
 
 
-def test_detached_run_prints_the_name_and_returns_while_the_container_runs(
+def test_detached_run_prints_the_id_and_returns_while_the_container_runs(
         pydock: Pydock) -> None:
     started = time.monotonic()
-    assert pydock.ok("run", "-d", "--name", "bg", "sleep", "30") == "bg\n"
+    printed = pydock.ok("run", "-d", "--name", "bg", "sleep", "30")
+    assert printed == pydock.inspect("bg")["Id"] + "\n"
     assert time.monotonic() - started < 10
     assert pydock.inspect("bg")["State"]["Running"] is True
     ps = pydock.ok("ps")
     assert "bg" in ps and "Up" in ps
 
 
-def test_detached_run_without_a_name_prints_the_generated_one(pydock: Pydock) -> None:
-    name = pydock.ok("run", "-d", "true").strip()
+def test_detached_run_without_a_name_gets_a_generated_one(pydock: Pydock) -> None:
+    container_id = pydock.ok("run", "-d", "true").strip()
+    name = pydock.inspect(container_id)["Name"]
+    assert re.fullmatch("[a-z]+_[a-z]+", name)
     assert pydock.container_names() == [name]
 
 

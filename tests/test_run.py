@@ -25,12 +25,12 @@ def test_the_design_cards_command_runs_on_every_driver(pydock: Pydock, driver: s
 
 
 def test_default_command_of_the_image_is_a_shell_reading_stdin(pydock: Pydock) -> None:
-    assert pydock.ok("run", "--rm", input="echo from-stdin; exit 0\n") == "from-stdin\n"
+    assert pydock.ok("run", "--rm", "-i", input="echo from-stdin; exit 0\n") == "from-stdin\n"
 
 
 @pytest.mark.quick
 def test_stdin_stdout_and_stderr_are_connected(pydock: Pydock) -> None:
-    result = pydock("run", "--rm", "sh", "-c", "cat; echo err >&2", input="through\n")
+    result = pydock("run", "--rm", "-i", "sh", "-c", "cat; echo err >&2", input="through\n")
     assert (result.returncode, result.stdout, result.stderr) == (0, "through\n", "err\n")
 
 

@@ -95,7 +95,7 @@ def test_run_cannot_write_the_file_given_as_stdin(pydock: Pydock, tmp_path: Path
     secret.chmod(0o600)
     with secret.open("rb") as stdin:
         result = subprocess.run(
-            cli(pydock, "run", "--rm", "sh", "-c", "wc -c; echo X > /proc/self/fd/0"),
+            cli(pydock, "run", "--rm", "-i", "sh", "-c", "wc -c; echo X > /proc/self/fd/0"),
             stdin=stdin, capture_output=True, text=True, env=pydock.env, timeout=60)
     assert result.returncode == 0, result.stderr
     # Read as a stream, as it was given, to its end: never reopened as the file.
@@ -126,7 +126,7 @@ def test_exec_cannot_read_back_the_log_it_appends_to(pydock: Pydock, tmp_path: P
     # code must all still go through.
     command = "cat /proc/self/fd/1 & sleep 1; kill $!; wait; tr a-z A-Z; echo err >&2; exit 7"
     with log.open("ab") as stdout:
-        result = subprocess.run(cli(pydock, "exec", "box", "sh", "-c", command),
+        result = subprocess.run(cli(pydock, "exec", "-i", "box", "sh", "-c", command),
                                 input=b"appended\n", stdout=stdout, stderr=subprocess.PIPE,
                                 env=pydock.env, timeout=60)
     assert (result.returncode, result.stderr) == (7, b"err\n")
@@ -248,4 +248,6 @@ def test_exec_from_a_chroot_lands_in_the_container(pydock: Pydock, tmp_path: Pat
                              "exit $code"],
                             capture_output=True, text=True, env=pydock.env, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "box\nsleep\x001000\x00written-inside\n/tmp\n"
+    container_id, rest = result.stdout.split("\n", 1)  # run -d prints the id
+    assert re.fullmatch("[0-9a-f]{64}", container_id)
+    assert rest == "sleep\x001000\x00written-inside\n/tmp\n"

@@ -14,6 +14,10 @@ from pydock.core.errors import PydockError
 
 # `run` and `exec` pass what follows the command through untouched (`run sh -c ...`).
 RUN_CONTEXT = {"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]}
+# `run` also takes an option it does not know as the start of the command, for the image's
+# entrypoint (`run --entrypoint /bin/sh -c '...'`, as docker's image positional allows);
+# without an entrypoint to take it, the spec refuses it as an unknown option.
+RUN_ONLY_CONTEXT = {**RUN_CONTEXT, "ignore_unknown_options": True}
 
 
 class Context:

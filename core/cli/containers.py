@@ -1,10 +1,9 @@
-"""The commands that look after named containers: logs, stop, kill, ps, inspect, rm,
+"""The commands that look after named containers: stop, kill, ps, inspect, rm,
 diff, commit, export and prune."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,6 @@ from pydock.core.errors import PydockError
 
 
 @click.command()
-@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the container ends.")
-@click.argument("name")
-@pass_context
-def logs(ctx: Context, follow: bool, name: str) -> None:
-    """Show a container's output: stdout and stderr, in the order it wrote them."""
-    from pydock.core.runtime.logs import STDERR, STDOUT
-
-    outputs = {STDOUT: sys.stdout.buffer, STDERR: sys.stderr.buffer}
-    try:
-        for stream, data in ctx.containers().log_frames(name, follow):
-            outputs[stream].write(data)
-            outputs[stream].flush()
-    except BrokenPipeError:  # `pydock logs NAME | head`: the reader has all it wants
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-@click.command()
 @click.option("-t", "--time", "grace", type=click.IntRange(min=0), default=10, show_default=True,
               help="Seconds to wait after SIGTERM before SIGKILL.")
 @click.argument("names", nargs=-1, required=True)
@@ -47,7 +29,7 @@ def stop(ctx: Context, grace: int, names: tuple[str, ...]) -> None:
     """Stop running containers: SIGTERM, then SIGKILL after the grace period."""
     require_root()
     containers = ctx.containers()
-    echo_each(names, lambda name: containers.stop(name, grace))
+    echo_each(names, lambda name: containers.stop(containers.resolve(name), grace))
 
 
 @click.command()
@@ -60,19 +42,38 @@ def kill(ctx: Context, signal_name: str, names: tuple[str, ...]) -> None:
     require_root()
     signum = parse_signal(signal_name)
     containers = ctx.containers()
-    echo_each(names, lambda name: containers.kill(name, signum))
+    echo_each(names, lambda name: containers.kill(containers.resolve(name), signum))
 
 
 @click.command()
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the ids.")
+@click.option("-n", "--last", type=click.IntRange(min=-1), default=-1, metavar="N",
+              help="Show the N most recently created containers (any state).")
+@click.option("-l", "--latest", is_flag=True, help="Show the latest created container.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="name=PART, status=STATUS or id=PREFIX (repeatable).")
+@click.option("--no-trunc", is_flag=True, help="Show full ids and commands.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_context
-def ps(ctx: Context, show_all: bool, fmt: str) -> None:
-    """List containers."""
-    from pydock.core.cli.views import container_rows, print_table
+def ps(ctx: Context, show_all: bool, quiet: bool, last: int, latest: bool,
+       filters: tuple[str, ...], no_trunc: bool, fmt: str) -> None:
+    """List containers, newest first."""
+    from pydock.core.cli.views import container_rows, filter_rows, print_table
 
-    rows = container_rows(ctx.containers(), show_all)
-    if fmt == "json":
+    if latest:
+        last = 1
+    # As docker's: -n and a filter look at every container, not only the running ones.
+    rows = filter_rows(container_rows(ctx.containers(), show_all or last >= 0 or bool(filters),
+                                      no_trunc), filters)
+    if not show_all and not any(f.startswith("status=") for f in filters) and last < 0:
+        rows = [row for row in rows if row["State"] == "running"]
+    if last >= 0:
+        rows = rows[:last]
+    if quiet:
+        for row in rows:
+            click.echo(row["ID"])
+    elif fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
         print_table(rows, ["ID", "Image", "Command", "Created", "Status", "Storage", "Names"])
@@ -85,7 +86,8 @@ def inspect(ctx: Context, names: tuple[str, ...]) -> None:
     """Show containers in detail (JSON, docker's keys)."""
     containers = ctx.containers()
     found: list[Any] = []
-    failed = for_each(names, lambda name: found.append(containers.inspect(name)))
+    failed = for_each(names, lambda name: found.append(
+        containers.inspect(containers.resolve(name))))
     click.echo(json.dumps(found, indent=2))
     if failed:
         sys.exit(PydockError.exit_code)
@@ -99,7 +101,7 @@ def rm(ctx: Context, force: bool, names: tuple[str, ...]) -> None:
     """Remove containers and their storage."""
     require_root()
     containers = ctx.containers()
-    echo_each(names, lambda name: containers.remove(name, force))
+    echo_each(names, lambda name: containers.remove(containers.resolve(name), force))
 
 
 @click.command()
@@ -110,7 +112,8 @@ def diff(ctx: Context, name: str) -> None:
     from pydock.core.containers.commit import container_changes
 
     require_root()
-    for change in container_changes(ctx.containers(), name):
+    containers = ctx.containers()
+    for change in container_changes(containers, containers.resolve(name)):
         click.echo(str(change))
 
 
@@ -123,7 +126,8 @@ def commit(ctx: Context, name: str, reference: str) -> None:
     from pydock.core.containers.commit import commit as commit_container
 
     require_root()
-    click.echo(commit_container(ctx.containers(), name, reference).id)
+    containers = ctx.containers()
+    click.echo(commit_container(containers, containers.resolve(name), reference).id)
 
 
 @click.command()
@@ -136,7 +140,8 @@ def export(ctx: Context, name: str, output: Path) -> None:
     from pydock.core.containers.commit import export as export_container
 
     require_root()
-    export_container(ctx.containers(), name, output)
+    containers = ctx.containers()
+    export_container(containers, containers.resolve(name), output)
 
 
 @click.command()

@@ -31,10 +31,12 @@ DEFAULT_ROOT = "/var/lib/pydock"
 # Command name -> "module:function", the module below pydock.core.cli.
 COMMANDS = {
     "run": "run:run", "exec": "run:exec_",
-    "logs": "containers:logs", "stop": "containers:stop", "kill": "containers:kill",
+    "logs": "logs:logs", "stop": "containers:stop", "kill": "containers:kill",
     "ps": "containers:ps", "inspect": "containers:inspect", "rm": "containers:rm",
     "diff": "containers:diff", "commit": "containers:commit", "export": "containers:export",
     "prune": "containers:prune",
+    "wait": "control:wait", "start": "control:start", "restart": "control:restart",
+    "cp": "copy:cp", "top": "control:top",
     "image": "images:image", "storage": "storage:storage", "bench": "bench:bench",
     "tag": "images:tag", "pull": "registry:pull", "push": "registry:push",
     "login": "registry:login", "logout": "registry:logout",

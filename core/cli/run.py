@@ -14,14 +14,17 @@ import click
 
 from pydock.core.cli.common import (
     RUN_CONTEXT,
+    RUN_ONLY_CONTEXT,
     Context,
     pass_context,
     require_root,
 )
 from pydock.core.errors import PydockError
 
+EXIT_NOT_FOUND = 127  # the command was not found in the container
 
-@click.command(context_settings=RUN_CONTEXT)
+
+@click.command(context_settings=RUN_ONLY_CONTEXT)
 @click.option("--storage", "driver", default="overlay", show_default=True,
               help="Storage driver for this container (see `pydock storage ls`).")
 @click.option("-name", "--name", "name", help="Container name (default: generated).")
@@ -41,7 +44,7 @@ from pydock.core.errors import PydockError
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
               help="Bind mount host path SRC at DST (repeatable; SRC is created if missing).")
 @click.option("-d", "--detach", is_flag=True,
-              help="Run in the background and print the container's name.")
+              help="Run in the background and print the container's id.")
 @click.option("-i", "--interactive", is_flag=True,
               help="With -t: send what you type to the container's terminal.")
 @click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal.")
@@ -57,6 +60,15 @@ from pydock.core.errors import PydockError
               help="no-new-privileges[=true|false]: no exec may grant privileges (setuid).")
 @click.option("--device", "devices", multiple=True, metavar="HOST[:CONTAINER][:PERMS]",
               help="Give the container the host's device node HOST (PERMS: r, w, m; rwm).")
+@click.option("--entrypoint", metavar="CMD",
+              help="Run CMD instead of the image's ENTRYPOINT (and drop its CMD); '' clears it.")
+@click.option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]",
+              help="Mount a tmpfs at DST (noexec,nosuid,nodev unless OPTIONS say otherwise).")
+@click.option("--restart", default="no", show_default=True,
+              metavar="no|on-failure[:N]|always|unless-stopped",
+              help="Restart the container when it exits (its monitor does; stop ends it).")
+@click.option("--init", is_flag=True,
+              help="Run a reaping init (tini) as PID 1, which runs the command.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
@@ -77,8 +89,9 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
     pull = options.pop("pull")
     if pull == "always" and options["image"]:
         _pull(ctx, options["image"])
+    containers = ctx.containers()
     try:
-        name, code, error = ctx.containers().run(RunOptions(command=command, **options))
+        container_id, code, error = containers.run(RunOptions(command=command, **options))
     except PydockError as exc:
         from pydock.core.images.store import NoSuchImage
 
@@ -89,11 +102,13 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
             _pull(ctx, options["image"])
         except PydockError as failed:
             raise PydockError(f"{exc}, and pulling it failed: {failed}") from None
-        name, code, error = ctx.containers().run(RunOptions(command=command, **options))
+        container_id, code, error = containers.run(RunOptions(command=command, **options))
     if error:
+        if code == EXIT_NOT_FOUND and command and options["image"] is None:
+            error += image_hint(containers, command[0])
         click.echo(f"pydock: {error}", err=True)
     elif options["detach"]:
-        click.echo(name)
+        click.echo(container_id)  # as docker: scripts do id=$(pydock run -d ...)
     sys.exit(code)
 
 
@@ -106,6 +121,18 @@ def _pull(ctx: Context, reference: str) -> None:
     click.echo(f"{pulled.summary}\nDigest: {pulled.digest}\nStatus: "
                f"{'Downloaded newer image' if pulled.fresh else 'Image is up to date'} for "
                f"{pulled.name}", err=True)
+
+
+def image_hint(containers: Any, word: str) -> str:
+    """The hint for a docker habit: the image given as the command's first word
+    (``pydock run debian:bookworm cat ...``), where pydock wants ``--image``."""
+    if len(word) < 12 and all(c in "0123456789abcdef" for c in word):
+        return ""  # an id prefix so short names an image by chance, not by intent
+    try:
+        containers.images.resolve(word)
+    except (PydockError, OSError, ValueError):
+        return ""
+    return f" (did you mean --image {word}?)"
 
 
 @click.command("exec", context_settings=RUN_CONTEXT)
@@ -125,7 +152,9 @@ def exec_(ctx: Context, /, name: str, command: tuple[str, ...], **options: Any) 
     require_root()
     if options["tty"] and options["interactive"] and not os.isatty(0):
         raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
-    code, error = ctx.containers().exec(name, ExecOptions(command=command, **options))
+    containers = ctx.containers()
+    code, error = containers.exec(containers.resolve(name),
+                                  ExecOptions(command=command, **options))
     if error:
         click.echo(f"pydock: {error}", err=True)
     sys.exit(code)

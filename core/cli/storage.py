@@ -41,7 +41,8 @@ def storage_ls(ctx: Context, fmt: str) -> None:
         click.echo(json.dumps({"drivers": rows, "failed_plugins": failures,
                                "disabled_plugins": disabled}, indent=2))
         return
-    print_table(rows, ["Name", "Origin", "Available", "Reason"])
+    print_table([{**row, "Available": "yes" if row["Available"] else "no"} for row in rows],
+                ["Name", "Origin", "Available", "Reason"])
     for failure in failures:
         click.echo(f"plugin {failure['Plugin']} ({failure['Origin']}) failed: "
                    f"{failure['Error']}", err=True)

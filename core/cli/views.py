@@ -24,7 +24,9 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any]]:
+def container_rows(containers: Containers, show_all: bool, no_trunc: bool = False) -> list[
+        dict[str, Any]]:
+    """``ps``'s rows, newest first as docker lists them."""
     rows = []
     for name in containers.state.names():
         try:
@@ -39,18 +41,78 @@ def container_rows(containers: Containers, show_all: bool) -> list[dict[str, Any
         if not show_all and status != RUNNING:
             continue
         command = " ".join(record.command)
+        if not no_trunc and len(command) > COMMAND_WIDTH:
+            command = command[:COMMAND_WIDTH] + "..."
         rows.append({
-            "ID": record.id[:12], "Image": record.image,
-            "Command": f'"{command[:30]}..."' if len(command) > 30 else f'"{command}"',
+            "ID": record.id if no_trunc else record.id[:12], "FullID": record.id,
+            "Image": record.image, "Command": go_quote(command),
             "Created": _ago(record.created), "CreatedAt": record.created,
             "Status": _status_text(status, record.exit_code, record.started, record.finished),
             "State": status, "Storage": record.driver, "Names": record.name,
         })
+    # RFC 3339 in UTC, fixed width: the text sorts as the time does.
+    rows.sort(key=lambda row: row["CreatedAt"], reverse=True)
     return rows
 
 
+COMMAND_WIDTH = 30
+
+
+def go_quote(text: str) -> str:
+    """``text`` in double quotes as Go's strconv.Quote writes it, which is how docker's
+    ``ps`` shows a command: a newline is ``\\n``, never a line break that would split the
+    table's row; other control characters are ``\\xNN``."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif not char.isprintable():
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+            "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def filter_rows(rows: list[dict[str, Any]], filters: tuple[str, ...]) -> list[dict[str, Any]]:
+    """docker ps ``--filter``: ``name=`` (a part of the name), ``status=`` (created,
+    running, exited ...), ``id=`` (a prefix of the id). Several values of one key: any of
+    them; several keys: all of them."""
+    wanted: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FILTERS:
+            raise PydockError(f"invalid filter {item!r}: expected one of "
+                              f"{', '.join(k + '=VALUE' for k in FILTERS)}")
+        if key == "status" and value not in STATUSES:
+            raise PydockError(f"invalid filter {item!r}: status is one of "
+                              f"{', '.join(STATUSES)}")
+        wanted.setdefault(key, []).append(value)
+    return [row for row in rows
+            if all(any(_matches(row, key, v) for v in values) for key, values in wanted.items())]
+
+
+def _matches(row: dict[str, Any], key: str, value: str) -> bool:
+    if key == "name":
+        return value in str(row["Names"])
+    if key == "status":
+        return bool(row["State"] == value)
+    return str(row["FullID"]).startswith(value)
+
+
+FILTERS = ("name", "status", "id")
+# docker's statuses; pydock's containers are only ever created, running or exited.
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
 def _corrupt_row(name: str, remains: Remains) -> dict[str, Any]:
-    return {"ID": remains.id[:12], "Image": "", "Command": "", "Created": "", "CreatedAt": "",
+    return {"ID": remains.id[:12], "FullID": remains.id, "Image": "", "Command": "",
+            "Created": "", "CreatedAt": "",
             "Status": "corrupt record", "State": "corrupt", "Storage": remains.driver,
             "Names": name}
 

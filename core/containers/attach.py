@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 Handlers = dict[int, "signal._HANDLER"]
 
 
-def open_pty() -> tuple[int, int]:
+def window_size() -> bytes:
     from pydock.core.runtime import terminal
 
-    return terminal.open_pty()
+    return terminal.window_size()
 
 
 def raw_terminal(wanted: bool) -> contextlib.AbstractContextManager[None]:
@@ -51,10 +51,12 @@ def signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
 
-def forward_signals(pid: int, pty: tuple[int, int] | None) -> Handlers:
+def forward_signals(pid: int, pty: tuple[int, int] | list[int] | None) -> Handlers:
     """Signals sent to the CLI go to ``pid`` (the monitor, which passes them to the
     container, or exec's child); with a terminal, SIGWINCH resizes the container's
-    terminal instead. Returns the handlers to put back (:func:`restore_signals`)."""
+    terminal instead. ``pty``: exec's (master, slave), or for run a list that holds the
+    master once the container has sent it. Returns the handlers to put back
+    (:func:`restore_signals`)."""
     from pydock.core.runtime.spawn import FORWARDED_SIGNALS
 
     def forward(signum: int, _frame: object) -> None:
@@ -64,7 +66,7 @@ def forward_signals(pid: int, pty: tuple[int, int] | None) -> Handlers:
     def resize(_signum: int, _frame: object) -> None:
         from pydock.core.runtime import terminal
 
-        if pty is not None:
+        if pty:
             terminal.copy_window_size(pty[0])
 
     previous: Handlers = {}
@@ -79,19 +81,27 @@ def restore_signals(previous: Handlers) -> None:
         signal.signal(signum, handler)
 
 
-def follow(session: Session, pty: tuple[int, int] | None, interactive: bool, detach: bool,
+def follow(session: Session, pty: list[int] | None, interactive: bool, detach: bool,
            lost: Callable[[], Exited]) -> Exited | None:
     """Wait for the monitor's reports: None once running if ``detach``, else the exit,
-    or what ``lost`` says if the monitor died before its last report."""
+    or what ``lost`` says if the monitor died before its last report. With -t, ``pty``
+    is where the terminal's master goes once the monitor passes it on (a "pty" report;
+    a restarted container sends a new one)."""
     from pydock.core.runtime import monitor
 
     with raw_terminal(pty is not None and interactive):
         while True:
-            if pty is not None and not detach:
+            if pty and not detach:
                 from pydock.core.runtime import terminal
 
                 terminal.forward_input(pty[0], session.status_fd, 0 if interactive else None)
             kind, rest = session.next_message()
+            if kind == "pty":
+                if pty is not None and session.fds:
+                    for old in pty:
+                        os.close(old)
+                    pty[:] = [session.fds.pop(0)]
+                continue
             if kind == "started":
                 if detach:
                     return None
@@ -101,20 +111,28 @@ def follow(session: Session, pty: tuple[int, int] | None, interactive: bool, det
             return lost()
 
 
-def exec_in(container: int, process: ProcessSpec, pty: tuple[int, int] | None,
-            interactive: bool, cgroup: Cgroup | None) -> Exited:
+def exec_in(container: int, process: ProcessSpec, tty: bool, interactive: bool,
+            cgroup: Cgroup | None) -> Exited:
     """Start ``process`` in the running container whose first process is the pidfd
     ``container`` and stay attached to it until it exits: its exit.
 
-    Its stdio is the pty, or pipes that this CLI relays (:func:`relay.relay_exec`),
-    never the CLI's own fds: the container would reopen the files behind them through
-    /proc/self/fd, and reach the caller's terminal.
+    Its stdio is a terminal from the container's own devpts (with ``tty``, as for
+    ``run``: its master comes back over a socket), or pipes that this CLI relays
+    (:func:`relay.relay_exec`), never the CLI's own fds: the container would reopen the
+    files behind them through /proc/self/fd, and reach the caller's terminal.
     """
     from pydock.core.runtime import relay, spawn, terminal
 
     pipes = None
-    if pty is not None:
-        stdio = spawn.Stdio(pty[1], pty[1], pty[1], tty=True)
+    pty: list[int] = []  # the terminal's master, once received
+    ours = -1
+    if tty:
+        import socket
+
+        ours, theirs = (end.detach() for end in socket.socketpair())
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        stdio = spawn.Stdio(null, null, null, pty_socket=theirs,
+                            window_size=terminal.window_size())
     else:
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]  # stdin, stdout, stderr
         stdio = spawn.Stdio(pipes[0][0], pipes[1][1], pipes[2][1])
@@ -124,15 +142,19 @@ def exec_in(container: int, process: ProcessSpec, pty: tuple[int, int] | None,
         # Our own child: its pid cannot be reused before we reap it.
         previous = forward_signals(started.pid, pty)
     try:
-        for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:  # the child's ends
-            os.close(fd)
+        for fd in {stdio.stdin, stdio.stdout, stdio.stderr, stdio.pty_socket} - {-1}:
+            os.close(fd)  # the child's ends
         failed = spawn.exec_report(started)
+        if ours >= 0:
+            master = terminal.receive_terminal(ours)
+            if master is not None:
+                pty.append(master)
         if failed is None:
             pidfd = os.pidfd_open(started.pid)
             if pipes is not None:
                 relay.relay_exec(relay.relayed_stdin(interactive), pipes[0][1],
                                  {pipes[1][0]: 1, pipes[2][0]: 2}, pidfd)
-            elif pty is not None:
+            elif pty:
                 with raw_terminal(interactive):
                     terminal.relay(pty[0], 0 if interactive else None, pidfd)
             os.close(pidfd)
@@ -144,4 +166,6 @@ def exec_in(container: int, process: ProcessSpec, pty: tuple[int, int] | None,
         if pipes is not None:
             os.close(pipes[1][0])
             os.close(pipes[2][0])
+        for fd in [*pty, *((ours,) if ours >= 0 else ())]:
+            os.close(fd)
     return failed or spawn.Exited(spawn.exit_status(status))

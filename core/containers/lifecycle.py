@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydock.core import failpoints
 from pydock.core.containers import attach, spec
@@ -48,8 +49,18 @@ from pydock.core.storage_root import SECCOMP_CACHE
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core.runtime.cgroups import Cgroup
+    from pydock.core.runtime.logs import Entry
     from pydock.core.runtime.monitor import Session
     from pydock.core.runtime.spawn import Exited, ProcessSpec
+
+
+class Attach(NamedTuple):
+    """How a container is started: in the background or with the CLI attached."""
+
+    detach: bool
+    interactive: bool = False  # the CLI's stdin goes to the container's
+    tty: bool = False  # a pseudo-terminal (the spec's process.terminal)
+    remove: bool = False  # --rm: removed once it exits
 
 
 class Containers(ContainerStore):
@@ -84,7 +95,8 @@ class Containers(ContainerStore):
         try:
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
-            create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]])
+            create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]
+                            if mount.get("type", "bind") == "bind"])
             failpoints.reached("run.storage-prepared")
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -97,13 +109,23 @@ class Containers(ContainerStore):
         return record, driver, lock
 
     def run(self, options: RunOptions) -> tuple[str, int, str]:
-        """Create a container and start it under its monitor: (name, exit code, error).
+        """Create a container and start it under its monitor: (id, exit code, error).
 
         In the foreground, that is once the container has ended; detached, once it runs
         (exit code 0), or has failed to start."""
+        record, driver, lock = self.create(options)
+        return self.launch(record, driver, lock, Attach(
+            detach=options.detach, interactive=options.interactive, tty=options.tty,
+            remove=options.remove), fresh=True)
+
+    def launch(self, record: ContainerRecord, driver: StorageDriver, lock: int,
+               how: Attach, fresh: bool) -> tuple[str, int, str]:
+        """Start the container of ``record``, whose storage is prepared, under a monitor of
+        its own; ``lock`` holds its record's lock (the monitor takes it over). As
+        :meth:`run`. ``fresh``: the container was created for this (``run``), and goes
+        again if it cannot start; otherwise (``start``) it stays, as it was."""
         from pydock.core.runtime import cgroups, devices, monitor
 
-        record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
         try:
             # Every container, limits or not: its cgroup is the root of its cgroup
@@ -116,43 +138,49 @@ class Containers(ContainerStore):
                 spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
-                attach=not options.detach, pty=attach.open_pty() if options.tty else None,
-                cgroup=cgroup, interactive=options.interactive)
+                attach=not how.detach, tty=how.tty,
+                window_size=attach.window_size() if how.tty else b"",
+                cgroup=cgroup, interactive=how.interactive)
             callbacks = monitor.Callbacks(
                 forked=lambda pid: self._record_process(record, pid),
                 started=lambda _pid: self._record_started(record),
-                exited=lambda exited: self._record_exited(record, exited, options.remove))
+                exited=lambda exited: self._record_exited(record, exited, how.remove),
+                again=lambda exited, restarts: self._again(record, exited, restarts))
             with attach.signals_blocked():
                 session = monitor.launch(request, callbacks, lock)
                 failpoints.reached("run.monitor-forked")
                 lock = -1
-                previous = attach.forward_signals(session.monitor_pid, request.pty)
+                # The terminal's master, once the container has sent it (-t).
+                master: list[int] | None = [] if how.tty else None
+                previous = attach.forward_signals(session.monitor_pid, master)
         except BaseException:
             if lock >= 0:
                 os.close(lock)
             if cgroup is not None:
                 cgroup.close()
-            with contextlib.suppress(PydockError, OSError):
-                self.remove(record.name, force=True, only_id=record.id)
+                if not fresh:
+                    with contextlib.suppress(PydockError, OSError):
+                        cgroups.remove(self.root, record.id)
+            if fresh:
+                with contextlib.suppress(PydockError, OSError):
+                    self.remove(record.name, force=True, only_id=record.id)
             raise
         try:
             if cgroup is not None:
                 cgroup.close()  # the monitor has its own copy, for the container to join
-            if request.pty is not None:
-                os.close(request.pty[1])
-            exited = attach.follow(session, request.pty, options.interactive, options.detach,
+            exited = attach.follow(session, master, how.interactive, how.detach,
                                    lambda: self._lost_monitor(session, record))
         finally:
             attach.restore_signals(previous)
             session.close()
-            if request.pty is not None:
-                os.close(request.pty[0])
+            for fd in master or []:
+                os.close(fd)
         if exited is None:  # detached and running
-            return record.name, 0, ""
+            return record.id, 0, ""
         # Reaped only now: the monitor exits right after its last report.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(session.monitor_pid, 0)
-        return record.name, exited.code, exited.error
+        return record.id, exited.code, exited.error
 
     def _lost_monitor(self, session: Session, ours: ContainerRecord) -> Exited:
         """The monitor died before its last report (it was killed): what the record knows."""
@@ -170,6 +198,9 @@ class Containers(ContainerStore):
     def _record_process(self, record: ContainerRecord, pid: int) -> None:
         # In the monitor, under the lock taken at creation, while the container's process
         # waits to be let go: from here on rm can find it, whatever becomes of the monitor.
+        # A container started again forgets how it ended before.
+        record.exit_code, record.error, record.finished = None, "", ""
+        record.oom_killed = False
         record.pid, record.pid_start = pid, process_start_time(pid)
         record.monitor_pid = os.getpid()
         record.monitor_start = process_start_time(record.monitor_pid)
@@ -191,6 +222,49 @@ class Containers(ContainerStore):
             return
         self._update(record, status=EXITED, pid=0, exit_code=exited.code,
                      error=exited.error, finished=now(), oom_killed=exited.oom_killed)
+
+    def _again(self, record: ContainerRecord, exited: Exited,
+               restarts: int) -> tuple[int, Cgroup | None] | None:
+        """The restart policy, in the monitor after the container's process ended: None to
+        let the container end; else the record's lock, held, and a new cgroup to start it
+        again with. Not if ``stop`` or ``rm`` got to it first: they mark or remove the
+        record under its lock, which is taken here before anything starts again."""
+        policy = spec.restart_policy(record.spec)
+        name, maximum = policy["Name"], policy["MaximumRetryCount"]
+        if name == "no" or (name == "on-failure" and (
+                exited.code == 0 or (maximum and restarts >= maximum))):
+            return None
+        # Docker's back-off: 100 ms, doubled with each restart, at most a minute.
+        time.sleep(min(0.1 * 2 ** min(restarts, 10), 60.0))
+        try:
+            lock = self.state.lock(record.name)
+        except PydockError:  # removed meanwhile
+            return None
+        try:
+            current = self.state.load(record.name)
+            if current.id != record.id or self.state.stop_mark(record.name).exists():
+                os.close(lock)
+                return None
+            record.exit_code, record.error, record.finished = exited.code, exited.error, now()
+            record.restart_count = restarts + 1
+            record.status, record.pid = EXITED, 0
+            self.state.save(record)
+            from pydock.core.runtime import cgroups, devices
+
+            resources = record.spec["linux"]["resources"]
+            cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
+                resources), devices.cgroup_rules(resources.get("devices", [])))
+        except BaseException:
+            os.close(lock)
+            raise
+        return lock, cgroup
+
+    def mark_stopped(self, name: str) -> None:
+        """Its restart policy no longer applies to container ``name`` (``stop``); see
+        :meth:`StateStore.stop_mark`."""
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            os.close(os.open(self.state.stop_mark(name),
+                             os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
     def _update(self, ours: ContainerRecord, **changes: Any) -> None:
         """Change our container's record, unless it was removed meanwhile (``rm -f`` during
@@ -224,6 +298,8 @@ class Containers(ContainerStore):
         container (:func:`pydock.core.containers.cleanup.remove_remains`).
         """
         if force:
+            with contextlib.suppress(PydockError):  # not a name, or gone: nothing to mark
+                self.mark_stopped(name)  # no restart policy may bring it back meanwhile
             self._kill_before_locking(name, only_id)
         with self.state.locked(name):
             try:
@@ -289,12 +365,10 @@ class Containers(ContainerStore):
             # The container's cgroups, every one: the exec'd process then enters the
             # container's cgroup namespace at its root, as the container's own do.
             cgroup = cgroups.attach(self.root, record.id)
-            pty = attach.open_pty() if options.tty else None
             try:
-                exited = attach.exec_in(container, process, pty, options.interactive, cgroup)
+                exited = attach.exec_in(container, process, options.tty, options.interactive,
+                                        cgroup)
             finally:
-                if pty is not None:
-                    os.close(pty[0])
                 cgroup.close()
         return exited.code, exited.error
 
@@ -309,6 +383,9 @@ class Containers(ContainerStore):
         with processes.opened(record.pid, record.pid_start) as pidfd:
             if pidfd is None:
                 raise PydockError(f"container {name} is not running")
+            if signum in (signal.SIGKILL, signal.SIGTERM) and spec.restart_policy(
+                    record.spec)["Name"] != "no":
+                self.mark_stopped(name)  # as docker: a stop, for good
             processes.send(pidfd, signum)
 
     def stop(self, name: str, grace: float) -> None:
@@ -321,6 +398,9 @@ class Containers(ContainerStore):
         from pydock.core import processes
 
         record = self.state.load(name)
+        if spec.restart_policy(record.spec)["Name"] != "no":
+            self.mark_stopped(name)  # before the signal: the monitor must not restart it
+        record = self.state.load(name)  # its pid may have changed with a restart
         with processes.opened(record.pid, record.pid_start) as pidfd:
             if pidfd is not None:
                 processes.send(pidfd, signal.SIGTERM)
@@ -331,16 +411,17 @@ class Containers(ContainerStore):
             if monitor is not None:
                 processes.wait_for_exit(monitor, KILL_TIMEOUT)
 
-    def log_frames(self, name: str, follow: bool) -> Iterator[tuple[int, bytes]]:
-        """The container's output so far as (stream, data); with ``follow``, until it ends."""
-        from pydock.core.runtime.logs import read_frames
+    def log_entries(self, name: str, follow: bool) -> Iterator[Entry]:
+        """The container's output so far, chunk by chunk as its monitor read it; with
+        ``follow``, until it ends."""
+        from pydock.core.runtime.logs import read_entries
 
         record = self.state.load(name)
         path = self.state.log_path(name)
         if not path.exists():  # never started
             return iter(())
 
-        return read_frames(str(path), follow, lambda: monitor_alive(record))
+        return read_entries(str(path), follow, lambda: monitor_alive(record))
 
     def prune(self) -> list[str]:
         """Remove every container that is not running (but no corrupt record: it may be),
@@ -406,6 +487,7 @@ class Containers(ContainerStore):
                 "StartedAt": record.started,
                 "FinishedAt": record.finished,
             },
+            "RestartCount": record.restart_count,
             "Image": f"sha256:{record.image_id.removeprefix('sha256:')}",
             "GraphDriver": {"Name": record.driver, "Data": graph_data},
             "Config": {
@@ -416,7 +498,8 @@ class Containers(ContainerStore):
                 "WorkingDir": process["cwd"],
                 "User": process["user"]["username"],
             },
-            "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]],
+            "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]
+                       if mount.get("type", "bind") == "bind"],
             "HostConfig": spec.host_config(record.spec),
             # What the runtime runs, as an OCI runtime would read it from config.json.
             "Spec": record.spec,

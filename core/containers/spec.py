@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.images.store import DEFAULT_PATH
@@ -43,6 +43,9 @@ from pydock.core.runtime import capabilities, devices, seccomp, security_opts
 from pydock.core.runtime.rootfs import MASKED_PATHS, READ_ONLY_PATHS
 from pydock.core.runtime.users import validate_user_spec
 from pydock.core.runtime.volumes import Volume, parse_volumes
+
+if TYPE_CHECKING:  # --tmpfs is imported only by the runs that give it
+    from pydock.core.runtime.tmpfs import Tmpfs
 
 OCI_VERSION = "1.2.0"
 # Docker's inspect fields kept as given, in one annotation (annotations are strings).
@@ -80,6 +83,10 @@ class RunOptions(NamedTuple):
     cap_drop: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    entrypoint: str | None = None  # "" clears the image's, as docker's --entrypoint ""
+    tmpfs: tuple[str, ...] = ()
+    init: bool = False
+    restart: str = "no"  # docker's --restart policy
 
 
 class ExecOptions(NamedTuple):
@@ -102,11 +109,22 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
         validate_hostname(options.hostname)
     hostname = options.hostname or name
     entrypoint = image_config.get("Entrypoint") or []
+    image_cmd = image_config.get("Cmd") or []
+    if options.entrypoint is not None:
+        # As docker: --entrypoint replaces the image's, and the image's Cmd goes with it
+        # (its arguments were meant for the entrypoint replaced).
+        entrypoint, image_cmd = [options.entrypoint], []
     if entrypoint == [""]:  # docker's reset: how `--entrypoint ""` clears an image's
         entrypoint = []
-    args = list(entrypoint) + list(options.command or image_config.get("Cmd") or [])
+    args = list(entrypoint) + list(options.command or image_cmd)
     if not args:
         raise PydockError("no command given and the image has no default command")
+    if not entrypoint and options.command and options.command[0].startswith("-"):
+        # What `run` could not parse as its own option, and no entrypoint takes (see
+        # pydock.core.cli.common.RUN_ONLY_CONTEXT).
+        raise PydockError(f"unknown option {options.command[0]!r} (pydock's options go "
+                          "before the command; an image's entrypoint, or --entrypoint, "
+                          "takes options after it)")
     user = options.user if options.user is not None else str(image_config.get("User") or "")
     if user:
         validate_user_spec(user)
@@ -114,6 +132,14 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
     capability_set = capabilities.resolve(cap_add, cap_drop)
     security_opt, profile = seccomp.given(options.security_opt)
     added = [devices.parse_device(text) for text in options.devices]
+    volumes = parse_volumes(options.volumes)
+    tmpfs_mounts = _tmpfs_mounts(options.tmpfs, volumes)
+    init_mounts = []
+    if options.init:
+        from pydock.core.runtime import init
+
+        init_mounts = [init.mount(init.binary())]
+        args = [init.PATH, "--", *args]
     return _assemble(
         args=args, env=build_env(image_config.get("Env") or [], options.env, hostname),
         cwd=clean_workdir(options.workdir or image_config.get("WorkingDir") or "/"),
@@ -122,11 +148,17 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
         capability_set=capability_set,
         no_new_privileges=security_opts.no_new_privileges(options.security_opt),
         seccomp_filter=None if profile is None else seccomp.resolve(profile, capability_set),
-        volumes=parse_volumes(options.volumes),
+        volumes=volumes, tmpfs=[*(tmpfs.to_mount() for tmpfs in tmpfs_mounts), *init_mounts],
         resources={**_resources(options), "devices": [
             *devices.resource_rules(), *(rule for _, rule in added)]},
         nodes=_device_entries([entry for entry, _ in added]),
         given={"Binds": list(options.volumes), "CapAdd": cap_add, "CapDrop": cap_drop,
+               # Only when given: the annotation of a run without them is as it was.
+               **({"Tmpfs": {tmpfs.destination: tmpfs.given for tmpfs in tmpfs_mounts}}
+                  if tmpfs_mounts else {}),
+               **({"Init": True} if options.init else {}),
+               **({"RestartPolicy": parse_restart(options.restart, options.remove)}
+                  if options.restart != "no" else {}),
                "SecurityOpt": security_opt,
                "Devices": [{"PathOnHost": entry["hostPath"], "PathInContainer": entry["path"],
                             "CgroupPermissions": rule["access"]} for entry, rule in added]})
@@ -137,7 +169,8 @@ def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal:
               capability_set: tuple[str, ...], no_new_privileges: bool,
               seccomp_filter: dict[str, Any] | None,
               volumes: tuple[Volume, ...], resources: dict[str, Any],
-              nodes: list[dict[str, Any]], given: dict[str, Any]) -> dict[str, Any]:
+              nodes: list[dict[str, Any]], given: dict[str, Any],
+              tmpfs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The document itself, from values already checked."""
     granted = ["CAP_" + name for name in capability_set]
     namespaces = ["pid", "mount", "uts", "ipc", "cgroup"]
@@ -161,7 +194,7 @@ def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal:
         },
         "root": {"path": rootfs, "readonly": read_only},
         "hostname": hostname,
-        "mounts": [volume.to_mount() for volume in volumes],
+        "mounts": [*(volume.to_mount() for volume in volumes), *(tmpfs or [])],
         "linux": {
             "namespaces": [{"type": namespace} for namespace in namespaces],
             "resources": resources,
@@ -225,6 +258,21 @@ def exec_spec(container: dict[str, Any], options: ExecOptions) -> dict[str, Any]
         "cwd": clean_workdir(options.workdir or process["cwd"])}}
 
 
+def _tmpfs_mounts(specs: tuple[str, ...], volumes: tuple[Volume, ...]) -> list[Tmpfs]:
+    """``--tmpfs``'s mounts; none, and no import, without the flag."""
+    if not specs:
+        return []
+    from pydock.core.runtime.tmpfs import parse_tmpfs
+
+    found = parse_tmpfs(specs)
+    taken = {volume.destination for volume in volumes}
+    for tmpfs in found:
+        if tmpfs.destination in taken:
+            raise PydockError(f"invalid --tmpfs {tmpfs.destination!r}: duplicate mount "
+                              "point (a -v has it)")
+    return list(found)
+
+
 def _device_entries(added: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``linux.devices``: docker's default nodes, then ``--device``'s; a ``--device`` at a
     default node's path replaces it, as in docker."""
@@ -265,7 +313,37 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         "CapDrop": given["CapDrop"] or None,
         "SecurityOpt": given["SecurityOpt"] or None,
         "Devices": given.get("Devices") or [],  # absent from records made before --device
+        "Tmpfs": given.get("Tmpfs") or None,
+        "Init": given.get("Init", False),
+        "RestartPolicy": restart_policy(spec),
     }
+
+
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_restart(text: str, remove: bool) -> dict[str, Any]:
+    """docker's ``--restart``: no, always, unless-stopped, on-failure[:N] (N restarts at
+    most; 0 or none: no limit), as inspect's ``HostConfig.RestartPolicy``."""
+    name, sep, count = text.partition(":")
+    if name not in RESTART_POLICIES:
+        raise PydockError(f"invalid --restart {text!r}: expected one of no, always, "
+                          "unless-stopped, on-failure[:N]")
+    if sep and (name != "on-failure" or not re.fullmatch(r"[0-9]{1,9}", count)):
+        raise PydockError(f"invalid --restart {text!r}: only on-failure takes a count, a "
+                          "number of restarts (on-failure:3)")
+    if remove and name != "no":
+        raise PydockError("--restart and --rm conflict: a container removed when it exits "
+                          "cannot be restarted")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def restart_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    """The container's restart policy (``HostConfig.RestartPolicy``)."""
+    given = json.loads(spec["annotations"][HOST_CONFIG_ANNOTATION])
+    policy: dict[str, Any] = given.get("RestartPolicy") or {"Name": "no",
+                                                           "MaximumRetryCount": 0}
+    return policy
 
 
 def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) -> list[str]:

@@ -78,7 +78,7 @@ class ContainerRecord:
                  status: str = CREATED, pid: int = 0, pid_start: int = 0,
                  monitor_pid: int = 0, monitor_start: int = 0, exit_code: int | None = None,
                  error: str = "", started: str = "", finished: str = "",
-                 oom_killed: bool = False) -> None:
+                 oom_killed: bool = False, restart_count: int = 0) -> None:
         self.id = id
         self.name = name
         self.driver = driver
@@ -98,6 +98,7 @@ class ContainerRecord:
         self.started = started
         self.finished = finished
         self.oom_killed = oom_killed  # the kernel's OOM killer killed a process of the container
+        self.restart_count = restart_count  # restarts by its policy since it was started
 
     def __repr__(self) -> str:
         return f"ContainerRecord({self.to_json()!r})"
@@ -247,6 +248,14 @@ class StateStore:
     def log_path(self, name: str) -> Path:
         return self.path(name) / "container.log"
 
+    def stop_mark(self, name: str) -> Path:
+        """A file whose presence says that ``stop`` (or ``kill`` with TERM or KILL) ended
+        the container: its restart policy no longer applies until it is started again
+        (docker's HasBeenManuallyStopped). A file of its own, not a field of the record,
+        so that marking takes no lock: the lock may be held by a monitor whose container's
+        setup hangs, and a stop must get through all the same."""
+        return self.path(name) / "stopped"
+
     def create(self, record: ContainerRecord) -> int:
         """Write a new record, already locked; :class:`PydockError` if the name is taken.
 
@@ -325,7 +334,16 @@ class StateStore:
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
-        """Hold the container's lock; PydockError if the container does not exist.
+        """Hold the container's lock; PydockError if the container does not exist."""
+        fd = self.lock(name)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def lock(self, name: str) -> int:
+        """Take the container's lock; the descriptor that holds it (close it to let go).
+        PydockError if the container does not exist.
 
         The lock file lives in the record's directory and goes with it: whoever waited
         for the lock while the record was deleted holds the lock of a record that is gone
@@ -343,14 +361,10 @@ class StateStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _same_file(fd, path):
-                    break
+                    return fd
             except BaseException:
                 os.close(fd)
                 raise
-            os.close(fd)
-        try:
-            yield
-        finally:
             os.close(fd)
 
     def generate_name(self) -> str:

@@ -46,3 +46,10 @@ class ContainerStore:
         """Driver ``name``, to handle what it stored: unlike :meth:`driver`, also where it
         could no longer create anything."""
         return self.registry.driver_class(name)(driver_home(self.root, name))
+
+    def resolve(self, reference: str) -> str:
+        """The name of the container that ``reference`` names: its name, its id or a
+        unique prefix of its id (:mod:`pydock.core.containers.references`)."""
+        from pydock.core.containers.references import resolve
+
+        return resolve(self.state, reference)

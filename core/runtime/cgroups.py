@@ -495,6 +495,18 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
+def process_ids(root: Path, container_id: str) -> list[int]:
+    """The pids (the host's numbers) of every process in the container's cgroup and the
+    cgroups it made below it: all of its processes, whatever its PID namespace shows."""
+    name = cgroup_name(root, container_id)
+    found: set[int] = set()
+    for hierarchy in _hierarchies():
+        for procs in (hierarchy.mount / PARENT / name).rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                found.update(int(pid) for pid in procs.read_text().split())
+    return sorted(found)
+
+
 class _Hierarchy(NamedTuple):
     mount: Path
     version: int

@@ -13,7 +13,10 @@ starts the container (:func:`pydock.core.runtime.spawn.start`) and owns it until
 - it has the container's pid recorded before the process does anything (:mod:`gate`),
   then the container recorded as running, then as exited with its exit code (and
   removed, with ``--rm``), through the callbacks in :class:`Callbacks`;
-- it tells the CLI over a pipe: ``started PID``, then ``exited CODE MESSAGE``.
+- it tells the CLI over a pipe (a socket with ``-t``): ``pty`` with the terminal's master,
+  ``started PID``, then ``exited CODE MESSAGE``;
+- with a restart policy (``--restart``), it starts the container again after it exits,
+  as often as the policy says (:attr:`Callbacks.again`), until it is stopped.
 
 An attached CLI that dies stops only the copy to its terminal: the output still goes to
 the log and the exit code to the record. Signals sent to the CLI go to the monitor,
@@ -58,9 +61,11 @@ class Launch(NamedTuple):
     # The CLI's stdin, stdout and stderr reach the container through the monitor's pipes;
     # a detached container reads an empty pipe and writes to its log only.
     attach: bool
-    # A pseudo-terminal: (master, slave), opened by the CLI so that it can write input
-    # to it and set its window size.
-    pty: tuple[int, int] | None = None
+    # -t: the container opens a pseudo-terminal in its own devpts and sends its master
+    # here; the monitor reads the output from it and passes it on to the CLI (a "pty"
+    # report carrying the descriptor), which writes the input and keeps the window size.
+    tty: bool = False
+    window_size: bytes = b""  # the user's terminal's, for the container's to start with
     # With resource limits: the container's first step is to join it; the monitor reads
     # whether the OOM killer struck, then removes it, once the container has ended.
     cgroup: Cgroup | None = None
@@ -74,20 +79,27 @@ class Callbacks(NamedTuple):
     forked: Callable[[int], None]  # the container's pid, before the process does anything
     started: Callable[[int], None]  # the container's pid, once its command is exec'd
     exited: Callable[[spawn.Exited], None]  # its exit; with --rm, remove it here
+    # Its restart policy, asked after each exit with how often it was restarted: None to
+    # let it end, or the record's lock (held) and a new cgroup to start it again with.
+    again: Callable[[spawn.Exited, int], tuple[int, Cgroup | None] | None] = (
+        lambda _exited, _restarts: None)
 
 
 class Session:
     """The CLI's side: the monitor's pid and the pipe it reports on."""
 
-    def __init__(self, monitor_pid: int, status_fd: int) -> None:
+    def __init__(self, monitor_pid: int, status_fd: int, carries_fds: bool = False) -> None:
         self.monitor_pid = monitor_pid
         self.status_fd = status_fd
         self._pending = b""
+        # With -t the reports come on a socket, and a "pty" report carries a descriptor.
+        self.carries_fds = carries_fds
+        self.fds: list[int] = []
 
     def next_message(self) -> tuple[str, str]:
         """The next ``(kind, rest)`` report; ``("lost", "")`` if the monitor died first."""
         while b"\n" not in self._pending:
-            chunk = os.read(self.status_fd, 4096)
+            chunk = self._receive()
             if not chunk:
                 return "lost", ""
             self._pending += chunk
@@ -95,8 +107,23 @@ class Session:
         kind, _, rest = line.decode(errors="replace").partition(" ")
         return kind, rest
 
+    def _receive(self) -> bytes:
+        if not self.carries_fds:
+            return os.read(self.status_fd, 4096)
+        import socket
+
+        with socket.socket(fileno=os.dup(self.status_fd)) as channel:
+            data, fds, _flags, _address = socket.recv_fds(channel, 4096, 4)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        self.fds += fds
+        return data
+
     def close(self) -> None:
         os.close(self.status_fd)
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def parse_exit(rest: str) -> spawn.Exited:
@@ -114,14 +141,20 @@ def launch(request: Launch, callbacks: Callbacks, lock_fd: int) -> Session:
     :data:`spawn.FORWARDED_SIGNALS` blocked, and forwards them to
     ``Session.monitor_pid`` once this returns.
     """
-    status_read, status_write = os.pipe2(os.O_CLOEXEC)
+    if request.tty:  # a socket, to pass the terminal's master on
+        import socket
+
+        ends = socket.socketpair()
+        status_read, status_write = (end.detach() for end in ends)
+    else:
+        status_read, status_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(status_read)
         _monitor(request, callbacks, lock_fd, status_write)
     os.close(status_write)
     os.close(lock_fd)
-    return Session(pid, status_read)
+    return Session(pid, status_read, carries_fds=request.tty)
 
 
 def _monitor(request: Launch, callbacks: Callbacks, lock_fd: int, status_fd: int) -> NoReturn:
@@ -174,9 +207,32 @@ class _Monitor:
         self.stdin_pipe = -1  # the write end of that pipe, while it is open
         self.outputs = outputs  # stream -> the attached CLI's fd; emptied when it leaves
         self.log: LogWriter | None = LogWriter(request.log_path)
+        self.terminal_socket = -1  # -t: where the container's process sends its master
 
     def run(self) -> None:
+        restarts = 0
+        while True:
+            exited = self._run_once()
+            # Still held if the command never started (its exec or setup failed): the
+            # policy's hook takes the lock anew.
+            self._unlock()
+            # Docker's policy: again while it says so, each time a little later (a command
+            # that fails at once must not spin), and never once the container is stopped
+            # or removed: the hook checks that under the record's lock, which it keeps
+            # until the new process is recorded, as at creation.
+            again = self.callbacks.again(exited, restarts)
+            if again is None:
+                break
+            restarts += 1
+            self.lock_fd, cgroup = again
+            self.request = self.request._replace(cgroup=cgroup)
+            signal.pthread_sigmask(signal.SIG_BLOCK, spawn.FORWARDED_SIGNALS)
+        self._finish(exited)
+
+    def _run_once(self) -> spawn.Exited:
+        """Start the container's process, attend it until it exits; how it ended."""
         sources, stdio = self._container_stdio()
+        readers = list(sources)  # _copy_output forgets each at its end; closed below
         cgroup = self.request.cgroup
         gate = Gate()
 
@@ -190,7 +246,7 @@ class _Monitor:
             started = spawn.start(self.request.spec, self.request.rootfs,
                                     self.request.mounts, stdio, first_steps)
         finally:
-            for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
+            for fd in {stdio.stdin, stdio.stdout, stdio.stderr, stdio.pty_socket} - {-1}:
                 os.close(fd)
             gate.forked()
             if cgroup is not None:
@@ -202,6 +258,11 @@ class _Monitor:
             gate.open()
             failpoints.reached("monitor.released")
             exited = spawn.exec_report(started)
+            if self.terminal_socket >= 0:
+                master = self._take_terminal()
+                if master is not None:
+                    sources[master] = STDOUT
+                    readers.append(master)
             if exited is None:
                 self._attend(started.pid, sources)
         except BaseException as exc:
@@ -210,13 +271,19 @@ class _Monitor:
                 os.kill(started.pid, signal.SIGKILL)
             exited = spawn.Exited(EXIT_MONITOR_LOST, f"monitor failed: {exc}")
         _, status = os.waitpid(started.pid, 0)
+        # Reaped: its pid is free for reuse, and nothing may be forwarded to it any more.
+        for signum in spawn.FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         failpoints.reached("monitor.container-exited")
         exited = exited or spawn.Exited(spawn.exit_status(status))
         if cgroup is not None:
             exited = exited._replace(oom_killed=cgroup.oom_killed())
             with contextlib.suppress(PydockError):  # rm and prune try again
                 cgroup.remove()
-        self._finish(exited)
+        for fd in readers:  # the output pipes' read ends, or the terminal's master
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return exited
 
     def _attend(self, pid: int, sources: dict[int, int]) -> None:
         """The container runs: record it, tell the CLI, copy its output until it closes."""
@@ -226,6 +293,24 @@ class _Monitor:
         _report(self.status_fd, f"started {pid}")
         self._copy_output(sources)
 
+    def _take_terminal(self) -> int | None:
+        """The master the container's process sent (None if its setup failed first),
+        passed on to an attached CLI in a "pty" report."""
+        from pydock.core.runtime.terminal import receive_terminal
+
+        try:
+            master = receive_terminal(self.terminal_socket)
+        finally:
+            os.close(self.terminal_socket)
+            self.terminal_socket = -1
+        if master is not None:
+            import socket
+
+            with contextlib.suppress(OSError), socket.socket(
+                    fileno=os.dup(self.status_fd)) as channel:
+                socket.send_fds(channel, [b"pty\n"], [master], socket.MSG_NOSIGNAL)
+        return master
+
     def _unlock(self) -> None:
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
@@ -233,10 +318,17 @@ class _Monitor:
 
     def _container_stdio(self) -> tuple[dict[int, int], spawn.Stdio]:
         """The fds the monitor reads (fd -> stream), and the container's ends."""
-        if self.request.pty is not None:
-            master, slave = self.request.pty
-            self._close_stdin()  # the CLI writes input to the pty itself
-            return {master: STDOUT}, spawn.Stdio(slave, slave, slave, tty=True)
+        if self.request.tty:
+            import socket
+
+            ours, theirs = (end.detach() for end in socket.socketpair())
+            os.set_inheritable(theirs, False)
+            self.terminal_socket = ours
+            self._close_stdin()  # the CLI writes input to the terminal itself
+            # Placeholders until the container's terminal exists (terminal.container_terminal).
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            return {}, spawn.Stdio(null, null, null, pty_socket=theirs,
+                                   window_size=self.request.window_size)
         in_read, in_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)

@@ -117,18 +117,15 @@ class InputRelay:
 
 
 def relayed_stdin(interactive: bool) -> int | None:
-    """The fd whose input goes to the container's stdin pipe: 0, or None for none (the
-    container reads EOF).
+    """The fd whose input goes to the container's stdin pipe: 0 with ``-i``, else None
+    (the container reads EOF at once), as docker does.
 
-    A terminal only with ``-i``: without it, what is typed there is meant for the user's
-    shell. A relay would read it eagerly, whether the command reads its input or not, and
-    a ``pydock run ... &`` left in the background would eat the shell's keystrokes (docker
-    relays no stdin at all without ``-i``). Pipes and files are relayed always, as pydock's
-    ``echo x | pydock run IMAGE cat`` has always read them.
+    Without ``-i`` nothing is taken from the caller's stdin, pipe, file or terminal: what is
+    typed there is meant for the user's shell, and a relay would read it eagerly, whether
+    the command reads its input or not (a ``pydock run ... &`` left in the background would
+    eat the shell's keystrokes); a script's stdin is meant for the script's next command.
     """
-    if interactive or not os.isatty(0):
-        return 0
-    return None
+    return 0 if interactive else None
 
 
 def relay_exec(stdin: int | None, stdin_pipe: int, outputs: dict[int, int],

@@ -20,7 +20,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
@@ -70,6 +70,7 @@ class RootSpec(NamedTuple):
     """What the container's root holds besides the driver's mounts, from its spec."""
 
     volumes: Sequence[Volume] = ()  # in mounting order
+    tmpfs: Sequence[Any] = ()  # pydock.core.runtime.tmpfs.Tmpfs, imported only with some
     devices: Sequence[Device] = ()
     masked_paths: Sequence[str] = ()  # relative to the root: "proc/kcore"
     read_only_paths: Sequence[str] = ()
@@ -94,10 +95,26 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount], spec: RootSpec) -> None:
         mount_devices(root_fd, spec.devices)
         mount_sys(root_fd)
         mask_paths(root_fd, spec.masked_paths, spec.read_only_paths)
-        mount_volumes(root_fd, spec.volumes)
+        if spec.tmpfs:
+            _mount_volumes_and_tmpfs(root_fd, spec)
+        else:
+            mount_volumes(root_fd, spec.volumes)
     finally:
         os.close(root_fd)
     pivot_to(rootfs)
+
+
+def _mount_volumes_and_tmpfs(root_fd: int, spec: RootSpec) -> None:
+    """Volumes and tmpfs mounts together, shallowest DST first as docker orders all of a
+    container's mounts: ``--tmpfs /data -v SRC:/data/sub`` keeps the volume visible."""
+    from pydock.core.runtime.tmpfs import Tmpfs, mount_tmpfs
+
+    everything: list[Any] = [*spec.volumes, *spec.tmpfs]
+    for item in sorted(everything, key=lambda item: str(item.destination).count("/")):
+        if isinstance(item, Tmpfs):
+            mount_tmpfs(root_fd, item)
+        else:
+            mount_volumes(root_fd, [item])
 
 
 def make_mounts_private() -> None:

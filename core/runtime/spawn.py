@@ -98,13 +98,24 @@ def process_spec(spec: dict[str, Any]) -> ProcessSpec:
         network="none" if "network" in namespaces else "host",
         read_only=spec["root"]["readonly"], user=process["user"]["username"],
         root=RootSpec(
-            volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]),
+            volumes=tuple(Volume.from_mount(mount) for mount in spec["mounts"]
+                          if mount.get("type", "bind") in ("bind", "init")),
+            tmpfs=_tmpfs_of(spec["mounts"]),
             devices=tuple(Device.from_spec(device) for device in linux["devices"]),
             masked_paths=tuple(path.lstrip("/") for path in linux["maskedPaths"]),
             read_only_paths=tuple(path.lstrip("/") for path in linux["readonlyPaths"])),
         capability_set=tuple(name.removeprefix("CAP_")
                              for name in process["capabilities"]["bounding"]),
         no_new_privileges=process["noNewPrivileges"], seccomp=linux.get("seccomp"))
+
+
+def _tmpfs_of(mounts: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """The ``--tmpfs`` mounts, and their module imported only when there are any."""
+    if all(mount.get("type", "bind") in ("bind", "init") for mount in mounts):
+        return ()
+    from pydock.core.runtime.tmpfs import Tmpfs
+
+    return tuple(Tmpfs.from_mount(mount) for mount in mounts if mount.get("type") == "tmpfs")
 
 
 class Stdio(NamedTuple):
@@ -118,6 +129,12 @@ class Stdio(NamedTuple):
     stdout: int
     stderr: int
     tty: bool = False
+    # -t for run: a socket on which the container's first process sends back the master
+    # of a pseudo-terminal it opens in its own devpts once its root is set up (see
+    # pydock.core.runtime.terminal.container_terminal); stdin, stdout and stderr are
+    # placeholders until then. The window size to give it (TIOCGWINSZ's bytes) comes along.
+    pty_socket: int = -1
+    window_size: bytes = b""
 
 
 class Started(NamedTuple):
@@ -212,7 +229,7 @@ def _child(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], stdio: Stdio
     it must not fall back into the monitor's code (which would clean up, exit twice)."""
     try:
         helper_fd, load_seccomp = _begin_child(spec, stdio, join_cgroup)
-        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp)
+        env = _set_up(spec, rootfs, mounts, (error_fd, helper_fd), load_seccomp, stdio)
         _exec(spec.argv, env, error_fd, helper_fd)
     except BaseException as exc:
         _fail(error_fd, EXIT_PYDOCK_ERROR, f"container setup failed: {_reason(exc)}")
@@ -263,6 +280,10 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
         setns(container, CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
               | CLONE_NEWCGROUP)
         entry.enter_root(root)
+        if stdio.pty_socket >= 0:  # exec -t: a terminal from the container's devpts
+            from pydock.core.runtime.terminal import container_terminal
+
+            container_terminal(stdio.pty_socket, stdio.window_size)
         # Before the chdir: -w /proc/self/fd/N must find no fd of the caller's.
         entry.close_inherited_fds(keep=(error_fd, helper_fd))
         env = _drop_privileges(spec, load_seccomp)
@@ -276,7 +297,7 @@ def _joining_child(container: int, spec: ProcessSpec, stdio: Stdio, error_fd: in
 
 
 def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: tuple[int, ...],
-            load_seccomp: Callable[[], None]) -> dict[str, str]:
+            load_seccomp: Callable[[], None], stdio: Stdio) -> dict[str, str]:
     """Namespaces, root, hostname, network, user; returns the command's environment."""
     os.umask(0)
     # The cgroup namespace after the cgroup was joined (_begin_child): it is rooted at the
@@ -286,8 +307,15 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
     entry.join_new_session_keyring()
-    entry.close_inherited_fds(keep=keep_fds)
+    entry.close_inherited_fds(keep=(*keep_fds, *((stdio.pty_socket,)
+                                                 if stdio.pty_socket >= 0 else ())))
     prepare_root(rootfs, mounts, spec.root)
+    if stdio.pty_socket >= 0:
+        # Now that the container's own /dev/pts is there: its terminal comes from it, as
+        # runc's does, so that ttyname() finds /dev/pts/0 inside.
+        from pydock.core.runtime.terminal import container_terminal
+
+        container_terminal(stdio.pty_socket, stdio.window_size)
     sethostname(spec.hostname)
     if spec.network == "none":
         set_link_up("lo")

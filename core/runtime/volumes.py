@@ -112,6 +112,11 @@ def _parse_volume(spec: str) -> Volume:
         raise invalid(f"empty DST (expected {FORMAT})")
     if options and not mode:
         raise invalid(f"empty option after the last ':' (expected {FORMAT})")
+    if source.startswith((".", "~")) or ("/" in source and not source.startswith("/")):
+        # A path, but not an absolute one: said as such, not as a named volume. (Docker
+        # 23+ resolves it against the client's cwd; pydock binds only what it is told.)
+        raise invalid(f"host paths must be absolute: SRC {source!r} is relative "
+                      f"(use {'$PWD/' + source.removeprefix('./')!r} or an absolute path)")
     if not source.startswith("/"):
         raise invalid(f"named volumes are not supported: SRC {source!r} must be an "
                       "absolute host path")
