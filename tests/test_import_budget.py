@@ -43,6 +43,8 @@ RUN_PATH = frozenset({
     "pydock.core.runtime", "pydock.core.runtime.capabilities", "pydock.core.runtime.entry",
     # Every container has a cgroup (and a cgroup namespace) and a device allowlist.
     "pydock.core.runtime.cgroups", "pydock.core.runtime.devices",
+    # Every container gets its /etc/hostname, /etc/hosts and /etc/resolv.conf.
+    "pydock.core.runtime.etcfiles",
     "pydock.core.runtime.gate", "pydock.core.runtime.inroot", "pydock.core.runtime.logs",
     # In the container's process, which reads libseccomp's version for the filter cache's
     # key (its -X importtime lines come out on the same stderr).

@@ -43,8 +43,12 @@ from pydock.core.errors import PydockError
 from pydock.core.images.store import DEFAULT_IMAGE, Image
 from pydock.core.plugins import driver_home
 from pydock.core.processes import process_start_time
+from pydock.core.runtime import etcfiles
 from pydock.core.runtime.volumes import Volume, create_sources
 from pydock.core.storage_root import SECCOMP_CACHE
+
+# The network of a container run without --network.
+DEFAULT_NETWORK = "none"
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core.runtime.cgroups import Cgroup
@@ -63,6 +67,8 @@ class Containers(ContainerStore):
         Returns the record, its storage driver and the descriptor holding its lock (close
         it once the container is running or has failed to start).
         """
+        if options.network is None:
+            options = options._replace(network=DEFAULT_NETWORK)
         image = self._image(options.image)
         driver = self.driver(options.driver)
         name = options.name if options.name is not None else self.state.generate_name()
@@ -82,6 +88,8 @@ class Containers(ContainerStore):
             return self.create(options)  # a parallel run drew the same name: draw again
         failpoints.reached("run.record-created")
         try:
+            # In the record's directory, which rm deletes: nothing else to clean up.
+            etcfiles.write_files(self.state.path(name), spec.etc_config(record.spec))
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
             create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]])
@@ -112,8 +120,11 @@ class Containers(ContainerStore):
             cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
                 resources), devices.cgroup_rules(resources.get("devices", [])))
             failpoints.reached("run.cgroup-created")
+            process = self._process(record.spec)
+            process = process._replace(root=process.root._replace(
+                etc_files=etcfiles.mounts(self.state.path(record.name))))
             request = monitor.Launch(
-                spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
+                spec=process, rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
                 attach=not options.detach, pty=attach.open_pty() if options.tty else None,
@@ -373,6 +384,10 @@ class Containers(ContainerStore):
 
     # -- describe --------------------------------------------------------
 
+    def _etc_path(self, name: str, file: str) -> str:
+        path = self.state.path(name) / file
+        return str(path) if path.exists() else ""  # a container from before they were kept
+
     def records(self) -> list[ContainerRecord]:
         records = []
         for name in self.state.names():
@@ -416,6 +431,9 @@ class Containers(ContainerStore):
                 "WorkingDir": process["cwd"],
                 "User": process["user"]["username"],
             },
+            "ResolvConfPath": self._etc_path(record.name, "resolv.conf"),
+            "HostnamePath": self._etc_path(record.name, "hostname"),
+            "HostsPath": self._etc_path(record.name, "hosts"),
             "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]],
             "HostConfig": spec.host_config(record.spec),
             # What the runtime runs, as an OCI runtime would read it from config.json.
