@@ -30,6 +30,8 @@ PRIVATE = 0o700
 # always make again (compiled seccomp filters).
 TOP_LEVEL = ("cache", "containers", "images", "layers", "storage")
 SECCOMP_CACHE = "cache/seccomp"
+# Made on first use of the bridge network (pydock.core.containers.network), not before.
+NETWORK = "network"
 
 
 def ensure(root: Path) -> None:
@@ -59,4 +61,5 @@ def _open_to_others(path: Path) -> bool:
 
 def _holds_only_pydocks(root: Path) -> bool:
     # Hidden names are pydock's scratch work (a commit's, an unnamed file's: see leftovers.py).
-    return all(name in TOP_LEVEL for name in os.listdir(root) if not name.startswith("."))
+    return all(name in (*TOP_LEVEL, "network") for name in os.listdir(root)
+               if not name.startswith("."))

@@ -18,9 +18,10 @@ fi
 # libc6-dev: the isolation tests' static probes (tests/probes/); gcc-aarch64-linux-gnu: the
 # test that the committed exec helpers match their source (scripts/build-exec-helper.sh);
 # libseccomp2: the library pydock builds containers' seccomp filters with
-# (core/runtime/libseccomp.py).
+# (core/runtime/libseccomp.py); nftables: the bridge network's NAT and -p
+# (core/runtime/nft.py); debootstrap: the Debian image the network tests run apt-get in.
 packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc gcc libc6-dev
-          gcc-aarch64-linux-gnu libseccomp2)
+          gcc-aarch64-linux-gnu libseccomp2 nftables debootstrap)
 # The distribution's own python3 (Debian 12: 3.11.2), never whatever python3 comes first
 # on PATH: CI then tests exactly what a newcomer's `sudo bash scripts/setup.sh` gets, and a
 # newer patch release on a developer's machine cannot hide a use of what 3.11.2 lacks.

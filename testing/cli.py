@@ -97,7 +97,10 @@ class Pydock:
     """Runs the ``pydock`` CLI against one storage root."""
 
     root: Path
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
+    # Containers run on --network none unless a test asks for another: a test's bridge is
+    # made private to its root (tests/conftest.py's bridge fixture), never the user's.
+    env: dict[str, str] = field(default_factory=lambda: {
+        "PATH": os.environ["PATH"], "PYDOCK_DEFAULT_NETWORK": "none"})
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

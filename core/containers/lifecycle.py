@@ -47,8 +47,9 @@ from pydock.core.runtime import etcfiles
 from pydock.core.runtime.volumes import Volume, create_sources
 from pydock.core.storage_root import SECCOMP_CACHE
 
-# The network of a container run without --network.
-DEFAULT_NETWORK = "none"
+BRIDGE = "bridge"
+# Overrides the storage root's default network (a test suite's runs on "none", say).
+DEFAULT_NETWORK_VARIABLE = "PYDOCK_DEFAULT_NETWORK"
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core.runtime.cgroups import Cgroup
@@ -68,7 +69,11 @@ class Containers(ContainerStore):
         it once the container is running or has failed to start).
         """
         if options.network is None:
-            options = options._replace(network=DEFAULT_NETWORK)
+            options = options._replace(network=self._default_network())
+        if options.network == BRIDGE:
+            from pydock.core.containers import network
+
+            network.check_host()
         image = self._image(options.image)
         driver = self.driver(options.driver)
         name = options.name if options.name is not None else self.state.generate_name()
@@ -88,8 +93,11 @@ class Containers(ContainerStore):
             return self.create(options)  # a parallel run drew the same name: draw again
         failpoints.reached("run.record-created")
         try:
+            address = ""
+            if options.network == BRIDGE:
+                address = self._lease(record, options, image.run_config)
             # In the record's directory, which rm deletes: nothing else to clean up.
-            etcfiles.write_files(self.state.path(name), spec.etc_config(record.spec))
+            etcfiles.write_files(self.state.path(name), spec.etc_config(record.spec, address))
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
             create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]])
@@ -97,12 +105,63 @@ class Containers(ContainerStore):
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 driver.remove(record.id)
+            if options.network == BRIDGE:
+                with contextlib.suppress(Exception):
+                    self._release_network(record)
             self.state.delete(name)
             os.close(lock)
             if isinstance(exc, Exception) and not isinstance(exc, PydockError):
                 raise PydockError(f"preparing storage ({driver.name}) failed: {exc}") from exc
             raise
         return record, driver, lock
+
+    def _default_network(self) -> str:
+        """``PYDOCK_DEFAULT_NETWORK``, else the storage root's ``default`` network
+        (``network/config.json``; docker's bridge when it says nothing): one small read,
+        nothing imported."""
+        import json
+
+        if os.environ.get(DEFAULT_NETWORK_VARIABLE):
+            return os.environ[DEFAULT_NETWORK_VARIABLE]
+        try:
+            given = json.loads((self.root / "network" / "config.json").read_bytes())
+            default = given.get("default", BRIDGE) if isinstance(given, dict) else None
+            if isinstance(default, str):
+                return default
+        except FileNotFoundError:
+            return BRIDGE
+        except (OSError, ValueError):
+            pass
+        from pydock.core.containers import network
+
+        return network.read_config(self.root).default  # which says what is wrong
+
+    def _lease(self, record: ContainerRecord, options: RunOptions,
+               image_config: dict[str, Any]) -> str:
+        from pydock.core.containers import network
+
+        wanted = network.parse_publish(options.publish, options.publish_all,
+                                       image_config.get("ExposedPorts"))
+        granted = network.lease(self.root, network.read_config(self.root), record.id, wanted)
+        failpoints.reached("net.leased")
+        return granted.address
+
+    def _connect(self, record: ContainerRecord) -> int:
+        """On the bridge: the container's network namespace, connected (-1 otherwise)."""
+        if spec.network_mode(record.spec) != BRIDGE:
+            return -1
+        from pydock.core.containers import network
+
+        granted = network.lease_of(self.root, record.id)
+        if granted is None:
+            raise PydockError(f"container {record.name} lost its address lease")
+        return network.connect(self.root, network.read_config(self.root), granted)
+
+    def _release_network(self, record: ContainerRecord) -> None:
+        if spec.network_mode(record.spec) == BRIDGE:
+            from pydock.core.containers import network
+
+            network.release(self.root, record.id)
 
     def run(self, options: RunOptions) -> tuple[str, int, str]:
         """Create a container and start it under its monitor: (name, exit code, error).
@@ -113,6 +172,7 @@ class Containers(ContainerStore):
 
         record, driver, lock = self.create(options)
         cgroup: Cgroup | None = None
+        netns = -1
         try:
             # Every container, limits or not: its cgroup is the root of its cgroup
             # namespace, and holds the device allowlist (pydock.core.runtime.cgroups).
@@ -120,8 +180,9 @@ class Containers(ContainerStore):
             cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
                 resources), devices.cgroup_rules(resources.get("devices", [])))
             failpoints.reached("run.cgroup-created")
+            netns = self._connect(record)
             process = self._process(record.spec)
-            process = process._replace(root=process.root._replace(
+            process = process._replace(netns_fd=netns, root=process.root._replace(
                 etc_files=etcfiles.mounts(self.state.path(record.name))))
             request = monitor.Launch(
                 spec=process, rootfs=record.spec["root"]["path"],
@@ -143,12 +204,16 @@ class Containers(ContainerStore):
                 os.close(lock)
             if cgroup is not None:
                 cgroup.close()
+            if netns >= 0:
+                os.close(netns)
             with contextlib.suppress(PydockError, OSError):
                 self.remove(record.name, force=True, only_id=record.id)
             raise
         try:
             if cgroup is not None:
                 cgroup.close()  # the monitor has its own copy, for the container to join
+            if netns >= 0:
+                os.close(netns)  # the monitor's copy is the container's
             if request.pty is not None:
                 os.close(request.pty[1])
             exited = attach.follow(session, request.pty, options.interactive, options.detach,
@@ -200,6 +265,9 @@ class Containers(ContainerStore):
             with contextlib.suppress(PydockError, OSError):
                 self.remove(record.name, force=True, only_id=record.id)
             return
+        # As docker: a container that has stopped holds no address and publishes no port.
+        with contextlib.suppress(PydockError, OSError):
+            self._release_network(record)
         self._update(record, status=EXITED, pid=0, exit_code=exited.code,
                      error=exited.error, finished=now(), oom_killed=exited.oom_killed)
 
@@ -257,6 +325,8 @@ class Containers(ContainerStore):
 
             cgroups.remove(self.root, record.id)
             failpoints.reached("rm.cgroup-removed")
+            self._release_network(record)
+            failpoints.reached("rm.network-released")
             self.stored_driver(record.driver).remove(record.id)
             failpoints.reached("rm.storage-removed")
             self.state.delete(name)
@@ -384,6 +454,14 @@ class Containers(ContainerStore):
 
     # -- describe --------------------------------------------------------
 
+    def _network_settings(self, record: ContainerRecord) -> dict[str, Any]:
+        if spec.network_mode(record.spec) == BRIDGE:
+            from pydock.core.containers import network
+
+            return network.settings(self.root, record.id)
+        return {"Bridge": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                "MacAddress": "", "Ports": {}}
+
     def _etc_path(self, name: str, file: str) -> str:
         path = self.state.path(name) / file
         return str(path) if path.exists() else ""  # a container from before they were kept
@@ -436,6 +514,7 @@ class Containers(ContainerStore):
             "HostsPath": self._etc_path(record.name, "hosts"),
             "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]],
             "HostConfig": spec.host_config(record.spec),
+            "NetworkSettings": self._network_settings(record),
             # What the runtime runs, as an OCI runtime would read it from config.json.
             "Spec": record.spec,
         }

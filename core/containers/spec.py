@@ -49,7 +49,7 @@ OCI_VERSION = "1.2.0"
 HOST_CONFIG_ANNOTATION = "org.pydock.host-config"
 DEFAULT_DRIVER = "overlay"
 HOSTNAME_MAX = 64
-NETWORKS = ("host", "none")
+NETWORKS = ("bridge", "host", "none")
 
 # Compiled (and cached) by re on first use: most runs give neither -e nor --hostname.
 _ENV_KEY = r"[^=\x00]+"
@@ -118,6 +118,14 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
     if (options.publish or options.publish_all) and options.network != "bridge":
         raise PydockError(f"-p and -P publish ports of a container on the bridge network, "
                           f"not on --network {options.network}")
+    bindings: dict[str, list[dict[str, str]]] = {}
+    if options.publish or options.publish_all:
+        from pydock.core.containers.network import parse_publish
+
+        for port in parse_publish(options.publish, False, None):
+            bindings.setdefault(f"{port.port}/{port.proto}", []).append(
+                {"HostIp": port.host_ip, "HostPort": str(port.host_port or "")})
+        parse_publish((), options.publish_all, image_config.get("ExposedPorts"))
     entrypoint = image_config.get("Entrypoint") or []
     if entrypoint == [""]:  # docker's reset: how `--entrypoint ""` clears an image's
         entrypoint = []
@@ -147,6 +155,7 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
                "SecurityOpt": security_opt, "NetworkMode": options.network,
                "Dns": list(dns), "DnsSearch": list(dns_search),
                "ExtraHosts": [f"{host}:{address}" for host, address in extra_hosts],
+               "PortBindings": bindings, "PublishAllPorts": options.publish_all,
                "Devices": [{"PathOnHost": entry["hostPath"], "PathInContainer": entry["path"],
                             "CgroupPermissions": rule["access"]} for entry, rule in added]})
 
@@ -218,7 +227,8 @@ def from_legacy_record(fields: dict[str, Any]) -> dict[str, Any]:
         given={"Binds": fields.get("volumes", []), "CapAdd": cap_add, "CapDrop": cap_drop,
                "SecurityOpt": fields.get("security_opt", []),
                "NetworkMode": fields["network"], "Dns": [], "DnsSearch": [],
-               "ExtraHosts": [], "Devices": []})
+               "ExtraHosts": [], "PortBindings": {}, "PublishAllPorts": False,
+               "Devices": []})
 
 
 def _recorded_capabilities(cap_add: list[str], cap_drop: list[str]) -> tuple[str, ...]:
@@ -290,7 +300,15 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         "Dns": given.get("Dns") or [],
         "DnsSearch": given.get("DnsSearch") or [],
         "ExtraHosts": given.get("ExtraHosts") or None,  # docker's null when there are none
+        "PortBindings": given.get("PortBindings") or {},
+        "PublishAllPorts": given.get("PublishAllPorts", False),
     }
+
+
+def network_mode(spec: dict[str, Any]) -> str:
+    """bridge, host or none."""
+    mode: str = host_config(spec)["NetworkMode"]
+    return mode
 
 
 def etc_config(spec: dict[str, Any], address: str = "") -> etcfiles.EtcConfig:

@@ -192,6 +192,10 @@ class _Monitor:
         finally:
             for fd in {stdio.stdin, stdio.stdout, stdio.stderr}:
                 os.close(fd)
+            if self.request.spec.netns_fd >= 0:
+                # The container holds its network namespace now: it goes with the container
+                # (and its veth with it), not with the monitor.
+                os.close(self.request.spec.netns_fd)
             gate.forked()
             if cgroup is not None:
                 cgroup.close()
