@@ -270,3 +270,27 @@ def test_stop_releases_the_address_and_the_ports(pydock: Pydock,
     pydock.ok("stop", "-t", "1", "web")
     assert leases(pydock) == [] and table_elements(bridge.table) == "" and refused(port)
     assert json.loads(pydock.ok("inspect", "web"))[0]["NetworkSettings"]["Ports"] == {}
+
+
+@pytest.fixture(scope="session")
+def debian_tarball(needs_root: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Debian rootfs (debootstrap's minbase, from the machine's own mirror and suite) as a
+    tarball, made once per test session: what `apt-get update` runs in."""
+    if subprocess.run(["which", "debootstrap"], capture_output=True).returncode != 0:
+        pytest.skip("debootstrap is not installed (scripts/setup.sh installs it)")
+    mirror, suite = debian_mirror()
+    work = tmp_path_factory.mktemp("debian")
+    subprocess.run(["debootstrap", "--variant=minbase", suite, str(work / "rootfs"),
+                    f"http://{mirror}/debian"], check=True, capture_output=True, timeout=900)
+    tarball = work / "debian.tar"
+    subprocess.run(["tar", "--numeric-owner", "-C", str(work / "rootfs"), "-cf",
+                    str(tarball), "."], check=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(work / "rootfs")], check=True)
+    return tarball
+
+
+def test_apt_get_update_just_works_on_the_default_network(
+        pydock: Pydock, bridge: PrivateBridge, debian_tarball: Path) -> None:
+    pydock.ok("image", "import", str(debian_tarball), "debian")
+    out = pydock.ok("run", "--rm", "--image", "debian", "apt-get", "update")
+    assert "Reading package lists..." in out and "Err:" not in out, out
