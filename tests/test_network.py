@@ -121,6 +121,12 @@ def test_a_published_port_answers_on_loopback_and_closes_with_rm(
     assert pydock.inspect("web")["HostConfig"]["PortBindings"] == {
         "80/tcp": [{"HostIp": "", "HostPort": str(port)},
                    {"HostIp": "127.0.0.1", "HostPort": str(local_port)}]}
+    # route_localnet lets 127.0.0.1 reach the bridge; nothing from the bridge reaches the
+    # host's loopback (CVE-2020-8558).
+    listing = subprocess.run(["nft", "list", "table", "ip", bridge.table], capture_output=True,
+                             text=True, check=True).stdout
+    assert f'iifname "{bridge.bridge}" ip daddr 127.0.0.0/8 drop' in listing
+    assert Path(f"/proc/sys/net/ipv4/conf/{bridge.bridge}/route_localnet").read_text() == "1\n"
     pydock.ok("rm", "-f", "web")
     assert refused(port) and refused(local_port)
     assert table_elements(bridge.table) == "" and leases(pydock) == []

@@ -273,13 +273,27 @@ def release(root: Path, container_id: str) -> None:
     config = read_config(root)
     if granted is not None and granted.ports:
         nft.unpublish(config.table, granted.ports)
-    if os.path.exists(f"/sys/class/net/{veth}"):
+    if not _gone_soon(f"/sys/class/net/{veth}"):
         from pydock.core.runtime import bridge
 
         bridge.delete_link(veth)
     if granted is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_dir(root) / "leases" / granted.address)
+
+
+def _gone_soon(path: str, wait: float = 0.1) -> bool:
+    """Whether ``path`` is gone, or goes within ``wait`` seconds. The callers release a
+    container whose processes are dead: its namespace is going, and the kernel deletes
+    its veth within a millisecond or so, which spares importing pyroute2 to do it."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def sweep(root: Path, stale: Sequence[Lease]) -> None:

@@ -29,12 +29,13 @@ another storage root's table, are not pydock's. The table (family ``ip``) holds:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydock.core.errors import PydockError
+
+if TYPE_CHECKING:
+    import subprocess
 
 INSTALL_HINT = "install nftables (Debian, Ubuntu: apt-get install nftables)"
 
@@ -126,6 +127,10 @@ def _run(script: str) -> None:
 
 
 def _nft(*args: str, script: str = "") -> subprocess.CompletedProcess[str]:
+    # Imported here: a run on the bridge without -p never starts nft.
+    import shutil
+    import subprocess
+
     nft = shutil.which("nft")
     if nft is None:
         raise PydockError(f"the bridge network needs nft, which is not installed: {INSTALL_HINT}")
