@@ -176,6 +176,9 @@ def no_network_leaks(tmp_path: Path) -> Iterator[None]:
     looked at (a veth is the test's if it is new and no bridge holds it any more)."""
     before = set(os.listdir("/sys/class/net"))
     yield
+    # The user's bridge is never a test's to make: a test on the bridge takes `bridge`.
+    assert "pydock0" in before or "pydock0" not in os.listdir("/sys/class/net"), \
+        "the test made pydock0, the default bridge: use the bridge fixture"
     config = tmp_path / "root" / "network" / "config.json"
     if not config.exists():
         return
