@@ -300,3 +300,12 @@ def test_apt_get_update_just_works_on_the_default_network(
     pydock.ok("image", "import", str(debian_tarball), "debian")
     out = pydock.ok("run", "--rm", "--image", "debian", "apt-get", "update")
     assert "Reading package lists..." in out and "Err:" not in out, out
+
+
+def test_a_host_port_left_to_pydock_on_one_address(pydock: Pydock,
+                                                    bridge: PrivateBridge) -> None:
+    pydock.ok("run", "-d", "--name", "web", "-p", "127.0.0.1::80", "sh", "-c", HTTPD)
+    binding = pydock.inspect("web")["NetworkSettings"]["Ports"]["80/tcp"][0]
+    assert binding["HostIp"] == "127.0.0.1" and int(binding["HostPort"]) > 0
+    assert http_get(int(binding["HostPort"])) == "hello-from-web\n"
+    assert f"127.0.0.1 . tcp . {binding['HostPort']}" in table_elements(bridge.table)
