@@ -61,5 +61,5 @@ def _open_to_others(path: Path) -> bool:
 
 def _holds_only_pydocks(root: Path) -> bool:
     # Hidden names are pydock's scratch work (a commit's, an unnamed file's: see leftovers.py).
-    return all(name in (*TOP_LEVEL, "network") for name in os.listdir(root)
+    return all(name in (*TOP_LEVEL, NETWORK) for name in os.listdir(root)
                if not name.startswith("."))

@@ -45,7 +45,7 @@ from pydock.core.plugins import driver_home
 from pydock.core.processes import process_start_time
 from pydock.core.runtime import etcfiles
 from pydock.core.runtime.volumes import Volume, create_sources
-from pydock.core.storage_root import SECCOMP_CACHE
+from pydock.core.storage_root import NETWORK, SECCOMP_CACHE
 
 BRIDGE = "bridge"
 # Overrides the storage root's default network (a test suite's runs on "none", say).
@@ -124,7 +124,7 @@ class Containers(ContainerStore):
         if os.environ.get(DEFAULT_NETWORK_VARIABLE):
             return os.environ[DEFAULT_NETWORK_VARIABLE]
         try:
-            given = json.loads((self.root / "network" / "config.json").read_bytes())
+            given = json.loads((self.root / NETWORK / "config.json").read_bytes())
             default = given.get("default", BRIDGE) if isinstance(given, dict) else None
             if isinstance(default, str):
                 return default

@@ -38,11 +38,12 @@ from pydock.core.errors import PydockError
 from pydock.core.files import flocked, write_bytes_atomic
 from pydock.core.runtime import nft
 from pydock.core.runtime.nft import Published
+from pydock.core.storage_root import NETWORK
 
 if TYPE_CHECKING:
     import ipaddress
 
-NETWORK_DIR = "network"
+NETWORK_DIR = NETWORK
 DEFAULTS = {"default": "bridge", "bridge": "pydock0", "subnet": "10.87.0.0/16",
             "table": "pydock"}
 VETH_PREFIX = "pd"
