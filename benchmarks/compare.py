@@ -52,6 +52,8 @@ from compare_commands import CommandFailed, note, run, same_every_run, version
 from compare_figures import (
     BASELINE_OVERLAY,
     CP_A,
+    PODMAN_BRIDGE,
+    PYDOCK_BRIDGE,
     PYDOCK_COPY,
     PYDOCK_COPY_KEEP,
     PYDOCK_OVERLAY,
@@ -98,6 +100,9 @@ def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
     series = [Series(name, PYDOCK_OVERLAY, pydock_run("overlay", True), repeat),
               Series(name, PYDOCK_COPY, pydock_run("copy", True), copy_repeat)]
     if name == SMALL:
+        series.append(Series(name, PYDOCK_BRIDGE, lambda i: pydock.argv(
+            "run", "--rm", "--name", f"bench-bridge-{i}", "--network", "bridge", "--storage",
+            "overlay", "--image", image, "/bin/true"), repeat))
         baseline = tools.baseline
         if baseline is not None:
             baseline_image = baseline.import_image(tree)
@@ -117,6 +122,10 @@ def series_for(tree: Tree, tools: Tools, work: Path, repeat: int,
         series.append(prepared(name, podman.label,
                                copy_repeat if podman.driver == "vfs" else repeat,
                                functools.partial(podman.command, tree)))
+        if name == SMALL and podman.driver == "overlay":
+            reference = f"localhost/bench-{name}:latest"  # imported just above
+            series.append(Series(name, PODMAN_BRIDGE, same_every_run(
+                podman.default_network_argv(reference)), repeat))
     copy_target = work / f"cp-{name}"
     series.append(Series(name, CP_A,
                          same_every_run(["cp", "-a", str(tree.directory), str(copy_target)]),
@@ -139,6 +148,9 @@ def compare(args: argparse.Namespace, work: Path, cleanup: Cleanup) -> str:
     notes: list[str] = []
     pydock = Pydock(args.pydock, work / "pydock")
     cleanup.add("pydock containers", pydock.remove_containers)
+    tag = os.urandom(3).hex()
+    pydock.use_private_bridge(f"pdbench{tag}", f"pydock_bench{tag}", args.bridge_subnet)
+    cleanup.add("pydock's bridge and nftables table", pydock.prune)
 
     runc_path = shutil.which("runc")
     runc = Runc(runc_path, work / "runc-state") if runc_path else None
@@ -208,6 +220,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--large-repeat", type=int, default=5,
                         help="counted runs of the commands that copy the large image: the "
                              "copy driver, podman's vfs, cp -a (default 5)")
+    parser.add_argument("--bridge-subnet", default="10.213.47.0/24",
+                        help="the subnet of the private bridge pydock's bridge runs use "
+                             "(default 10.213.47.0/24; one no route of the host's covers)")
     parser.add_argument("--format", choices=["text", "markdown"], default="text")
     parser.add_argument("--tmpdir", default="/var/tmp",
                         help="where the workspace is made (default /var/tmp)")

@@ -20,6 +20,9 @@ COPY_PREPARE = "copy prepare (copy - overlay, no --rm)"
 RUNC = "runc run"
 PODMAN_OVERLAY = "podman run --rm (overlay)"
 PODMAN_VFS = "podman run --rm (vfs)"
+# On a network: pydock's bridge, podman's own default network (netavark's bridge).
+PYDOCK_BRIDGE = "pydock run --rm --storage overlay --network bridge"
+PODMAN_BRIDGE = "podman run --rm (overlay, default network)"
 CP_A = "cp -a"
 BASELINES = (RUNC, PODMAN_OVERLAY, PODMAN_VFS, CP_A)
 PYDOCK_FIGURES = (PYDOCK_OVERLAY, PYDOCK_COPY, COPY_PREPARE)
@@ -45,6 +48,9 @@ TARGETS = (
     Target("overlay run vs podman run (overlay), small image", SMALL, PYDOCK_OVERLAY,
            SMALL, PODMAN_OVERLAY, 0.35),
     Target("overlay run vs runc run, small image", SMALL, PYDOCK_OVERLAY, SMALL, RUNC, 2.5),
+    # Issue 13: on the default network, no slower than podman on its default network.
+    Target("bridge run vs podman run on its default network, small image", SMALL,
+           PYDOCK_BRIDGE, SMALL, PODMAN_BRIDGE, 1.0),
     Target("overlay run, large image vs small image", LARGE, PYDOCK_OVERLAY,
            SMALL, PYDOCK_OVERLAY, 1.10),
     Target("copy prepare vs cp -a, large image", LARGE, COPY_PREPARE, LARGE, CP_A, 1.10),

@@ -28,6 +28,19 @@ class Pydock:
     def argv(self, *args: str) -> list[str]:
         return [self.executable, "--root", str(self.root), *args]
 
+    def use_private_bridge(self, bridge: str, table: str, subnet: str) -> None:
+        """The root's bridge network gets names and a subnet of its own (never a real
+        pydock's pydock0), and stays off by default: the other series run on
+        ``--network none``, as runc and podman do."""
+        (self.root / "network").mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.root / "network" / "config.json").write_text(json.dumps(
+            {"default": "none", "bridge": bridge, "table": table, "subnet": subnet}))
+
+    def prune(self) -> None:
+        """prune: with no container left, also the bridge and its nftables table."""
+        if self.root.exists():
+            run(self.argv("prune"))
+
     def import_image(self, tree: Tree) -> str:
         reference = f"bench/{tree.name}"
         run(self.argv("image", "import", str(tree.tar), reference))
@@ -148,6 +161,11 @@ class Podman:
     def run_argv(self, image: str) -> list[str]:
         return self.argv("run", "--rm", "--network", "none", *podman_ulimits(), image,
                          "/bin/true")
+
+    def default_network_argv(self, image: str) -> list[str]:
+        """A run on podman's default network: netavark's bridge (podman0, 10.88.0.0/16)
+        with its firewall rules, set up and torn down for the run."""
+        return self.argv("run", "--rm", *podman_ulimits(), image, "/bin/true")
 
     def remove_containers(self) -> None:
         """rm -f all containers: unmounts their roots and frees their locks, which live in

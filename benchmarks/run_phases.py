@@ -97,7 +97,7 @@ def child(root: str) -> None:
     wrap(lifecycle.Containers, "_record_process", None, "recorded pid")
     wrap(spawn, "exec_report", None, "exec'd")
     wrap(lifecycle.Containers, "_record_exited", None, "exit recorded")
-    sys.argv = ["pydock", "--root", root, "run", "--rm", "true"]
+    sys.argv = ["pydock", "--root", root, "run", "--rm", "--network", "none", "true"]
     cli.main()
 
 

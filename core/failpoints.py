@@ -12,8 +12,13 @@ The steps, in the order a container's life reaches them:
 
 =========================  ============================================================
 ``run.record-created``     CLI: the record exists (created), nothing else does
+``net.leased``             CLI, on the bridge: the container's address (and host ports) are
+                           leased under ``network/leases``, nothing else of its network exists
 ``run.storage-prepared``   CLI: the driver has prepared the container's storage
 ``run.cgroup-created``     CLI: the container's cgroup exists
+``net.bridge-ready``       CLI, on the bridge: the bridge and the nftables table exist
+``net.veth-created``       CLI: the container's network namespace and veth pair exist
+``net.ports-published``    CLI: its ``-p`` ports are in the table's maps
 ``run.monitor-forked``     CLI: the monitor is forked; it goes on without the CLI
 ``monitor.before-start``   monitor: nothing forked yet
 ``monitor.started``        monitor: the container's process is forked and waits, its
@@ -26,6 +31,7 @@ The steps, in the order a container's life reaches them:
 ``monitor.container-exited``  monitor: the container has exited, which is not recorded
 ``rm.killed``              rm (or the monitor, for ``--rm``): the container is dead
 ``rm.cgroup-removed``      rm: its cgroup is gone
+``rm.network-released``    rm: its ports, veth and lease are gone
 ``rm.storage-removed``     rm: its storage is gone, its record is not
 ``rm.record-renamed``      rm: the record is renamed to a hidden ``.rm-*`` directory
 ``image.layer-extracted``  image import/load: a layer is extracted, not yet in place

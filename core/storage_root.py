@@ -32,6 +32,8 @@ PRIVATE = 0o700
 # leaves the root exactly as it found it.
 TOP_LEVEL = ("blobs", "blobs/sha256", "cache", "containers", "images", "layers", "storage")
 SECCOMP_CACHE = "cache/seccomp"
+# Made on first use of the bridge network (pydock.core.containers.network), not before.
+NETWORK = "network"
 
 
 def ensure(root: Path) -> None:
@@ -61,4 +63,5 @@ def _open_to_others(path: Path) -> bool:
 
 def _holds_only_pydocks(root: Path) -> bool:
     # Hidden names are pydock's scratch work (a commit's, an unnamed file's: see leftovers.py).
-    return all(name in TOP_LEVEL for name in os.listdir(root) if not name.startswith("."))
+    return all(name in (*TOP_LEVEL, NETWORK) for name in os.listdir(root)
+               if not name.startswith("."))

@@ -21,9 +21,12 @@ fi
 # (core/runtime/libseccomp.py); docker-registry (distribution 2.8), apache2-utils (htpasswd)
 # and openssl: the registries the pull/push/login tests start on 127.0.0.1, with basic auth
 # over TLS and a token server's signing key; tini: run --init, whose static build
-# (tini-static) is the container's PID 1, as docker's init is (core/runtime/init.py).
+# (tini-static) is the container's PID 1, as docker's init is (core/runtime/init.py);
+# nftables: the bridge network's NAT and -p (core/runtime/nft.py); debootstrap: the Debian
+# image the network tests run apt-get in.
 packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc gcc libc6-dev
-          gcc-aarch64-linux-gnu libseccomp2 docker-registry apache2-utils openssl tini)
+          gcc-aarch64-linux-gnu libseccomp2 docker-registry apache2-utils openssl tini
+          nftables debootstrap)
 # The distribution's own python3 (Debian 12: 3.11.2), never whatever python3 comes first
 # on PATH: CI then tests exactly what a newcomer's `sudo bash scripts/setup.sh` gets, and a
 # newer patch release on a developer's machine cannot hide a use of what 3.11.2 lacks.

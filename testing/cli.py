@@ -102,8 +102,12 @@ class Pydock:
     ``env={"PYDOCK_PULL_POLICY": "missing"}``."""
 
     root: Path
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"],
-                                                         "PYDOCK_PULL_POLICY": "never"})
+    # Containers run on --network none unless a test asks for another: a test's bridge is
+    # made private to its root (tests/conftest.py's bridge fixture), never the user's. And a
+    # missing image is not pulled: a test reaches no registry it did not start.
+    env: dict[str, str] = field(default_factory=lambda: {
+        "PATH": os.environ["PATH"], "PYDOCK_DEFAULT_NETWORK": "none",
+        "PYDOCK_PULL_POLICY": "never"})
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,12 +25,17 @@ from pathlib import Path
 
 import pytest
 from helpers import DRIVERS, Layer, make_layers, pydock_on_copy
+from netfixtures import PrivateBridge, network_leftovers, remove_network_leftovers
 
 from pydock.core.cli.main import DEFAULT_ROOT
 from pydock.testing.cli import Pydock, cgroup_mounts, container_cgroups, mounts_under
 from pydock.testing.layers import default_image_root
 
 REQUIRES_ROOT = "requires root"
+# pydock run's default network is the bridge; a test's containers run on none unless the
+# test asks (the `bridge` fixture gives it a bridge of its own), so that no test ever makes
+# or touches the user's pydock0. Set here too for the tests that start pydock themselves.
+os.environ.setdefault("PYDOCK_DEFAULT_NETWORK", "none")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -144,6 +149,43 @@ def no_cgroup_leaks(tmp_path: Path) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 cgroup.rmdir()
         pytest.fail(f"cgroups left on the host: {[str(c) for c in leaked]}")
+
+
+@pytest.fixture
+def bridge(pydock: Pydock) -> Iterator[PrivateBridge]:
+    """The test's own bridge network, the default of its storage root: a bridge, an
+    nftables table and a /24 subnet named for this test alone, so that tests run in
+    parallel with each other and with a real pydock without touching its pydock0. Its
+    containers are removed and the root pruned after the test; ``no_network_leaks``
+    then checks that nothing of it is left."""
+    private = PrivateBridge.make()
+    (pydock.root / "network").mkdir(mode=0o700, exist_ok=True)
+    (pydock.root / "network" / "config.json").write_text(json.dumps(private.config()))
+    pydock.env.pop("PYDOCK_DEFAULT_NETWORK", None)
+    yield private
+    names = [c["Names"] for c in json.loads(pydock.ok("ps", "-a", "--format", "json") or "[]")]
+    if names:
+        pydock("rm", "-f", *names)
+    pydock("prune")
+
+
+@pytest.fixture(autouse=True)
+def no_network_leaks(tmp_path: Path) -> Iterator[None]:
+    """A test's bridge network goes with its containers: fail (and clean up) if its bridge,
+    its nftables table or a veth it made survives the test. Only the test's own names are
+    looked at (a veth is the test's if it is new and no bridge holds it any more)."""
+    before = set(os.listdir("/sys/class/net"))
+    yield
+    # The user's bridge is never a test's to make: a test on the bridge takes `bridge`.
+    assert "pydock0" in before or "pydock0" not in os.listdir("/sys/class/net"), \
+        "the test made pydock0, the default bridge: use the bridge fixture"
+    config = tmp_path / "root" / "network" / "config.json"
+    if not config.exists():
+        return
+    leaked = network_leftovers(json.loads(config.read_text()), before)
+    if leaked:
+        remove_network_leftovers(leaked)
+        pytest.fail(f"network state left on the host: {leaked}")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pydock.testing.cli import PYDOCK, Pydock
 
 BAD_RUNS = [
     (["--bogus"], "unknown option '--bogus'"),
-    (["--network", "bridge"], "'bridge' is not one of 'none', 'host'"),
+    (["--network", "mynet"], "unknown network 'mynet': expected one of bridge, host, none"),
     (["-w", "relative/dir"], "must be an absolute path"),
     (["-e", "=value"], "invalid environment variable"),
     (["-e", ""], "invalid environment variable"),

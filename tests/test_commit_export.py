@@ -12,7 +12,7 @@ from pydock.core.layers.unpack import extract_tar
 from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 
-CHANGES = ("mkdir /added && echo new > /added/file && echo more >> /etc/hosts"
+CHANGES = ("mkdir /added && echo new > /added/file && echo more >> /etc/passwd"
            " && rm /etc/group && rm -r /usr/sbin && mkdir /usr/sbin && echo only > /usr/sbin/only"
            " && chmod 4711 /added/file && ln /added/file /added/hardlink"
            " && ln -s ../etc/hosts /added/link")

@@ -11,7 +11,7 @@ from pydock.core.containers.lifecycle import Containers
 from pydock.core.runtime.mounted import in_container_root
 from pydock.testing.cli import Pydock
 
-CHANGES = ("mkdir /new && echo x > /new/f && echo y >> /etc/hosts && rm /etc/group"
+CHANGES = ("mkdir /new && echo x > /new/f && echo y >> /etc/passwd && rm /etc/group"
            " && rm -r /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only"
            " && ln -sf /nowhere /bin/true && chmod 750 /root && mknod /dev-node c 1 3")
 
@@ -23,7 +23,7 @@ def test_diff_lists_added_changed_and_deleted_paths(pydock: Pydock, driver: str)
     deleted_sbin = {line for line in lines if line.startswith("D /usr/sbin/")}
     assert "D /usr/sbin/chroot" in deleted_sbin
     assert [line for line in lines if line not in deleted_sbin] == [
-        "C /bin", "C /bin/true", "A /dev-node", "C /etc", "D /etc/group", "C /etc/hosts",
+        "C /bin", "C /bin/true", "A /dev-node", "C /etc", "D /etc/group", "C /etc/passwd",
         "A /new", "A /new/f", "C /root", "C /usr", "C /usr/sbin", "A /usr/sbin/only"]
 
 
@@ -49,9 +49,9 @@ def test_diff_of_an_unknown_container_is_one_line_125(pydock: Pydock) -> None:
 def test_a_file_replaced_by_a_directory_reports_what_it_holds(pydock: Pydock,
                                                              driver: str) -> None:
     pydock.ok("run", "--storage", driver, "--name", "swap", "sh", "-c",
-              "rm /etc/hosts && mkdir /etc/hosts && echo in > /etc/hosts/inner")
-    assert pydock.ok("diff", "swap").splitlines() == ["C /etc", "C /etc/hosts",
-                                                      "A /etc/hosts/inner"]
+              "rm /etc/group && mkdir /etc/group && echo in > /etc/group/inner")
+    assert pydock.ok("diff", "swap").splitlines() == ["C /etc", "C /etc/group",
+                                                      "A /etc/group/inner"]
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

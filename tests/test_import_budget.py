@@ -15,6 +15,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from netfixtures import PrivateBridge
+
 from pydock.testing.cli import Pydock
 
 NOT_ON_THE_RUN_PATH = (
@@ -33,6 +35,9 @@ NOT_ON_THE_RUN_PATH = (
     # The registry client: only pull, push, login, and a run whose image is missing.
     "httpx", "zstandard", "pydock.core.images.blobs", "pydock.core.images.registry.client",
     "pydock.core.images.registry.pull",
+    # The bridge network: pyroute2 alone takes over a hundred milliseconds.
+    "pyroute2", "pydock.core.containers.network", "pydock.core.runtime.bridge",
+    "pydock.core.runtime.nft",
 )
 # Every pydock module `pydock run --rm true` imports on the default driver, packages included.
 RUN_PATH = frozenset({
@@ -46,6 +51,8 @@ RUN_PATH = frozenset({
     "pydock.core.runtime", "pydock.core.runtime.capabilities", "pydock.core.runtime.entry",
     # Every container has a cgroup (and a cgroup namespace) and a device allowlist.
     "pydock.core.runtime.cgroups", "pydock.core.runtime.devices",
+    # Every container gets its /etc/hostname, /etc/hosts and /etc/resolv.conf.
+    "pydock.core.runtime.etcfiles",
     "pydock.core.runtime.gate", "pydock.core.runtime.inroot", "pydock.core.runtime.logs",
     # In the container's process, which reads libseccomp's version for the filter cache's
     # key (its -X importtime lines come out on the same stderr).
@@ -60,6 +67,17 @@ RUN_PATH = frozenset({
     "pydock.core.containers.store",
     "pydock.core.cli", "pydock.core.cli.common", "pydock.core.cli.run",
 })
+def test_only_a_run_on_the_bridge_imports_the_bridge_s_modules(
+        pydock: Pydock, bridge: PrivateBridge) -> None:
+    modules = imported_by(pydock, "run", "--rm", "--network", "bridge", "true")
+    bridge_path = {"pyroute2", "pydock.core.containers.network", "pydock.core.runtime.bridge",
+                   "pydock.core.runtime.nft"}
+    assert bridge_path <= modules
+    assert sorted(modules & (set(NOT_ON_THE_RUN_PATH) - bridge_path - {
+        "subprocess", "shutil", "socket", "random", "secrets", "hashlib",
+        "concurrent.futures", "dataclasses"})) == []
+
+
 def imported_by(pydock: Pydock, *args: str) -> set[str]:
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pydock.core.cli.main",
                              "--root", str(pydock.root), *args], capture_output=True,
@@ -70,13 +88,13 @@ def imported_by(pydock: Pydock, *args: str) -> set[str]:
 
 
 def test_run_on_the_default_driver_imports_nothing_heavy(pydock: Pydock) -> None:
-    modules = imported_by(pydock, "run", "--rm", "true")
+    modules = imported_by(pydock, "run", "--rm", "--network", "none", "true")
     assert "pydock.core.runtime.spawn" in modules  # the check itself sees the run path
     assert sorted(modules & set(NOT_ON_THE_RUN_PATH)) == []
 
 
 def test_run_imports_exactly_the_run_paths_own_modules(pydock: Pydock) -> None:
-    modules = {name for name in imported_by(pydock, "run", "--rm", "true")
+    modules = {name for name in imported_by(pydock, "run", "--rm", "--network", "none", "true")
                if name.split(".")[0] == "pydock"}
     added, gone = sorted(modules - RUN_PATH), sorted(RUN_PATH - modules)
     assert (added, gone) == ([], []), (

@@ -16,9 +16,9 @@ from helpers import DRIVERS
 from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 
-WRITE = ("mkdir /test && echo secret > /test/file && echo changed > /etc/hosts "
+WRITE = ("mkdir /test && echo secret > /test/file && echo changed > /etc/group "
          "&& rm /etc/passwd && chmod 700 /bin")
-LOOK = ("test -e /test && echo test-present; cat /etc/hosts; stat -c 'bin=%a' /bin; "
+LOOK = ("test -e /test && echo test-present; cat /etc/group; stat -c 'bin=%a' /bin; "
         "test -e /etc/passwd && echo passwd-present")
 
 

@@ -59,6 +59,8 @@ def test_mount_table_holds_only_container_paths(pydock: Pydock, driver: str) -> 
     base = {"/", "/dev", "/dev/mqueue", "/dev/pts", "/dev/shm", "/proc", "/sys"}
     # The default devices are the host's nodes, each bind mounted (test_devices.py).
     base |= {f"/dev/{name}" for name in DEFAULT_DEVICES}
+    # The container's own /etc files, bind mounted from its record (test_etc_files.py).
+    base |= {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"}
     masks = {f"/{path}" for path in (*MASKED_PATHS, *READ_ONLY_PATHS)}
     assert base <= mount_points <= base | masks
 

@@ -160,7 +160,7 @@ def test_a_corrupt_record_is_reported_not_trusted(pydock: Pydock) -> None:
 def test_state_record_is_written_atomically_without_temp_files(pydock: Pydock) -> None:
     pydock.ok("run", "--name", "tidy", "true")
     assert sorted(p.name for p in (pydock.root / "containers" / "tidy").iterdir()) == \
-        ["container.log", "lock", "state.json"]
+        ["container.log", "hostname", "hosts", "lock", "resolv.conf", "state.json"]
     assert [p.name for p in (pydock.root / "containers").iterdir()] == ["tidy"]
 
 

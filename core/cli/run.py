@@ -37,8 +37,17 @@ EXIT_NOT_FOUND = 127  # the command was not found in the container
 @click.option("-e", "--env", multiple=True, metavar="KEY=VAL", help="Set an environment variable.")
 @click.option("-w", "--workdir", help="Working directory inside the container.")
 @click.option("--hostname", help="Container hostname (default: the container name).")
-@click.option("--network", type=click.Choice(["none", "host"]), default="none",
-              show_default=True, help="none: a private network with only lo; host: the host's.")
+@click.option("--network", metavar="bridge|host|none",
+              help="bridge (the default): the storage root's bridge, with NAT to the outside; "
+              "none: a private network with only lo; host: the host's.")
+@click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:CONTAINER[/tcp|udp]",
+              help="Publish a container's port on the host (bridge network; repeatable).")
+@click.option("-P", "--publish-all", is_flag=True,
+              help="Publish every port the image EXPOSEs on a free host port.")
+@click.option("--dns", multiple=True, metavar="IP", help="Nameserver for /etc/resolv.conf.")
+@click.option("--dns-search", multiple=True, metavar="DOMAIN",
+              help="Search domain for /etc/resolv.conf (\".\": none).")
+@click.option("--add-host", multiple=True, metavar="HOST:IP", help="Add a line to /etc/hosts.")
 @click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
 @click.option("-u", "--user", help="NAME|UID[:GROUP|GID] to run as (default: the image's User).")
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",

@@ -11,6 +11,9 @@ the truth about it (see :func:`pydock.core.containers.liveness.live_status`):
 - a record damaged outside pydock, which is never trusted: ``rm -f`` removes what it can
   still find of its container (:func:`remove_remains`).
 
+- a lease, a veth, published ports of a container whose record is gone, and the bridge
+  and its table once no container holds a lease: :func:`sweep_network`.
+
 Cgroups are not swept this way: one whose record is gone may still hold a live process
 (its monitor killed, the container running), which only ``rm -f`` may kill.
 """
@@ -46,11 +49,34 @@ def sweep(containers: ContainerStore) -> None:
     next prune to try again."""
     problems = containers.state.sweep()
     remove_orphaned_storage(containers)
+    sweep_network(containers)
     problems += containers.images.sweep()
     problems += sweep_scratch(containers.root, ROOT_SCRATCH)
     problems += sweep_scratch(containers.root / BENCH_DIR, BENCH_SCRATCH)
     for problem in problems:
         sys.stderr.write(f"pydock: warning: {problem}\n")
+
+
+def sweep_network(containers: ContainerStore) -> None:
+    """The bridge network's leftovers (:func:`pydock.core.containers.network.sweep`): the
+    leases are listed before the records are read, and a lease is taken after its record
+    exists and given back before the record goes, so a lease seen first whose record is
+    not found is a crash's."""
+    from pydock.core.containers import network
+
+    if not (containers.root / network.NETWORK_DIR).exists():
+        return
+    listed = network.read_leases(containers.root)
+    known = set()
+    for name in containers.state.names():
+        try:
+            known.add(containers.state.load(name).id)
+        except CorruptRecord:
+            known.add(containers.state.salvage(name).id)
+        except PydockError:
+            continue
+    network.sweep(containers.root, [lease for lease in listed
+                                     if lease.container_id not in known])
 
 
 def remove_remains(containers: ContainerStore, name: str) -> None:
@@ -67,6 +93,9 @@ def remove_remains(containers: ContainerStore, name: str) -> None:
     if remains.id:
         # Its limits are unknown: cgroups.remove looks in every hierarchy.
         cgroups.remove(containers.root, remains.id)
+        from pydock.core.containers import network
+
+        network.release(containers.root, remains.id)
         home = containers.root / "storage"
         for driver in _listdir(home):
             if (home / driver / remains.id).exists():

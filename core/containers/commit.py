@@ -23,7 +23,13 @@ from pydock.core import failpoints
 from pydock.core.errors import PydockError
 from pydock.core.files import DirCursor, hidden_name, remove_tree, scratch_file
 from pydock.core.images.store import Image, ImageStore, normalize_reference, rfc3339
-from pydock.core.layers.changes import Change, upper_changes, walk_changes
+from pydock.core.layers.changes import (
+    Change,
+    mount_points_made,
+    upper_changes,
+    walk_changes,
+    without_mount_points,
+)
 from pydock.core.layers.format import OVERLAY_XATTR_PREFIX, make_whiteout
 from pydock.core.runtime.mounted import in_container_root
 
@@ -46,12 +52,18 @@ def changes(driver: StorageDriver, container_id: str, layers: Sequence[Path]) ->
     without one, by comparing its mounted root with the image."""
     changes_dir = driver.changes_dir(container_id)
     if changes_dir is not None:
-        return upper_changes(changes_dir, layers)
+        return own_changes(changes_dir, layers, upper_changes(changes_dir, layers))
     found = in_container_root(str(driver.rootfs_dir(container_id)),
                               driver.mounts(container_id, layers),
-                              lambda root: [(c.path, c.kind)
-                                            for c in walk_changes(Path(root), layers)])
+                              lambda root: [(c.path, c.kind) for c in own_changes(
+                                  Path(root), layers, walk_changes(Path(root), layers))])
     return [Change(path, kind) for path, kind in found]
+
+
+def own_changes(tree: Path, layers: Sequence[Path], found: list[Change]) -> list[Change]:
+    """``found`` in the container tree ``tree``, less the mount points pydock made there
+    for the container's /etc files (:func:`pydock.core.layers.changes.mount_points_made`)."""
+    return without_mount_points(found, mount_points_made(tree, layers), tree, layers)
 
 
 def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path],
@@ -64,14 +76,20 @@ def commit_layer(driver: StorageDriver, container_id: str, layers: Sequence[Path
     work.mkdir(mode=0o700)
     try:
         changes_dir = driver.changes_dir(container_id)
+        skip: set[str] = set()
         if changes_dir is None:
             changes_dir = work / "layer"
             in_container_root(str(driver.rootfs_dir(container_id)),
                               driver.mounts(container_id, layers),
-                              lambda root: build_change_layer(
-                                  Path(root), walk_changes(Path(root), layers), changes_dir))
+                              lambda root: build_change_layer(Path(root), own_changes(
+                                  Path(root), layers, walk_changes(Path(root), layers)),
+                                  changes_dir))
+        else:
+            found = upper_changes(changes_dir, layers)
+            skip = {c.path for c in found} - {
+                c.path for c in own_changes(changes_dir, layers, found)}
         with scratch_file(work) as tar:
-            write_layer_tar(tar, changes_dir)
+            write_layer_tar(tar, changes_dir, skip)
             failpoints.reached("commit.layer-written")
             tar.seek(0)
             return store.import_layer(tar)
@@ -104,7 +122,7 @@ def export(containers: Containers, name: str, output: Path) -> None:
 
     def write(root: str) -> None:
         with open(partial, "xb") as out:
-            write_layer_tar(out, Path(root))
+            write_layer_tar(out, Path(root), mount_points_made(Path(root), layers))
             out.flush()
             os.fsync(out.fileno())
 

@@ -23,11 +23,10 @@ from pydock.core.containers.liveness import (
     KILL_TIMEOUT,
     is_running,
     kill_process,
-    live_status,
     monitor_alive,
     process_alive,
 )
-from pydock.core.containers.spec import ExecOptions, RunOptions
+from pydock.core.containers.spec import BRIDGE, ExecOptions, RunOptions
 from pydock.core.containers.state import (
     EXITED,
     RUNNING,
@@ -42,10 +41,13 @@ from pydock.core.containers.store import ContainerStore
 from pydock.core.driver import StorageDriver
 from pydock.core.errors import PydockError
 from pydock.core.images.store import DEFAULT_IMAGE, Image
-from pydock.core.plugins import driver_home
 from pydock.core.processes import process_start_time
+from pydock.core.runtime import etcfiles
 from pydock.core.runtime.volumes import Volume, create_sources
-from pydock.core.storage_root import SECCOMP_CACHE
+from pydock.core.storage_root import NETWORK, SECCOMP_CACHE
+
+# Overrides the storage root's default network (a test suite's runs on "none", say).
+DEFAULT_NETWORK_VARIABLE = "PYDOCK_DEFAULT_NETWORK"
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
     from pydock.core.runtime.cgroups import Cgroup
@@ -74,6 +76,12 @@ class Containers(ContainerStore):
         Returns the record, its storage driver and the descriptor holding its lock (close
         it once the container is running or has failed to start).
         """
+        if options.network is None:
+            options = options._replace(network=self._default_network())
+        if options.network == BRIDGE:
+            from pydock.core.containers import network
+
+            network.check_host()
         image = self._image(options.image)
         driver = self.driver(options.driver)
         name = options.name if options.name is not None else self.state.generate_name()
@@ -93,6 +101,11 @@ class Containers(ContainerStore):
             return self.create(options)  # a parallel run drew the same name: draw again
         failpoints.reached("run.record-created")
         try:
+            address = ""
+            if options.network == BRIDGE:
+                address = self._lease(record, options, image.run_config)
+            # In the record's directory, which rm deletes: nothing else to clean up.
+            etcfiles.write_files(self.state.path(name), spec.etc_config(record.spec, address))
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
             driver.prepare(record.id, self.images.layer_paths(record.layers))
             create_sources([Volume.from_mount(mount) for mount in record.spec["mounts"]
@@ -101,12 +114,71 @@ class Containers(ContainerStore):
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 driver.remove(record.id)
+            if options.network == BRIDGE:
+                with contextlib.suppress(Exception):
+                    self._release_network(record)
             self.state.delete(name)
             os.close(lock)
             if isinstance(exc, Exception) and not isinstance(exc, PydockError):
                 raise PydockError(f"preparing storage ({driver.name}) failed: {exc}") from exc
             raise
         return record, driver, lock
+
+    def _default_network(self) -> str:
+        """``PYDOCK_DEFAULT_NETWORK``, else the storage root's ``default`` network
+        (``network/config.json``; docker's bridge when it says nothing): one small read,
+        nothing imported."""
+        import json
+
+        if os.environ.get(DEFAULT_NETWORK_VARIABLE):
+            return os.environ[DEFAULT_NETWORK_VARIABLE]
+        try:
+            given = json.loads((self.root / NETWORK / "config.json").read_bytes())
+            default = given.get("default", BRIDGE) if isinstance(given, dict) else None
+            if isinstance(default, str):
+                return default
+        except FileNotFoundError:
+            return BRIDGE
+        except (OSError, ValueError):
+            pass
+        from pydock.core.containers import network
+
+        return network.read_config(self.root).default  # which says what is wrong
+
+    def _lease(self, record: ContainerRecord, options: RunOptions,
+               image_config: dict[str, Any]) -> str:
+        from pydock.core.containers import network
+
+        wanted = network.parse_publish(options.publish, options.publish_all,
+                                       image_config.get("ExposedPorts"))
+        granted = network.lease(self.root, network.read_config(self.root), record.id, wanted)
+        failpoints.reached("net.leased")
+        return granted.address
+
+    def _connect(self, record: ContainerRecord) -> int:
+        """On the bridge: the container's network namespace, connected (-1 otherwise)."""
+        if spec.network_mode(record.spec) != BRIDGE:
+            return -1
+        from pydock.core.containers import network
+
+        config = network.read_config(self.root)
+        granted = network.lease_of(self.root, record.id)
+        if granted is None:
+            # Started again (`start`, `restart`): its address and ports went when it
+            # stopped, as docker's do. It takes them anew, and its /etc/hosts says so.
+            specs, publish_all, exposed = spec.publish_request(record.spec)
+            granted = network.lease(self.root, config, record.id,
+                                    network.parse_publish(specs, publish_all, exposed))
+            failpoints.reached("net.leased")
+            etcfiles.write_files(self.state.path(record.name),
+                                 spec.etc_config(record.spec, granted.address))
+        return network.connect(self.root, config, granted)
+
+    def _release_network(self, record: ContainerRecord) -> None:
+        if spec.network_mode(record.spec) == BRIDGE:
+            from pydock.core.containers import network
+
+            network.release(self.root, record.id)
 
     def run(self, options: RunOptions) -> tuple[str, int, str]:
         """Create a container and start it under its monitor: (id, exit code, error).
@@ -127,6 +199,7 @@ class Containers(ContainerStore):
         from pydock.core.runtime import cgroups, devices, monitor
 
         cgroup: Cgroup | None = None
+        netns = -1
         try:
             # Every container, limits or not: its cgroup is the root of its cgroup
             # namespace, and holds the device allowlist (pydock.core.runtime.cgroups).
@@ -134,8 +207,12 @@ class Containers(ContainerStore):
             cgroup = cgroups.create(self.root, record.id, cgroups.Limits.from_resources(
                 resources), devices.cgroup_rules(resources.get("devices", [])))
             failpoints.reached("run.cgroup-created")
+            netns = self._connect(record)
+            process = self._process(record.spec)
+            process = process._replace(netns_fd=netns, root=process.root._replace(
+                etc_files=etcfiles.mounts(self.state.path(record.name))))
             request = monitor.Launch(
-                spec=self._process(record.spec), rootfs=record.spec["root"]["path"],
+                spec=process, rootfs=record.spec["root"]["path"],
                 mounts=driver.mounts(record.id, self.images.layer_paths(record.layers)),
                 log_path=str(self.state.log_path(record.name)),
                 attach=not how.detach, tty=how.tty,
@@ -161,13 +238,20 @@ class Containers(ContainerStore):
                 if not fresh:
                     with contextlib.suppress(PydockError, OSError):
                         cgroups.remove(self.root, record.id)
+            if netns >= 0:
+                os.close(netns)
             if fresh:
                 with contextlib.suppress(PydockError, OSError):
                     self.remove(record.name, force=True, only_id=record.id)
+            else:
+                with contextlib.suppress(PydockError, OSError):
+                    self._release_network(record)
             raise
         try:
             if cgroup is not None:
                 cgroup.close()  # the monitor has its own copy, for the container to join
+            if netns >= 0:
+                os.close(netns)  # the monitor's copy is the container's
             exited = attach.follow(session, master, how.interactive, how.detach,
                                    lambda: self._lost_monitor(session, record))
         finally:
@@ -220,6 +304,9 @@ class Containers(ContainerStore):
             with contextlib.suppress(PydockError, OSError):
                 self.remove(record.name, force=True, only_id=record.id)
             return
+        # As docker: a container that has stopped holds no address and publishes no port.
+        with contextlib.suppress(PydockError, OSError):
+            self._release_network(record)
         self._update(record, status=EXITED, pid=0, exit_code=exited.code,
                      error=exited.error, finished=now(), oom_killed=exited.oom_killed)
 
@@ -322,6 +409,8 @@ class Containers(ContainerStore):
 
             cgroups.remove(self.root, record.id)
             failpoints.reached("rm.cgroup-removed")
+            self._release_network(record)
+            failpoints.reached("rm.network-released")
             self.stored_driver(record.driver).remove(record.id)
             failpoints.reached("rm.storage-removed")
             self.state.delete(name)
@@ -463,44 +552,6 @@ class Containers(ContainerStore):
 
     def inspect(self, name: str) -> dict[str, Any]:
         """docker-inspect-style description of one container."""
-        record = self.state.load(name)
-        status = live_status(record)
-        process = record.spec["process"]
-        graph_data: dict[str, str] = {}
-        with contextlib.suppress(PydockError):
-            cls = self.registry.driver_class(record.driver)
-            graph_data = cls(driver_home(self.root, record.driver)).metadata(
-                record.id, self.images.layer_paths(record.layers))
-        return {
-            "Id": record.id,
-            "Name": record.name,
-            "Created": record.created,
-            "Path": record.command[0],
-            "Args": record.command[1:],
-            "State": {
-                "Status": status,
-                "Running": status == RUNNING,
-                "OOMKilled": record.oom_killed,
-                "Pid": record.pid if status == RUNNING else 0,
-                "ExitCode": record.exit_code if record.exit_code is not None else 0,
-                "Error": record.error,
-                "StartedAt": record.started,
-                "FinishedAt": record.finished,
-            },
-            "RestartCount": record.restart_count,
-            "Image": f"sha256:{record.image_id.removeprefix('sha256:')}",
-            "GraphDriver": {"Name": record.driver, "Data": graph_data},
-            "Config": {
-                "Hostname": record.spec["hostname"],
-                "Env": process["env"],
-                "Cmd": record.command,
-                "Image": record.image,
-                "WorkingDir": process["cwd"],
-                "User": process["user"]["username"],
-            },
-            "Mounts": [Volume.from_mount(mount).describe() for mount in record.spec["mounts"]
-                       if mount.get("type", "bind") == "bind"],
-            "HostConfig": spec.host_config(record.spec),
-            # What the runtime runs, as an OCI runtime would read it from config.json.
-            "Spec": record.spec,
-        }
+        from pydock.core.containers.describe import describe
+
+        return describe(self, self.state.load(name))

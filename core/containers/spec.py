@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.images.store import DEFAULT_PATH
-from pydock.core.runtime import capabilities, devices, seccomp, security_opts
+from pydock.core.runtime import capabilities, devices, etcfiles, seccomp, security_opts
 from pydock.core.runtime.rootfs import MASKED_PATHS, READ_ONLY_PATHS
 from pydock.core.runtime.users import validate_user_spec
 from pydock.core.runtime.volumes import Volume, parse_volumes
@@ -52,6 +52,8 @@ OCI_VERSION = "1.2.0"
 HOST_CONFIG_ANNOTATION = "org.pydock.host-config"
 DEFAULT_DRIVER = "overlay"
 HOSTNAME_MAX = 64
+BRIDGE = "bridge"  # docker's default network, and pydock's
+NETWORKS = (BRIDGE, "host", "none")
 
 # Compiled (and cached) by re on first use: most runs give neither -e nor --hostname.
 _ENV_KEY = r"[^=\x00]+"
@@ -68,7 +70,7 @@ class RunOptions(NamedTuple):
     env: tuple[str, ...] = ()
     workdir: str | None = None
     hostname: str | None = None
-    network: str = "none"
+    network: str | None = "none"  # None (no --network given): the storage root's default
     read_only: bool = False
     remove: bool = False
     user: str | None = None
@@ -87,6 +89,11 @@ class RunOptions(NamedTuple):
     tmpfs: tuple[str, ...] = ()
     init: bool = False
     restart: str = "no"  # docker's --restart policy
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    add_host: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    publish_all: bool = False
 
 
 class ExecOptions(NamedTuple):
@@ -107,7 +114,26 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
     invalid, before anything exists."""
     if options.hostname is not None:
         validate_hostname(options.hostname)
-    hostname = options.hostname or name
+    if options.network is None or options.network not in NETWORKS:
+        raise PydockError(f"unknown network {options.network!r}: expected one of "
+                          f"{', '.join(NETWORKS)}")
+    # docker: on the host's network, the host's hostname.
+    hostname = options.hostname or (os.uname().nodename if options.network == "host"
+                                    else name)
+    dns = etcfiles.parse_dns(options.dns)
+    dns_search = etcfiles.parse_dns_search(options.dns_search)
+    extra_hosts = etcfiles.parse_add_host(options.add_host)
+    if (options.publish or options.publish_all) and options.network != "bridge":
+        raise PydockError(f"-p and -P publish ports of a container on the bridge network, "
+                          f"not on --network {options.network}")
+    bindings: dict[str, list[dict[str, str]]] = {}
+    if options.publish or options.publish_all:
+        from pydock.core.containers.network import parse_publish
+
+        for port in parse_publish(options.publish, False, None):
+            bindings.setdefault(f"{port.port}/{port.proto}", []).append(
+                {"HostIp": port.host_ip, "HostPort": str(port.host_port or "")})
+        parse_publish((), options.publish_all, image_config.get("ExposedPorts"))
     entrypoint = image_config.get("Entrypoint") or []
     image_cmd = image_config.get("Cmd") or []
     if options.entrypoint is not None:
@@ -159,7 +185,14 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
                **({"Init": True} if options.init else {}),
                **({"RestartPolicy": parse_restart(options.restart, options.remove)}
                   if options.restart != "no" else {}),
-               "SecurityOpt": security_opt,
+               "SecurityOpt": security_opt, "NetworkMode": options.network,
+               "Dns": list(dns), "DnsSearch": list(dns_search),
+               "ExtraHosts": [f"{host}:{address}" for host, address in extra_hosts],
+               "PortBindings": bindings, "PublishAllPorts": options.publish_all,
+               # Not docker's HostConfig: what `start` publishes again (see publish_request).
+               **({"Publish": list(options.publish)} if options.publish else {}),
+               **({"ExposedPorts": sorted(image_config.get("ExposedPorts") or {})}
+                  if options.publish_all else {}),
                "Devices": [{"PathOnHost": entry["hostPath"], "PathInContainer": entry["path"],
                             "CgroupPermissions": rule["access"]} for entry, rule in added]})
 
@@ -174,7 +207,7 @@ def _assemble(*, args: list[str], env: list[str], cwd: str, user: str, terminal:
     """The document itself, from values already checked."""
     granted = ["CAP_" + name for name in capability_set]
     namespaces = ["pid", "mount", "uts", "ipc", "cgroup"]
-    if network == "none":
+    if network != "host":  # none, or the bridge's namespace the runtime makes
         namespaces.append("network")
     return {
         "ociVersion": OCI_VERSION,
@@ -230,7 +263,10 @@ def from_legacy_record(fields: dict[str, Any]) -> dict[str, Any]:
         resources={**limits.to_resources(), "devices": devices.resource_rules()},
         nodes=_device_entries([]),
         given={"Binds": fields.get("volumes", []), "CapAdd": cap_add, "CapDrop": cap_drop,
-               "SecurityOpt": fields.get("security_opt", []), "Devices": []})
+               "SecurityOpt": fields.get("security_opt", []),
+               "NetworkMode": fields["network"], "Dns": [], "DnsSearch": [],
+               "ExtraHosts": [], "PortBindings": {}, "PublishAllPorts": False,
+               "Devices": []})
 
 
 def _recorded_capabilities(cap_add: list[str], cap_drop: list[str]) -> tuple[str, ...]:
@@ -303,7 +339,8 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         limits = cgroups.Limits.from_resources(spec["linux"]["resources"])
         memory, nano_cpus, pids = limits.memory, limits.nano_cpus, limits.pids
     return {
-        "NetworkMode": "none" if "network" in namespaces else "host",
+        "NetworkMode": given.get("NetworkMode") or (  # absent from older records
+            "none" if "network" in namespaces else "host"),
         "ReadonlyRootfs": spec["root"]["readonly"],
         "Binds": given["Binds"] or None,  # docker's null when there are none
         "Memory": memory,
@@ -316,6 +353,11 @@ def host_config(spec: dict[str, Any]) -> dict[str, Any]:
         "Tmpfs": given.get("Tmpfs") or None,
         "Init": given.get("Init", False),
         "RestartPolicy": restart_policy(spec),
+        "Dns": given.get("Dns") or [],
+        "DnsSearch": given.get("DnsSearch") or [],
+        "ExtraHosts": given.get("ExtraHosts") or None,  # docker's null when there are none
+        "PortBindings": given.get("PortBindings") or {},
+        "PublishAllPorts": given.get("PublishAllPorts", False),
     }
 
 
@@ -344,6 +386,31 @@ def restart_policy(spec: dict[str, Any]) -> dict[str, Any]:
     policy: dict[str, Any] = given.get("RestartPolicy") or {"Name": "no",
                                                            "MaximumRetryCount": 0}
     return policy
+
+
+def network_mode(spec: dict[str, Any]) -> str:
+    """bridge, host or none."""
+    mode: str = host_config(spec)["NetworkMode"]
+    return mode
+
+
+def etc_config(spec: dict[str, Any], address: str = "") -> etcfiles.EtcConfig:
+    """What the container's /etc/hostname, /etc/hosts and /etc/resolv.conf say."""
+    given = json.loads(spec["annotations"][HOST_CONFIG_ANNOTATION])
+    return etcfiles.EtcConfig(
+        hostname=spec["hostname"], network=host_config(spec)["NetworkMode"],
+        address=address, dns=tuple(given.get("Dns") or ()),
+        dns_search=tuple(given.get("DnsSearch") or ()),
+        extra_hosts=tuple((host, address) for host, _, address in (
+            entry.partition(":") for entry in given.get("ExtraHosts") or ())))
+
+
+def publish_request(spec: dict[str, Any]) -> tuple[list[str], bool, dict[str, Any]]:
+    """The container's ``-p`` values, ``-P``, and the ports its image exposed: what a
+    container started again publishes anew (its ports went when it stopped, as docker's)."""
+    given = json.loads(spec["annotations"][HOST_CONFIG_ANNOTATION])
+    return (list(given.get("Publish") or []), bool(given.get("PublishAllPorts")),
+            {port: {} for port in given.get("ExposedPorts") or []})
 
 
 def build_env(image_env: list[str], user_env: tuple[str, ...], hostname: str) -> list[str]:

@@ -291,3 +291,66 @@ def _in_top_layer(layers: Sequence[Path], relative: str, read: Callable[[int, st
             break
     return default
 
+
+
+# Where pydock bind mounts a container's own /etc/hostname, /etc/hosts and /etc/resolv.conf
+# (pydock.core.runtime.etcfiles). Where the image has none, pydock makes an empty file there
+# (and /etc, if the image has none) in the container's root to mount on: those are pydock's
+# mount points, not the container's changes, and diff, commit and export leave them out, as
+# docker's do (it makes them in an "init" layer below the container's own).
+MOUNT_POINT_DIR = "/etc"
+MOUNT_POINTS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def mount_points_made(tree: Path, layers: Sequence[Path]) -> set[str]:
+    """The mount points pydock made in the container tree ``tree`` (its changes directory or
+    its whole root) that are still as it made them: empty regular files where the image has
+    nothing, and /etc itself when the image has none and it holds nothing else. Nothing
+    in ``tree`` is followed: a container may have made /etc a symlink to anywhere."""
+    try:
+        tree_fd = os.open(tree, _DIR_FLAGS)
+    except FileNotFoundError:
+        return set()
+    try:
+        try:
+            etc_fd = os.open(MOUNT_POINT_DIR.strip("/"), _DIR_FLAGS, dir_fd=tree_fd)
+        except OSError:  # none, or not a directory (a symlink is not followed)
+            return set()
+        try:
+            made = set()
+            names = os.listdir(etc_fd)
+            for path in MOUNT_POINTS:
+                name = path.rpartition("/")[2]
+                if name not in names or image_lstat(layers, path) is not None:
+                    continue
+                st = os.stat(name, dir_fd=etc_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    made.add(path)
+        finally:
+            os.close(etc_fd)
+    finally:
+        os.close(tree_fd)
+    if made and image_lstat(layers, MOUNT_POINT_DIR) is None and len(names) == len(made):
+        made.add(MOUNT_POINT_DIR)
+    return made
+
+
+def without_mount_points(changes: Sequence[Change], made: set[str], tree: Path,
+                         layers: Sequence[Path]) -> list[Change]:
+    """``changes`` less pydock's mount points (:func:`mount_points_made`), and less the
+    change of /etc that making them caused (overlay copies a directory up to create a file
+    in it), if nothing else changed below it and its owner and mode are the image's."""
+    kept = [change for change in changes if change.path not in made]
+    if not made or MOUNT_POINT_DIR in made:
+        return kept
+    below = image_lstat(layers, MOUNT_POINT_DIR)
+    prefix = MOUNT_POINT_DIR + "/"
+    if below is None or any(change.path.startswith(prefix) for change in kept):
+        return kept
+    try:
+        st = os.lstat(tree / MOUNT_POINT_DIR.strip("/"))
+    except OSError:
+        return kept
+    if (st.st_mode, st.st_uid, st.st_gid) != (below.st_mode, below.st_uid, below.st_gid):
+        return kept
+    return [change for change in kept if change.path != MOUNT_POINT_DIR]

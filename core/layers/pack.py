@@ -18,6 +18,7 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -41,7 +42,7 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME | os.O_NONBLOCK
 
 
-def write_layer_tar(out: BinaryIO, layer: Path) -> str:
+def write_layer_tar(out: BinaryIO, layer: Path, skip: Collection[str] = ()) -> str:
     """Write the overlay-format directory ``layer`` to ``out`` as an OCI layer tar.
 
     Returns the hex sha256 of the bytes written, the layer's diff_id. The same tree always
@@ -53,14 +54,15 @@ def write_layer_tar(out: BinaryIO, layer: Path) -> str:
     (other xattrs go in SCHILY.xattr records). The layer root itself has no entry.
 
     Raises :class:`PydockError` for overlay metadata that has no OCI form (redirects,
-    metacopy), and :class:`OSError` if the layer cannot be read.
+    metacopy), and :class:`OSError` if the layer cannot be read. The absolute paths in
+    ``skip`` (a directory with all it holds) are left out.
     """
     writer = _HashingWriter(out)
     root_fd = os.open(layer, _DIR)
     try:
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,
                           encoding="utf-8", errors="surrogateescape") as tar:
-            _LayerTarWriter(tar, root_fd, layer).write()
+            _LayerTarWriter(tar, root_fd, layer, skip).write()
     finally:
         os.close(root_fd)
     return writer.sha256.hexdigest()
@@ -85,8 +87,10 @@ class _HashingWriter(io.RawIOBase):
 class _LayerTarWriter:
     """One walk of a layer into a tar: the walk's order and the hardlinks seen so far."""
 
-    def __init__(self, tar: tarfile.TarFile, root_fd: int, layer: Path) -> None:
+    def __init__(self, tar: tarfile.TarFile, root_fd: int, layer: Path,
+                 skip: Collection[str] = ()) -> None:
         self._tar = tar
+        self._skip = {path.strip("/") for path in skip}
         self._root_fd = root_fd
         self._layer = layer
         # (st_dev, st_ino) of an inode with several links -> the first path written for it.
@@ -102,6 +106,10 @@ class _LayerTarWriter:
                 continue
             parent = paths[walk.depth]
             path = join(parent, entry.name)
+            if path in self._skip:
+                if entry.is_dir:
+                    walk.skip()
+                continue
             try:
                 self._add(entry.dir_fd, parent, entry.name, entry.st)
             except OSError as e:

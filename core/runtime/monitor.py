@@ -227,6 +227,11 @@ class _Monitor:
             self.lock_fd, cgroup = again
             self.request = self.request._replace(cgroup=cgroup)
             signal.pthread_sigmask(signal.SIG_BLOCK, spawn.FORWARDED_SIGNALS)
+        if self.request.spec.netns_fd >= 0:
+            # Held across restarts, as docker's sandbox is: a restarted process finds its
+            # address, veth and published ports. Closed before the exit is recorded, which
+            # gives them back (the veth goes with the namespace).
+            os.close(self.request.spec.netns_fd)
         self._finish(exited)
 
     def _run_once(self) -> spawn.Exited:

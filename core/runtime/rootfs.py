@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
 from pydock.core.runtime.devices import Device, mount_devices
+from pydock.core.runtime.etcfiles import mount_etc_files
 from pydock.core.runtime.volumes import Volume, mount_volumes
 from pydock.core.syscalls import (
     MNT_DETACH,
@@ -74,6 +75,8 @@ class RootSpec(NamedTuple):
     devices: Sequence[Device] = ()
     masked_paths: Sequence[str] = ()  # relative to the root: "proc/kcore"
     read_only_paths: Sequence[str] = ()
+    # (host file, path in the container): /etc/hostname, /etc/hosts, /etc/resolv.conf
+    etc_files: Sequence[tuple[str, str]] = ()
 
 
 def prepare_root(rootfs: str, mounts: Sequence[Mount], spec: RootSpec) -> None:
@@ -95,6 +98,7 @@ def prepare_root(rootfs: str, mounts: Sequence[Mount], spec: RootSpec) -> None:
         mount_devices(root_fd, spec.devices)
         mount_sys(root_fd)
         mask_paths(root_fd, spec.masked_paths, spec.read_only_paths)
+        mount_etc_files(root_fd, spec.etc_files)
         if spec.tmpfs:
             _mount_volumes_and_tmpfs(root_fd, spec)
         else:

@@ -73,7 +73,8 @@ class ProcessSpec(NamedTuple):
     env: dict[str, str]
     workdir: str
     hostname: str
-    network: str  # "none": a new network namespace with only lo; "host": the host's
+    network: str  # "none": a network namespace of its own (netns_fd's, or a new one with
+    # only lo); "host": the host's
     read_only: bool
     user: str = ""  # NAME|UID[:GROUP|GID], resolved in the image; "" is root
     root: RootSpec = RootSpec()
@@ -85,6 +86,9 @@ class ProcessSpec(NamedTuple):
     # where the programs libseccomp compiles are kept ("": nowhere).
     seccomp: dict[str, Any] | None = None
     seccomp_cache: str = ""
+    # On the bridge: the network namespace made and connected for the container
+    # (pydock.core.runtime.bridge), which its first process enters instead of making one.
+    netns_fd: int = -1
 
 
 def process_spec(spec: dict[str, Any]) -> ProcessSpec:
@@ -303,7 +307,9 @@ def _set_up(spec: ProcessSpec, rootfs: str, mounts: Sequence[Mount], keep_fds: t
     # The cgroup namespace after the cgroup was joined (_begin_child): it is rooted at the
     # cgroup the process is in when it unshares (pydock.core.runtime.cgroups says why).
     namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-    if spec.network == "none":
+    if spec.network == "none" and spec.netns_fd >= 0:
+        setns(spec.netns_fd, CLONE_NEWNET)
+    elif spec.network == "none":
         namespaces |= CLONE_NEWNET
     unshare(namespaces)
     entry.join_new_session_keyring()
