@@ -283,6 +283,40 @@ def test_stop_releases_the_address_and_the_ports(pydock: Pydock,
     assert json.loads(pydock.ok("inspect", "web"))[0]["NetworkSettings"]["Ports"] == {}
 
 
+def test_a_container_started_again_is_on_the_bridge_with_its_ports(
+        pydock: Pydock, bridge: PrivateBridge) -> None:
+    port = free_port()
+    pydock.ok("run", "-d", "--name", "web", "-p", f"{port}:80", "sh", "-c", HTTPD)
+    http_get(port)
+    pydock.ok("stop", "-t", "1", "web")
+    pydock.ok("start", "web")
+    assert http_get(port) == "hello-from-web\n"
+    now = address(pydock, "web")
+    assert now and leases(pydock) == [now]
+    assert f"{now}\tweb" in pydock.ok("exec", "web", "cat", "/etc/hosts")
+    pydock.ok("restart", "-t", "1", "web")
+    assert http_get(port) == "hello-from-web\n"
+    pydock.ok("rm", "-f", "web")
+    assert leases(pydock) == [] and table_elements(bridge.table) == "" and refused(port)
+
+
+def test_a_restart_policy_keeps_the_container_on_the_bridge(
+        pydock: Pydock, bridge: PrivateBridge, tmp_path: Path) -> None:
+    # Each run of the command notes the address eth0 has, then fails: restarted twice.
+    pydock.ok("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "sh", "-c",
+              "ip -4 addr show eth0 | grep -o 'inet [0-9.]*' >> /seen; exit 3")
+    deadline = time.monotonic() + 30
+    while (info := pydock.inspect("flaky"))["RestartCount"] < 2 or (
+            info["State"]["Status"] != "exited"):
+        assert time.monotonic() < deadline, "the restarts did not end"
+        time.sleep(0.2)
+    pydock.ok("cp", "flaky:/seen", str(tmp_path / "seen"))
+    seen = (tmp_path / "seen").read_text().split()
+    assert seen[0::2] == ["inet"] * 3 and seen[1] == seen[3] == seen[5], seen
+    assert seen[1].startswith(bridge.gateway.rsplit(".", 1)[0] + ".")
+    assert leases(pydock) == []  # given back once it ended for good
+
+
 @pytest.fixture(scope="session")
 def debian_tarball(needs_root: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Debian rootfs (debootstrap's minbase, from the machine's own mirror and suite) as a
