@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 REGISTRY_BINARY = "docker-registry"
@@ -121,7 +121,25 @@ def htpasswd(path: Path, user: str = USER, password: str = PASSWORD) -> Path:
     return path
 
 
-class TokenServer:
+class _Served:
+    """An HTTP server on 127.0.0.1, in a thread while the ``with`` block lasts."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+class TokenServer(_Served):
     """A bearer-token server as Docker Hub's: ``GET /token?service=S&scope=repository:N:A``
     with the user's basic credentials (or none) gives ``{"token": JWT}``; the JWT grants
     every scope asked to :data:`USER`, and nothing to anonymous callers. Wrong credentials
@@ -148,22 +166,12 @@ class TokenServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.realm = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
+        self.realm = f"http://127.0.0.1:{self.port}/token"
 
     def registry_auth(self) -> dict[str, Any]:
         return {"token": {"realm": self.realm, "service": self.SERVICE, "issuer": self.ISSUER,
                           "rootcertbundle": str(self.cert)}}
-
-    def __enter__(self) -> TokenServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         query = parse_qs(urlparse(handler.path).query)
@@ -205,7 +213,7 @@ class TokenServer:
         return f"{signed}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
-class FakeRegistry:
+class FakeRegistry(_Served):
     """A registry served from memory on 127.0.0.1 that can misbehave on purpose.
 
     ``images[(repository, tag)] = manifest bytes`` and ``blobs[digest] = bytes`` are served as
@@ -231,9 +239,8 @@ class FakeRegistry:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
+        self.host = f"127.0.0.1:{self.port}"
 
     def add_image(self, repository: str, tag: str, manifest: bytes, media_type: str,
                   blobs: dict[str, bytes]) -> str:
@@ -244,15 +251,6 @@ class FakeRegistry:
         self.manifests[f"{repository}:{digest}"] = (manifest, media_type)
         self.blobs.update(blobs)
         return digest
-
-    def __enter__(self) -> FakeRegistry:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
     @staticmethod
     def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"",

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS, Layer, make_layers, pydock_on_copy
+from helpers import DRIVERS, Layer, load_layered, make_layers, pydock_on_copy
 from netfixtures import PrivateBridge, network_leftovers, remove_network_leftovers
 
 from pydock.core.cli.main import DEFAULT_ROOT
@@ -92,6 +92,16 @@ def dest(tmp_path: Path) -> Path:
 def layers(tmp_path_factory: pytest.TempPathFactory) -> list[Layer]:
     """Three uncompressed layers: busybox, /etc/greeting, /top.txt (test_image_transfer's)."""
     return make_layers(tmp_path_factory.mktemp("layers"), (False, False, False))
+
+
+@pytest.fixture(params=["default", "layered"])
+def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
+          layers: list[Layer]) -> tuple[str, ...]:
+    """``run``'s image arguments, for a test to run on the default image, then on a layered
+    image (make_layers' three layers and one of every busybox applet)."""
+    if request.param == "default":
+        return ()
+    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
 
 
 @pytest.fixture(scope="session")

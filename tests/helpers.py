@@ -21,7 +21,7 @@ import json
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,8 +189,9 @@ def docker_archive(path: Path, layers: list[Layer], tags: list[str],
     return config
 
 
-def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> bytes:
-    """An OCI image layout directory; returns its config bytes."""
+def blob_writer(directory: Path) -> Callable[[bytes, str], dict[str, Any]]:
+    """A function storing a blob in the OCI layout ``directory`` (its ``blobs/sha256``,
+    made here) and returning the blob's descriptor."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
 
@@ -198,6 +199,13 @@ def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> by
         digest = hashlib.sha256(data).hexdigest()
         (blobs / digest).write_bytes(data)
         return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    return blob
+
+
+def oci_layout(directory: Path, layers: list[Layer], ref_name: str | None) -> bytes:
+    """An OCI image layout directory; returns its config bytes."""
+    blob = blob_writer(directory)
 
     config = make_config(layers)
     layer_type = "application/vnd.oci.image.layer.v1.tar"

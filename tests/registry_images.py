@@ -6,9 +6,8 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from helpers import Layer, make_config, oci_layout
+from helpers import Layer, blob_writer, make_config, oci_layout
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -49,13 +48,7 @@ def three_layers(directory: Path, layers: list[Layer]) -> str:
 def multi_arch(directory: Path, layers: list[Layer]) -> dict[str, str]:
     """An OCI layout whose index has an amd64 and an arm64 image (the arm64 one has only
     the first two layers); ``{"amd64": image id, "arm64": image id}``."""
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def blob(data: bytes, media_type: str) -> dict[str, Any]:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+    blob = blob_writer(directory)
 
     ids, manifests = {}, []
     for arch, chosen in (("arm64", layers[:2]), ("amd64", layers)):
@@ -86,13 +79,7 @@ def zstd_layout(directory: Path, layers: list[Layer]) -> str:
     """The three layers, each zstd-compressed, as an OCI layout; its image id."""
     import zstandard
 
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def blob(data: bytes, media_type: str) -> dict[str, Any]:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+    blob = blob_writer(directory)
 
     config = make_config(layers)
     compressor = zstandard.ZstdCompressor()

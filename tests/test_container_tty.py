@@ -3,21 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from helpers import Layer, load_layered
 from test_exec_tty import Terminal, terminals  # noqa: F401 (a fixture)
 
 from pydock.testing.cli import Pydock
-
-
-@pytest.fixture(params=["default", "layered"])
-def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
-          layers: list[Layer]) -> tuple[str, ...]:
-    if request.param == "default":
-        return ()
-    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
 
 
 def test_tty_is_the_containers_own_pts_0(pydock: Pydock, image: tuple[str, ...],

@@ -8,18 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import Layer, load_layered
 
 from pydock.testing.cli import Pydock
-
-
-@pytest.fixture(params=["default", "layered"])
-def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
-          layers: list[Layer]) -> tuple[str, ...]:
-    if request.param == "default":
-        return ()
-    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
-
 
 SETUP = ("mkdir -p /data/sub && echo hello > /data/f && chmod 640 /data/f && "
          "echo deep > /data/sub/g && ln -s f /data/link && chown 1234:5678 /data/f")

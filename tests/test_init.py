@@ -5,23 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-from helpers import Layer, load_layered
-
 from pydock.testing.cli import Pydock
 
 # An orphan that exits while PID 1 (`exec sleep`) never calls wait(): a zombie, unless an
 # init reaps it.
 ZOMBIE_MAKER = "sh -c 'sleep 0.2 &'; exec sleep 600"
 ZOMBIES = "cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z || true"
-
-
-@pytest.fixture(params=["default", "layered"])
-def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
-          layers: list[Layer]) -> tuple[str, ...]:
-    if request.param == "default":
-        return ()
-    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
 
 
 def zombies(pydock: Pydock, name: str) -> int:

@@ -4,20 +4,10 @@ ends it for good."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-from helpers import Layer, load_layered
 
 from pydock.testing.cli import Pydock
-
-
-@pytest.fixture(params=["default", "layered"])
-def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
-          layers: list[Layer]) -> tuple[str, ...]:
-    if request.param == "default":
-        return ()
-    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
 
 
 def test_on_failure_2_restarts_exactly_twice(pydock: Pydock, image: tuple[str, ...]) -> None:

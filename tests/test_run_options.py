@@ -13,15 +13,6 @@ from helpers import Layer, load_layered
 
 from pydock.testing.cli import Pydock
 
-
-@pytest.fixture(params=["default", "layered"])
-def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
-          layers: list[Layer]) -> tuple[str, ...]:
-    if request.param == "default":
-        return ()
-    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
-
-
 # -- --entrypoint -----------------------------------------------------------------
 
 def test_entrypoint_replaces_the_images_and_its_cmd(pydock: Pydock, tmp_path: Path,

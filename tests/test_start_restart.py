@@ -3,20 +3,9 @@ root and spec, its output appended to its log."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from helpers import Layer, load_layered
 
 from pydock.testing.cli import Pydock
-
-
-@pytest.fixture(params=["default", "layered"])
-def image(request: pytest.FixtureRequest, pydock: Pydock, tmp_path: Path,
-          layers: list[Layer]) -> tuple[str, ...]:
-    if request.param == "default":
-        return ()
-    return ("--image", load_layered(pydock, tmp_path, layers, "layered:1"))
 
 
 def test_start_attached_reruns_with_the_same_root_and_appends_to_the_log(
