@@ -140,6 +140,15 @@ def test_publish_all_publishes_what_the_image_exposes(pydock: Pydock,
     assert http_get(int(ports[0]["HostPort"])) == "hello-from-web\n"
 
 
+def test_publish_all_refuses_exposed_ports_that_are_not_an_object(
+        pydock: Pydock, bridge: PrivateBridge) -> None:
+    # Was an internal error (TypeError): the image's config is the image author's.
+    tag_with_config(pydock, "odd", ExposedPorts=5)
+    pydock.refused("run", "--rm", "-P", "--image", "odd", "true",
+                   match="ExposedPorts is not a JSON object")
+    assert leases(pydock) == []
+
+
 def test_containers_reach_each_other_and_published_ports_through_the_host(
         pydock: Pydock, bridge: PrivateBridge) -> None:
     port = free_port()

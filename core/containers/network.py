@@ -118,6 +118,9 @@ def parse_publish(specs: Sequence[str], publish_all: bool,
             raise PydockError(f"invalid -p {spec!r}: a port is out of range")
         wanted.append(PortSpec(match["proto"] or "tcp", host_ip, host_port, port))
     if publish_all:
+        if exposed is not None and not isinstance(exposed, dict):
+            raise PydockError("the image's ExposedPorts is not a JSON object, so -P cannot "
+                              "publish it")
         for key in exposed or {}:
             number, _, proto = str(key).partition("/")
             if (not number.isdigit() or proto not in ("", "tcp", "udp")
