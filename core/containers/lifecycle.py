@@ -50,6 +50,7 @@ from pydock.core.storage_root import NETWORK, SECCOMP_CACHE
 DEFAULT_NETWORK_VARIABLE = "PYDOCK_DEFAULT_NETWORK"
 
 if TYPE_CHECKING:  # imported for real on the way to a container only
+    from pydock.core.containers.network import Lease
     from pydock.core.runtime.cgroups import Cgroup
     from pydock.core.runtime.logs import Entry
     from pydock.core.runtime.monitor import Session
@@ -103,7 +104,7 @@ class Containers(ContainerStore):
         try:
             address = ""
             if options.network == BRIDGE:
-                address = self._lease(record, options, image.run_config)
+                address = self._lease(record).address
             # In the record's directory, which rm deletes: nothing else to clean up.
             etcfiles.write_files(self.state.path(name), spec.etc_config(record.spec, address))
             self.images.confirm(record.image_id, record.image)  # `image rm` did not win
@@ -145,15 +146,16 @@ class Containers(ContainerStore):
 
         return network.read_config(self.root).default  # which says what is wrong
 
-    def _lease(self, record: ContainerRecord, options: RunOptions,
-               image_config: dict[str, Any]) -> str:
+    def _lease(self, record: ContainerRecord) -> Lease:
+        """An address and the ports the record asks to publish (at `run`, and again at
+        `start`: its address and ports go when it stops, as docker's do)."""
         from pydock.core.containers import network
 
-        wanted = network.parse_publish(options.publish, options.publish_all,
-                                       image_config.get("ExposedPorts"))
-        granted = network.lease(self.root, network.read_config(self.root), record.id, wanted)
+        specs, publish_all, exposed = spec.publish_request(record.spec)
+        granted = network.lease(self.root, network.read_config(self.root), record.id,
+                                network.parse_publish(specs, publish_all, exposed))
         failpoints.reached("net.leased")
-        return granted.address
+        return granted
 
     def _connect(self, record: ContainerRecord) -> int:
         """On the bridge: the container's network namespace, connected (-1 otherwise)."""
@@ -161,18 +163,12 @@ class Containers(ContainerStore):
             return -1
         from pydock.core.containers import network
 
-        config = network.read_config(self.root)
         granted = network.lease_of(self.root, record.id)
-        if granted is None:
-            # Started again (`start`, `restart`): its address and ports went when it
-            # stopped, as docker's do. It takes them anew, and its /etc/hosts says so.
-            specs, publish_all, exposed = spec.publish_request(record.spec)
-            granted = network.lease(self.root, config, record.id,
-                                    network.parse_publish(specs, publish_all, exposed))
-            failpoints.reached("net.leased")
+        if granted is None:  # started again (`start`, `restart`): /etc/hosts says anew
+            granted = self._lease(record)
             etcfiles.write_files(self.state.path(record.name),
                                  spec.etc_config(record.spec, granted.address))
-        return network.connect(self.root, config, granted)
+        return network.connect(self.root, network.read_config(self.root), granted)
 
     def _release_network(self, record: ContainerRecord) -> None:
         if spec.network_mode(record.spec) == BRIDGE:

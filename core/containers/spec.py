@@ -189,7 +189,7 @@ def build(options: RunOptions, image_config: dict[str, Any], name: str,
                "Dns": list(dns), "DnsSearch": list(dns_search),
                "ExtraHosts": [f"{host}:{address}" for host, address in extra_hosts],
                "PortBindings": bindings, "PublishAllPorts": options.publish_all,
-               # Not docker's HostConfig: what `start` publishes again (see publish_request).
+               # Not docker's HostConfig: what it publishes at each start (publish_request).
                **({"Publish": list(options.publish)} if options.publish else {}),
                **({"ExposedPorts": sorted(image_config.get("ExposedPorts") or {})}
                   if options.publish_all else {}),
@@ -406,8 +406,8 @@ def etc_config(spec: dict[str, Any], address: str = "") -> etcfiles.EtcConfig:
 
 
 def publish_request(spec: dict[str, Any]) -> tuple[list[str], bool, dict[str, Any]]:
-    """The container's ``-p`` values, ``-P``, and the ports its image exposed: what a
-    container started again publishes anew (its ports went when it stopped, as docker's)."""
+    """The container's ``-p`` values, ``-P``, and the ports its image exposed: what it
+    publishes when it starts (at `run`, and anew at `start`)."""
     given = json.loads(spec["annotations"][HOST_CONFIG_ANNOTATION])
     return (list(given.get("Publish") or []), bool(given.get("PublishAllPorts")),
             {port: {} for port in given.get("ExposedPorts") or []})
