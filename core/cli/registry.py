@@ -43,9 +43,7 @@ def pull(ctx: Context, reference: str, wanted_platform: str | None, tls_verify: 
     if quiet:
         click.echo(pulled.image.id)
         return
-    click.echo(f"Digest: {pulled.digest}")
-    click.echo(f"Status: {'Downloaded newer image' if pulled.fresh else 'Image is up to date'}"
-               f" for {pulled.name}")
+    click.echo(pulled.status)
     click.echo(pulled.image.id)
 
 

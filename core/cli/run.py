@@ -96,9 +96,9 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
     if options["tty"] and options["interactive"] and not os.isatty(0):
         raise PydockError("the input device is not a TTY: drop -t, or run from a terminal")
     pull = options.pop("pull")
-    if pull == "always" and options["image"]:
-        _pull(ctx, options["image"])
     containers = ctx.containers()
+    if pull == "always" and options["image"]:
+        _pull(containers.images, options["image"])
     try:
         container_id, code, error = containers.run(RunOptions(command=command, **options))
     except PydockError as exc:
@@ -108,7 +108,7 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
         if pull != "missing" or not options["image"] or not isinstance(exc, NoSuchImage):
             raise
         try:
-            _pull(ctx, options["image"])
+            _pull(containers.images, options["image"])
         except PydockError as failed:
             raise PydockError(f"{exc}, and pulling it failed: {failed}") from None
         container_id, code, error = containers.run(RunOptions(command=command, **options))
@@ -121,15 +121,13 @@ def run(ctx: Context, /, command: tuple[str, ...], **options: Any) -> None:
     sys.exit(code)
 
 
-def _pull(ctx: Context, reference: str) -> None:
-    """``pydock pull``, its report on stderr (stdout is the container's). Only here does a
-    run import the registry code, and httpx with it."""
+def _pull(images: Any, reference: str) -> None:
+    """``pydock pull`` into the store ``images``, its report on stderr (stdout is the
+    container's). Only here does a run import the registry code, and httpx with it."""
     from pydock.core.images.registry.pull import pull
 
-    pulled = pull(ctx.containers().images, reference)
-    click.echo(f"{pulled.summary}\nDigest: {pulled.digest}\nStatus: "
-               f"{'Downloaded newer image' if pulled.fresh else 'Image is up to date'} for "
-               f"{pulled.name}", err=True)
+    pulled = pull(images, reference)
+    click.echo(f"{pulled.summary}\n{pulled.status}", err=True)
 
 
 def image_hint(containers: Any, word: str) -> str:

@@ -60,6 +60,12 @@ class Pulled:
     fresh: bool  # anything new was stored
     summary: str  # one line: blobs, what was there already, bytes, time
 
+    @property
+    def status(self) -> str:
+        """docker pull's last lines but the id: the digest, and what the pull changed."""
+        done = "Downloaded newer image" if self.fresh else "Image is up to date"
+        return f"Digest: {self.digest}\nStatus: {done} for {self.name}"
+
 
 def machine_platform() -> str:
     machine = host_platform.machine()
