@@ -23,10 +23,14 @@ fi
 # over TLS and a token server's signing key; tini: run --init, whose static build
 # (tini-static) is the container's PID 1, as docker's init is (core/runtime/init.py);
 # nftables: the bridge network's NAT and -p (core/runtime/nft.py); debootstrap: the Debian
-# image the network tests run apt-get in.
+# image the network tests run apt-get in; containerd (with ctr): the containerd the
+# snapshotter tests start privately, with pydock as its proxy snapshotter; golang-go and
+# golang-github-containerd-containerd-dev: containerd's own snapshotter test suite, built
+# offline from Debian's sources against containerd's proxy client, and the .proto files
+# pydock's gRPC modules are generated from (scripts/generate-containerd-api.sh).
 packages=(busybox-static util-linux btrfs-progs skopeo umoci podman runc gcc libc6-dev
           gcc-aarch64-linux-gnu libseccomp2 docker-registry apache2-utils openssl tini
-          nftables debootstrap)
+          nftables debootstrap containerd golang-go golang-github-containerd-containerd-dev)
 # The distribution's own python3 (Debian 12: 3.11.2), never whatever python3 comes first
 # on PATH: CI then tests exactly what a newcomer's `sudo bash scripts/setup.sh` gets, and a
 # newer patch release on a developer's machine cannot hide a use of what 3.11.2 lacks.
@@ -58,6 +62,6 @@ fi
 # finder costs about 25 ms per `pydock` command). A new module needs this script re-run.
 pip_install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check
              --config-settings editable_mode=strict)
-"${pip_install[@]}" -e '.[test]'
+"${pip_install[@]}" -e '.[test,containerd]'
 "${pip_install[@]}" -e plugins_example
 echo "pydock is installed: $(pwd)/.venv/bin/pydock"

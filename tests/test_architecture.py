@@ -53,6 +53,9 @@ class Layer(NamedTuple):
 # - drivers: plugins. They implement the contract with the ground floor and the layer format
 #   (flattening a chain), and must never reach into images, runtime or containers: a
 #   third-party driver cannot either.
+# - snapshotter: containerd's Snapshots API served over any driver (`pydock snapshotter
+#   serve`). It sits above containers, whose naive differ builds its committed layers for
+#   drivers without a changes directory, and below the CLI that starts it.
 # - testing: the conformance suite and test helpers, free to use anything it tests.
 LAYERS: tuple[Layer, ...] = (
     Layer("ground", (
@@ -68,11 +71,12 @@ LAYERS: tuple[Layer, ...] = (
     Layer("runtime", ("pydock.core.runtime.*",)),
     Layer("containers", ("pydock.core.containers.*",)),
     Layer("bench", ("pydock.core.bench.*",)),
+    Layer("snapshotter", ("pydock.core.snapshotter.*",)),
     Layer("cli", ("pydock.core.cli.*",)),
     Layer("drivers", ("pydock.drivers.*",), uses=("ground", "contract", "layers", "drivers")),
     Layer("testing", ("pydock.testing.*",), uses=(
-        "ground", "contract", "layers", "images", "runtime", "containers", "bench", "cli",
-        "drivers", "testing",
+        "ground", "contract", "layers", "images", "runtime", "containers", "bench",
+        "snapshotter", "cli", "drivers", "testing",
     )),
 )
 
