@@ -1,0 +1,286 @@
+"""containerd runs containers on pydock's drivers through ``pydock snapshotter serve``.
+
+Real components end to end: Debian's containerd 1.6 with one proxy plugin per driver
+(:mod:`pydock.testing.containerd`), archives written by ``pydock image save`` and by
+``podman save``, ``ctr`` as an operator types it. One containerd serves the module (each test
+has a namespace of its own in it); the tests that stop or kill a serve get a containerd of
+their own, so that no other test sees it go.
+
+What a container sees is checked through its files: one from a lower layer, one a higher
+layer deleted (a whiteout that containerd's applier writes into a snapshot and the serve's
+Commit has to turn into a layer), one a previous container wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import DRIVERS, Layer, busybox_rootfs, docker_archive, load_layered, make_layer
+
+from pydock.testing.cli import Pydock, mounts_under
+from pydock.testing.containerd import (
+    Containerd,
+    backend_snapshots,
+    have_containerd,
+    private_containerd,
+)
+
+pytestmark = [pytest.mark.needs_root,
+              pytest.mark.skipif(not have_containerd(), reason="containerd is not installed "
+                                 "(scripts/setup.sh installs Debian's)")]
+
+DEFAULT = "docker.io/pydock/default:latest"
+LAYERED = "docker.io/library/layered:1"
+# layered:1 and a committed layer that deletes /etc/greeting and adds /added.txt.
+WHITEOUT = "docker.io/library/layered-rm:1"
+# Inside the whiteout image: the lower layer's file, the deleted one gone, the added one.
+WHITEOUT_CHECK = ("sh", "-c", "cat /top.txt /added.txt; test -e /etc/greeting || echo gone")
+WHITEOUT_SEEN = "top layer\nadded\ngone\n"
+
+
+@pytest.fixture(scope="module")
+def archives(template_root: Path, tmp_path_factory: pytest.TempPathFactory,
+             layers: list[Layer]) -> dict[str, Path]:
+    """docker archives ``pydock image save`` wrote: the default image, the layered image
+    of tests/conftest.py's ``image`` fixture, and that image with a layer ``pydock commit``
+    made from a container that deleted a file of a lower layer."""
+    work = tmp_path_factory.mktemp("archives")
+    pydock = Pydock(work / "root")
+    subprocess.run(["cp", "-a", str(template_root), str(pydock.root)], check=True)
+    load_layered(pydock, work, layers, "layered:1")
+    pydock.ok("run", "--name", "w", "--image", "layered:1", "sh", "-c",
+              "rm /etc/greeting && echo added > /added.txt")
+    pydock.ok("commit", "w", "layered-rm:1")
+    pydock.ok("rm", "w")
+    saved = {}
+    for name, reference in (("default", "pydock/default"), ("layered", "layered:1"),
+                            ("whiteout", "layered-rm:1")):
+        saved[name] = work / f"{name}.tar"
+        pydock.ok("image", "save", "-o", str(saved[name]), reference)
+    return saved
+
+
+@pytest.fixture(scope="module")
+def ctd(needs_root: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """The module's containerd, with a snapshotter per built-in driver on roots of its own."""
+    roots = tmp_path_factory.mktemp("ctd-roots")
+    with private_containerd({driver: roots / driver for driver in DRIVERS}) as running:
+        yield running
+
+
+def snapshotter(driver: str) -> str:
+    return f"pydock-{driver}"
+
+
+def import_(ctd: Containerd, namespace: str, driver: str, *archives: Path) -> None:
+    for archive in archives:
+        ctd.ctr("images", "import", "--snapshotter", snapshotter(driver), str(archive),
+                namespace=namespace)
+
+
+def run(ctd: Containerd, namespace: str, driver: str, image: str, *command: str) -> str:
+    """``ctr run --rm`` of ``command``: its output."""
+    container = f"c{time.monotonic_ns()}"
+    return ctd.ctr("run", "--rm", "--snapshotter", snapshotter(driver), image, container,
+                   *command, namespace=namespace).stdout
+
+
+def snapshots(ctd: Containerd, namespace: str, driver: str) -> dict[str, tuple[str, str]]:
+    """``ctr snapshots ls``: key -> (parent, kind), as containerd's metadata has them."""
+    out = ctd.ctr("snapshots", "--snapshotter", snapshotter(driver), "ls",
+                  namespace=namespace).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    return {row[0]: ("", row[1]) if len(row) == 2 else (row[1], row[2]) for row in rows}
+
+
+def eventually(condition: str, check: Callable[[], bool], timeout: float = 20,
+               interval: float = 0.25) -> None:
+    """Poll ``check``: containerd removes snapshots from their backend in its garbage
+    collection, a few seconds after they went from its metadata."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not after {timeout:.0f} s: {condition}")
+        time.sleep(interval)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_pydock_saved_images_run_with_their_files(ctd: Containerd, archives: dict[str, Path],
+                                                  driver: str) -> None:
+    namespace = f"files-{driver}"
+    import_(ctd, namespace, driver, archives["default"], archives["layered"],
+            archives["whiteout"])
+    listed = ctd.ctr("images", "ls", "-q", namespace=namespace).stdout.split()
+    assert sorted(listed) == sorted([DEFAULT, LAYERED, WHITEOUT])
+    assert run(ctd, namespace, driver, DEFAULT, "sh", "-c", "echo hello; id -u") == "hello\n0\n"
+    assert run(ctd, namespace, driver, LAYERED, "cat", "/etc/greeting", "/top.txt") == \
+        "hello from the middle\ntop layer\n"
+    assert run(ctd, namespace, driver, WHITEOUT, *WHITEOUT_CHECK) == WHITEOUT_SEEN
+
+
+@pytest.mark.parametrize("driver", [d for d in DRIVERS if d != "bind"])
+def test_a_containers_writes_are_invisible_to_the_next(ctd: Containerd,
+                                                       archives: dict[str, Path],
+                                                       driver: str) -> None:
+    # Not on bind: its containers of one image share one directory, by design (docs).
+    namespace = f"writes-{driver}"
+    import_(ctd, namespace, driver, archives["layered"])
+    run(ctd, namespace, driver, LAYERED, "sh", "-c",
+        "echo scribbled > /top.txt && rm /etc/greeting && touch /new")
+    assert run(ctd, namespace, driver, LAYERED, "sh", "-c",
+               "cat /top.txt /etc/greeting; test -e /new || echo no-new") == \
+        "top layer\nhello from the middle\nno-new\n"
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_ctr_snapshots_ls_usage_mounts_rm(ctd: Containerd, archives: dict[str, Path],
+                                          driver: str) -> None:
+    namespace, name = f"snapshots-{driver}", snapshotter(driver)
+    import_(ctd, namespace, driver, archives["default"])
+    [(layer, (parent, kind))] = snapshots(ctd, namespace, driver).items()
+    assert (parent, kind) == ("", "Committed")
+    assert layer.startswith("sha256:")  # the chain id of the image's one layer
+
+    ctd.ctr("snapshots", "--snapshotter", name, "prepare", "scratch", layer,
+            namespace=namespace)
+    assert snapshots(ctd, namespace, driver)["scratch"] == (layer, "Active")
+    mounted = ctd.ctr("snapshots", "--snapshotter", name, "mounts", "/mnt", "scratch",
+                      namespace=namespace).stdout
+    assert mounted.startswith("mount -t overlay" if driver == "overlay" else "mount -t bind")
+
+    usage = ctd.ctr("snapshots", "--snapshotter", name, "usage", "-b",
+                    namespace=namespace).stdout
+    sizes = {row[0]: int(row[1]) for row in map(str.split, usage.splitlines()[1:])}
+    busybox = os.path.getsize(shutil.which("busybox") or "")
+    assert sizes[layer] >= busybox  # stored at commit: the layer holds busybox
+
+    refused = ctd.ctr("snapshots", "--snapshotter", name, "rm", layer, namespace=namespace,
+                      check=False)
+    assert refused.returncode != 0  # it is scratch's parent
+    ctd.ctr("snapshots", "--snapshotter", name, "rm", "scratch", namespace=namespace)
+    assert list(snapshots(ctd, namespace, driver)) == [layer]
+    ctd.ctr("snapshots", "--snapshotter", name, "rm", layer, namespace=namespace)
+    assert snapshots(ctd, namespace, driver) == {}
+    eventually("the serve forgot the namespace's snapshots", lambda: not any(
+        key.startswith(f"{namespace}/") for key in backend_snapshots(ctd.snapshotters[driver])))
+
+
+def test_podman_saved_archive_runs(ctd: Containerd, archives: dict[str, Path],
+                                   tmp_path: Path) -> None:
+    """podman loads pydock's archive and saves it again, with layers and a manifest of its
+    own making; containerd imports that into pydock-overlay."""
+    saved = tmp_path / "podman-saved.tar"
+    with podman() as command:
+        out = subprocess.run([*command, "load", "-i", str(archives["whiteout"])], check=True,
+                             capture_output=True, text=True).stdout
+        [loaded] = re.findall(r"Loaded image: (\S+)", out)
+        subprocess.run([*command, "save", "--format", "docker-archive", "-o", str(saved),
+                        loaded], check=True, capture_output=True)
+    import_(ctd, "podman", "overlay", saved)
+    [image] = ctd.ctr("images", "ls", "-q", namespace="podman").stdout.split()
+    assert image.endswith(loaded)
+    assert run(ctd, "podman", "overlay", image, *WHITEOUT_CHECK) == WHITEOUT_SEEN
+
+
+@contextlib.contextmanager
+def podman() -> Iterator[list[str]]:
+    """podman's command line on a store of its own, removed after. Not under tmp_path:
+    podman refuses a runroot longer than 50 characters. Its blob-info cache, which it writes
+    under /var/lib/containers whatever --root says, is a directory of ours in a mount
+    namespace of its own."""
+    home = Path(tempfile.mkdtemp(prefix="pdpm-", dir="/tmp"))
+    (home / "cache").mkdir()
+    base = ["podman", "--root", str(home / "root"), "--runroot", str(home / "run"),
+            "--tmpdir", str(home / "tmp"), "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    cache = Path("/var/lib/containers/cache")
+    command = base if not cache.is_dir() else [
+        "unshare", "--mount", "--propagation", "private", "sh", "-c",
+        'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(home / "cache"),
+        str(cache), *base]
+    try:
+        yield command
+    finally:
+        subprocess.run([*command, "system", "reset", "--force"], capture_output=True,
+                       timeout=120)
+        assert mounts_under(home) == []
+        shutil.rmtree(home)
+
+
+def test_a_serve_restarted_between_import_and_run(archives: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    with private_containerd({"overlay": tmp_path / "root"}) as own:
+        import_(own, "default", "overlay", archives["whiteout"])
+        before = snapshots(own, "default", "overlay")
+        own.snapshotters["overlay"].restart()
+        own.wait_until_reachable("overlay")
+        assert snapshots(own, "default", "overlay") == before
+        assert run(own, "default", "overlay", WHITEOUT, *WHITEOUT_CHECK) == WHITEOUT_SEEN
+
+
+def big_archive(directory: Path) -> tuple[Path, dict[str, str]]:
+    """An image of busybox and three layers of a 24 MiB random file each: long enough to
+    unpack that a kill -9 lands in the middle. Returns the archive and each file's sha256."""
+    layers, digests = [make_layer(busybox_rootfs(directory / "base"), False)], {}
+    for number in range(3):
+        data, buffer = os.urandom(24 << 20), io.BytesIO()
+        digests[f"/data/{number}"] = hashlib.sha256(data).hexdigest()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            info = tarfile.TarInfo(f"data/{number}")
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+        layers.append(Layer(buffer.getvalue(), buffer.getvalue()))
+    docker_archive(directory / "big.tar", layers, ["big:1"])
+    return directory / "big.tar", digests
+
+
+def test_a_serve_killed_during_an_import_then_a_clean_retry(tmp_path: Path) -> None:
+    archive, digests = big_archive(tmp_path)
+    root = tmp_path / "root"
+    with private_containerd({"overlay": root}) as own:
+        serve = own.snapshotters["overlay"]
+        importing = subprocess.Popen(
+            ["ctr", "--address", str(own.address), "images", "import", "--snapshotter",
+             "pydock-overlay", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        # Killed as soon as a layer is being unpacked into an active snapshot.
+        eventually("an import's snapshot appeared",
+                   lambda: "ACTIVE" in backend_snapshots(serve).values(), 60, 0.01)
+        serve.kill()
+        _out, err = importing.communicate(timeout=120)
+        assert importing.returncode != 0, "the import ended before the kill: make it longer"
+        assert "unavailable" in err or "connection" in err, err
+
+        serve.start()
+        own.wait_until_reachable("overlay")
+        own.ctr("images", "import", "--snapshotter", "pydock-overlay", str(archive))
+        check = "; ".join(f"sha256sum {path}" for path in digests)
+        out = run(own, "default", "overlay", "docker.io/library/big:1", "sh", "-c", check)
+        assert {line.split()[1]: line.split()[0] for line in out.splitlines()} == digests
+
+        # The half-unpacked snapshot goes in containerd's next garbage collection: the serve
+        # ends with the image's four committed layers and nothing else.
+        eventually("the serve holds only the image's committed layers", lambda: sorted(
+            backend_snapshots(serve).values()) == ["COMMITTED"] * 4)
+        assert [kind for _parent, kind in snapshots(own, "default", "overlay").values()] == \
+            ["Committed"] * 4
+    assert scratch_left(root) == []
+
+
+def scratch_left(root: Path) -> list[str]:
+    """Entries under ``root`` named as pydock names work in progress (``.tmp-<pid>-...``,
+    :func:`pydock.core.files.hidden_name`): once the serve has stopped, none may be left."""
+    pattern = re.compile(r"\.[a-z]+-\d+-\d+-[0-9a-f]{16}")
+    return [str(path) for path in root.rglob(".*") if pattern.fullmatch(path.name)]
