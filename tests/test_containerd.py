@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -246,41 +247,69 @@ def big_archive(directory: Path) -> tuple[Path, dict[str, str]]:
     return directory / "big.tar", digests
 
 
-def test_a_serve_killed_during_an_import_then_a_clean_retry(tmp_path: Path) -> None:
-    archive, digests = big_archive(tmp_path)
+@pytest.mark.parametrize("crash", ["kill -9", "snapshotter.storage-prepared",
+                                   "snapshotter.layer-made", "snapshotter.committed"])
+def test_a_serve_crashing_during_an_import_then_a_clean_retry(
+        archives: dict[str, Path], tmp_path: Path, crash: str) -> None:
+    """The serve dies mid-import: killed from outside while a layer is being unpacked, or at
+    one of its own steps (a failpoint: storage made, not yet in the graph; a layer made from
+    an active snapshot; the graph committed, containerd not yet told). The import fails; once
+    the serve is back, the same import succeeds and the root keeps nothing of the first."""
+    if crash == "kill -9":
+        archive, digests = big_archive(tmp_path)
+        image, check = "docker.io/library/big:1", "; ".join(f"sha256sum {p}" for p in digests)
+    else:
+        archive, image = archives["whiteout"], WHITEOUT
     root = tmp_path / "root"
     with private_containerd({"overlay": root}) as own:
         serve = own.snapshotters["overlay"]
+        if crash != "kill -9":
+            serve.stop()
+            serve.start(env={"PYDOCK_FAILPOINT": crash})
         importing = subprocess.Popen(
             ["ctr", "--address", str(own.address), "images", "import", "--snapshotter",
              "pydock-overlay", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
-        # Killed as soon as a layer is being unpacked into an active snapshot.
-        eventually("an import's snapshot appeared",
-                   lambda: "ACTIVE" in backend_snapshots(serve).values(), 60, 0.01)
-        serve.kill()
+        if crash == "kill -9":
+            # As soon as a layer is being unpacked into an active snapshot.
+            eventually("an import's snapshot appeared", lambda: importing.poll() is not None
+                       or "ACTIVE" in backend_snapshots(serve).values(), 60, 0.01)
+            serve.kill()
         _out, err = importing.communicate(timeout=120)
-        assert importing.returncode != 0, "the import ended before the kill: make it longer"
+        assert importing.returncode != 0, "the import ended before the serve died"
         assert "unavailable" in err or "connection" in err, err
+        serve.kill()  # reaped; a failpoint's SIGKILL has ended it already
 
         serve.start()
         own.wait_until_reachable("overlay")
         own.ctr("images", "import", "--snapshotter", "pydock-overlay", str(archive))
-        check = "; ".join(f"sha256sum {path}" for path in digests)
-        out = run(own, "default", "overlay", "docker.io/library/big:1", "sh", "-c", check)
-        assert {line.split()[1]: line.split()[0] for line in out.splitlines()} == digests
+        if crash == "kill -9":
+            out = run(own, "default", "overlay", image, "sh", "-c", check)
+            assert {line.split()[1]: line.split()[0] for line in out.splitlines()} == digests
+        else:
+            assert run(own, "default", "overlay", image, *WHITEOUT_CHECK) == WHITEOUT_SEEN
 
-        # The half-unpacked snapshot goes in containerd's next garbage collection: the serve
-        # ends with the image's four committed layers and nothing else.
+        # What the first import left goes in containerd's next garbage collection: the serve
+        # ends with the image's committed layers, as containerd has them, and nothing else.
+        layers = snapshots(own, "default", "overlay")
+        assert {kind for _parent, kind in layers.values()} == {"Committed"}
         eventually("the serve holds only the image's committed layers", lambda: sorted(
-            backend_snapshots(serve).values()) == ["COMMITTED"] * 4)
-        assert [kind for _parent, kind in snapshots(own, "default", "overlay").values()] == \
-            ["Committed"] * 4
-    assert scratch_left(root) == []
+            backend_snapshots(serve).values()) == ["COMMITTED"] * len(layers))
+    assert_holds_only_committed_layers(root, len(layers))
 
 
-def scratch_left(root: Path) -> list[str]:
-    """Entries under ``root`` named as pydock names work in progress (``.tmp-<pid>-...``,
-    :func:`pydock.core.files.hidden_name`): once the serve has stopped, none may be left."""
-    pattern = re.compile(r"\.[a-z]+-\d+-\d+-[0-9a-f]{16}")
-    return [str(path) for path in root.rglob(".*") if pattern.fullmatch(path.name)]
+def assert_holds_only_committed_layers(root: Path, count: int) -> None:
+    """The serve's root, read after it stopped: its graph (``snapshotter/metadata.json``)
+    names ``count`` committed snapshots, ``snapshotter/layers/`` holds their layers and
+    nothing else, the driver holds no container, and no work in progress is left."""
+    graph = json.loads((root / "snapshotter" / "metadata.json").read_text())
+    snapshots = list(graph["snapshots"].values())
+    assert [s["kind"] for s in snapshots] == ["committed"] * count
+    assert sorted(os.listdir(root / "snapshotter" / "layers")) == \
+        sorted(str(s["id"]) for s in snapshots)
+    storage = root / "storage" / "overlay"
+    assert not storage.exists() or [p.name for p in storage.iterdir()
+                                    if re.fullmatch(r"[0-9a-f]{64}", p.name)] == []
+    # pydock names work in progress <prefix><pid>-<start time>-<random> (files.hidden_name).
+    scratch = re.compile(r"\.[a-z]+-\d+-\d+-[0-9a-f]{16}")
+    assert [str(p) for p in root.rglob(".*") if scratch.fullmatch(p.name)] == []
