@@ -301,15 +301,17 @@ def test_a_serve_crashing_during_an_import_then_a_clean_retry(
 def assert_holds_only_committed_layers(root: Path, count: int) -> None:
     """The serve's root, read after it stopped: its graph (``snapshotter/metadata.json``)
     names ``count`` committed snapshots, ``snapshotter/layers/`` holds their layers and
-    nothing else, the driver holds no container, and no work in progress is left."""
+    nothing else, the driver holds no container, and no work in progress is left (the
+    layout of pydock.core.snapshotter.snapshots)."""
     graph = json.loads((root / "snapshotter" / "metadata.json").read_text())
     snapshots = list(graph["snapshots"].values())
     assert [s["kind"] for s in snapshots] == ["committed"] * count
     assert sorted(os.listdir(root / "snapshotter" / "layers")) == \
         sorted(str(s["id"]) for s in snapshots)
-    storage = root / "storage" / "overlay"
-    assert not storage.exists() or [p.name for p in storage.iterdir()
-                                    if re.fullmatch(r"[0-9a-f]{64}", p.name)] == []
+    # The driver's home (pydock.core.plugins.driver_home of the snapshotter's directory)
+    # held the active snapshots: their containers are named by 64 hex digits.
+    storage = root / "snapshotter" / "storage" / "overlay"
+    assert [p.name for p in storage.iterdir() if re.fullmatch(r"[0-9a-f]{64}", p.name)] == []
     # pydock names work in progress <prefix><pid>-<start time>-<random> (files.hidden_name).
     scratch = re.compile(r"\.[a-z]+-\d+-\d+-[0-9a-f]{16}")
     assert [str(p) for p in root.rglob(".*") if scratch.fullmatch(p.name)] == []
