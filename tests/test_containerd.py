@@ -178,6 +178,43 @@ def test_ctr_snapshots_ls_usage_mounts_rm(ctd: Containerd, archives: dict[str, P
         key.startswith(f"{namespace}/") for key in backend_snapshots(ctd.snapshotters[driver])))
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_usage_of_a_containers_snapshot_counts_its_writes(ctd: Containerd,
+                                                          archives: dict[str, Path],
+                                                          driver: str) -> None:
+    namespace, name = f"usage-{driver}", snapshotter(driver)
+    import_(ctd, namespace, driver, archives["default"])
+    ctd.ctr("containers", "create", "--snapshotter", name, DEFAULT, "writer", "dd",
+            "if=/dev/zero", "of=/written", "bs=1024", "count=2048", namespace=namespace)
+
+    def usage() -> int:
+        out = ctd.ctr("snapshots", "--snapshotter", name, "usage", "-b", "writer",
+                      namespace=namespace).stdout
+        return int(out.splitlines()[1].split()[1])
+
+    before = usage()
+    ctd.ctr("tasks", "start", "writer", namespace=namespace)
+    assert usage() >= before + (2 << 20)  # live, for an active snapshot
+    ctd.ctr("containers", "rm", "writer", namespace=namespace)
+
+
+def test_bind_containers_of_one_image_share_their_root(ctd: Containerd,
+                                                       archives: dict[str, Path]) -> None:
+    """What the bind driver is (drivers/bind.py): the containers of an image that exist at
+    the same time have one root, so one's writes are the other's. The other drivers are
+    held to the opposite in test_a_containers_writes_are_invisible_to_the_next."""
+    namespace = "bind-shared"
+    import_(ctd, namespace, "bind", archives["layered"])
+    ctd.ctr("run", "-d", "--snapshotter", "pydock-bind", LAYERED, "keeper", "sleep", "60",
+            namespace=namespace)
+    try:
+        run(ctd, namespace, "bind", LAYERED, "sh", "-c", "echo shared > /top.txt")
+        assert run(ctd, namespace, "bind", LAYERED, "cat", "/top.txt") == "shared\n"
+    finally:
+        ctd.ctr("tasks", "rm", "-f", "keeper", namespace=namespace)
+        ctd.ctr("containers", "rm", "keeper", namespace=namespace)
+
+
 def test_podman_saved_archive_runs(ctd: Containerd, archives: dict[str, Path],
                                    tmp_path: Path) -> None:
     """podman loads pydock's archive and saves it again, with layers and a manifest of its
