@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import pytest
 
 from pydock.core.driver import Mount
 from pydock.core.runtime.mounted import in_container_root
+from pydock.core.snapshotter.snapshots import Snapshotter
+from pydock.drivers.copy import CopyDriver
 from pydock.testing.cli import PYDOCK
 from pydock.testing.snapshotter import Served
 
@@ -281,3 +283,25 @@ def test_a_root_is_served_with_the_driver_that_made_it(serve: Callable[..., Serv
             "made by driver 'overlay'")
     refused(serve_command(tmp_path / "root", tmp_path / "run" / "s.sock", "nosuch"),
             "unknown storage driver")
+
+
+class _PlainBind(CopyDriver):
+    """A driver that says "bind" with the type alone, as the core allows (the btrfs
+    example does)."""
+
+    def mounts(self, container_id: str, layers: Sequence[Path]) -> list[Mount]:
+        return [Mount("bind", str(self.copy_dir(container_id)))]
+
+
+def test_mounts_are_said_as_containerd_reads_them(tmp_path: Path) -> None:
+    """containerd takes a bind mount from its options only, and a view must be read-only
+    whatever the driver returns."""
+    home = tmp_path / "snapshotter"
+    snapshots = Snapshotter(home, _PlainBind(home / "storage" / "plain"), "plain")
+    [active] = snapshots.prepare("a", "", {})
+    assert active.type == "bind" and active.options == ("bind",)
+    # (No commit here: the naive differ would mount on the host, outside a service.)
+    [view] = snapshots.view("v", "", {})
+    assert view.options == ("bind", "ro")
+    for key in ("v", "a"):
+        snapshots.remove(key)
