@@ -305,3 +305,52 @@ def test_mounts_are_said_as_containerd_reads_them(tmp_path: Path) -> None:
     assert view.options == ("bind", "ro")
     for key in ("v", "a"):
         snapshots.remove(key)
+
+
+def hostile_tree(root: str) -> None:
+    """What a hostile image's layer or container can leave in a snapshot: a tree deeper than
+    PATH_MAX and Python's recursion limit, a FIFO (a reader opening it blocks for good), a
+    device node and symlinks out to the host's files."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(DEEP):
+        os.mkdir("d", dir_fd=fd)
+        below = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = below
+    with open(os.open("bottom", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+        f.write("deep")
+    os.close(fd)
+    os.mkfifo(os.path.join(root, "fifo"))
+    os.mknod(os.path.join(root, "null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.symlink("/etc/shadow", os.path.join(root, "shadow"))
+    os.symlink("../../../../../../..", os.path.join(root, "up"))
+
+
+DEEP = 3000
+
+
+def check_hostile_tree(root: str) -> list[str]:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(DEEP):
+        below = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        os.close(fd)
+        fd = below
+    with open(os.open("bottom", os.O_RDONLY, dir_fd=fd)) as f:
+        bottom = f.read()
+    os.close(fd)
+    kinds = [stat.S_IFMT(os.lstat(os.path.join(root, name)).st_mode)
+             for name in ("fifo", "null", "shadow", "up")]
+    return [bottom, *map(str, kinds), os.readlink(os.path.join(root, "shadow"))]
+
+
+@pytest.mark.parametrize("driver", ["overlay", "copy"])
+def test_a_hostile_tree_is_committed_as_it_is(serve: Callable[..., Served], tmp_path: Path,
+                                              driver: str) -> None:
+    """Commit copies the tree without following a link, opening a FIFO or a device, and
+    whatever its depth; the next snapshot sees exactly it."""
+    stub = serve(driver).stub()
+    in_root(prepare(stub, "a"), tmp_path, hostile_tree)
+    commit(stub, "c", "a")
+    seen = in_root(prepare(stub, "b", "c"), tmp_path, check_hostile_tree)
+    assert seen == ["deep", str(stat.S_IFIFO), str(stat.S_IFCHR), str(stat.S_IFLNK),
+                    str(stat.S_IFLNK), "/etc/shadow"]
