@@ -354,3 +354,13 @@ def test_a_hostile_tree_is_committed_as_it_is(serve: Callable[..., Served], tmp_
     seen = in_root(prepare(stub, "b", "c"), tmp_path, check_hostile_tree)
     assert seen == ["deep", str(stat.S_IFIFO), str(stat.S_IFCHR), str(stat.S_IFLNK),
                     str(stat.S_IFLNK), "/etc/shadow"]
+
+
+def test_the_service_needs_root(tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    result = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PYDOCK,
+         "--root", str(tmp_path / "root"), "snapshotter", "serve", "--address",
+         str(tmp_path / "run" / "s.sock")], capture_output=True, text=True, timeout=30)
+    refused(result, "needs root")
+    assert sorted(os.listdir(tmp_path)) == [], "nothing is made before the refusal"
