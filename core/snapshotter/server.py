@@ -52,9 +52,6 @@ def serve(root: Path, address: str, driver_name: str, debug: bool) -> None:
     SIGINT or SIGTERM."""
     from pydock.core.plugins import DriverRegistry, availability_of, driver_home
 
-    if os.geteuid() != 0:
-        raise PydockError("pydock snapshotter serve needs root: it makes a mount namespace, "
-                          "and its layers are root's alone (run it with sudo)")
     cls = DriverRegistry().driver_class(driver_name)
     home = root / "snapshotter"
     _make_private_dir(root, parents=True)
