@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pydock.core.cli.common import Context, pass_context
+from pydock.core.cli.common import Context, pass_context, require_root
 from pydock.core.errors import PydockError
 
 
@@ -21,6 +21,7 @@ def snapshotter() -> None:
 @pass_context
 def serve(ctx: Context, address: str, driver: str) -> None:
     """Serve containerd's Snapshots API on SOCKET until SIGINT or SIGTERM."""
+    require_root()
     try:
         # Here only to say in one line what is missing.
         import google.protobuf  # noqa: F401

@@ -42,6 +42,7 @@ from pydock.core.snapshotter.layer import build_layer
 # Mount options the core turns into flags, as containerd's mount package does; any other
 # option of a view's mount is data for the filesystem and stays.
 _WRITE_OPTIONS = ("rw", "ro")
+_BIND_OPTIONS = frozenset(("bind", "rbind"))
 
 
 class NotFound(PydockError):
@@ -274,6 +275,12 @@ class Snapshotter:
                 raise PydockError(f"driver {self.driver.name!r} mounts something on "
                                   f"{mount.target}, which containerd cannot be asked to do: "
                                   "a snapshotter's mounts all make the root")
+        # The core takes a mount of type "bind" as a bind mount; containerd, like mount(8),
+        # only by its "bind" or "rbind" option, and would ask the kernel for a filesystem
+        # named "bind" without one.
+        mounts = [m._replace(options=("bind", *m.options))
+                  if m.type == "bind" and not _BIND_OPTIONS & set(m.options) else m
+                  for m in mounts]
         if kind == VIEW:
             # A view is read-only whatever the driver: the bind driver's shared directory
             # would otherwise take a view's writes into its parent.
