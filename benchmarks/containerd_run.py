@@ -47,8 +47,9 @@ from compare_commands import note
 from compare_measure import Series, measure
 
 from pydock.testing.cli import PYDOCK
-from pydock.testing.containerd import Containerd, Snapshotter, private_containerd
+from pydock.testing.containerd import Containerd, private_containerd
 from pydock.testing.layers import default_image_root
+from pydock.testing.snapshotter import Served
 
 TARGET = 1.5
 DATA_SEED = 15
@@ -113,12 +114,9 @@ def run_series(ctd: Containerd, images: dict[str, str], repeat: int) -> list[Ser
     return series
 
 
-def call_latencies(serve: Snapshotter, calls: int) -> dict[str, list[float]]:
+def call_latencies(serve: Served, calls: int) -> dict[str, list[float]]:
     """Seconds per gRPC call, by call, against ``serve`` alone."""
-    import grpc
-
     from pydock.core.snapshotter.api import snapshots_pb2 as pb
-    from pydock.core.snapshotter.api import snapshots_pb2_grpc
 
     times: dict[str, list[float]] = {}
 
@@ -129,30 +127,27 @@ def call_latencies(serve: Snapshotter, calls: int) -> dict[str, list[float]]:
         return result
 
     payload = random.Random(DATA_SEED).randbytes(1 << 20)
-    with grpc.insecure_channel(f"unix://{serve.address}") as channel:
-        # The generated service module comes without type stubs.
-        stub = snapshots_pb2_grpc.SnapshotsStub(channel)  # type: ignore[no-untyped-call]
-        name = serve.name
+    stub, name = serve.stub(), f"pydock-{serve.driver}"
 
-        def commit_with_file(key: str, parent: str, committed: str, what: str) -> None:
-            mounts = stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=name, key=key,
-                                                            parent=parent)).mounts
-            (upper(mounts) / "file").write_bytes(payload)
-            timed(what, stub.Commit, pb.CommitSnapshotRequest(snapshotter=name,
-                                                              name=committed, key=key))
+    def commit_with_file(key: str, parent: str, committed: str, what: str) -> None:
+        mounts = stub.Prepare(pb.PrepareSnapshotRequest(snapshotter=name, key=key,
+                                                        parent=parent)).mounts
+        (upper(mounts) / "file").write_bytes(payload)
+        timed(what, stub.Commit, pb.CommitSnapshotRequest(snapshotter=name, name=committed,
+                                                          key=key))
 
-        commit_with_file("base-0", "", "layer-0", "setup")
-        for depth in range(1, 5):
-            commit_with_file(f"base-{depth}", f"layer-{depth - 1}", f"layer-{depth}", "setup")
-        for i in range(calls):
-            timed("Stat", stub.Stat, pb.StatSnapshotRequest(snapshotter=name, key="layer-0"))
-            for parent, what in (("layer-0", "Prepare (1 layer)"),
-                                 ("layer-4", "Prepare (5 layers)")):
-                timed(what, stub.Prepare, pb.PrepareSnapshotRequest(
-                    snapshotter=name, key=f"{parent}-active-{i}", parent=parent))
-            commit_with_file(f"active-{i}", "layer-4", f"committed-{i}", "Commit (1 MiB file)")
-            timed("Remove (committed)", stub.Remove, pb.RemoveSnapshotRequest(
-                snapshotter=name, key=f"committed-{i}"))
+    commit_with_file("base-0", "", "layer-0", "setup")
+    for depth in range(1, 5):
+        commit_with_file(f"base-{depth}", f"layer-{depth - 1}", f"layer-{depth}", "setup")
+    for i in range(calls):
+        timed("Stat", stub.Stat, pb.StatSnapshotRequest(snapshotter=name, key="layer-0"))
+        for parent, what in (("layer-0", "Prepare (1 layer)"),
+                             ("layer-4", "Prepare (5 layers)")):
+            timed(what, stub.Prepare, pb.PrepareSnapshotRequest(
+                snapshotter=name, key=f"{parent}-active-{i}", parent=parent))
+        commit_with_file(f"active-{i}", "layer-4", f"committed-{i}", "Commit (1 MiB file)")
+        timed("Remove (committed)", stub.Remove, pb.RemoveSnapshotRequest(
+            snapshotter=name, key=f"committed-{i}"))
     del times["setup"]
     return times
 
@@ -234,9 +229,7 @@ def main() -> None:
             series = run_series(ctd, images, args.repeat)
             measure(series)
             # The latencies' own serve: its socket beside containerd's, short enough.
-            serve = Snapshotter("overlay", work / "grpc-root", ctd.directory / "grpc.sock",
-                                ctd.directory / "grpc.log")
-            serve.start()
+            serve = Served(work / "grpc-root", ctd.directory / "grpc.sock", "overlay").start()
             try:
                 note("timing gRPC calls")
                 latencies = call_latencies(serve, args.calls)

@@ -11,7 +11,7 @@ Where things go, and why:
 
 * The directory is ``/tmp/ctd-XXXXXXXX``, short on purpose: containerd's sockets and the
   serves' live in it, and a unix socket's path holds at most 107 bytes (pytest's temporary
-  directories are far longer). Its config, its root and state, the serves' logs, too.
+  directories are far longer). containerd's config, root, state and log, too.
 * The pydock roots are the caller's (a test's ``tmp_path``, a btrfs mount): what a
   serve keeps there is what the caller checks.
 * containerd 1.6 puts its shims' sockets, the stdio fifos ``ctr`` makes and runc's state
@@ -36,11 +36,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydock.testing.cli import PYDOCK, mounts_under
+from pydock.testing.cli import mounts_under
+from pydock.testing.snapshotter import Served
 
 CONTAINERD = "containerd"
 CTR = "ctr"
@@ -48,94 +49,60 @@ CTR = "ctr"
 SHIM_STATE = Path("/run/containerd")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-# The namespace of Containerd.wait_until_reachable's probes.
+# The namespace of Containerd.wait_until_reachable's probes and collect_garbage's leases.
 REACHABLE = "pydock-reachable"
 
 
 class LeftBehind(RuntimeError):
-    """What a stop had to clean up by force: mounts, shims, a serve that would not stop."""
+    """What a stop had to clean up by force: mounts, shims, a serve that would not stop
+    or not cleanly."""
 
 
 def have_containerd() -> bool:
     return shutil.which(CONTAINERD) is not None and shutil.which(CTR) is not None
 
 
-def serve_argv(root: Path, address: Path, driver: str) -> list[str]:
-    """The command line of one snapshotter service, as an operator types it."""
-    return [PYDOCK, "--root", str(root), "snapshotter", "serve", "--address", str(address),
-            "--storage", driver]
-
-
-ServeArgv = Callable[[Path, Path, str], list[str]]
-
-
 @dataclass
 class Snapshotter:
-    """One ``pydock snapshotter serve`` child: containerd's proxy plugin ``name``."""
+    """One ``pydock snapshotter serve`` child (:class:`pydock.testing.snapshotter.Served`),
+    known to containerd as the proxy plugin ``pydock-<driver>``."""
 
-    driver: str
-    root: Path
-    address: Path
-    log: Path
-    argv: ServeArgv = serve_argv
-    env: dict[str, str] = field(default_factory=lambda: {"PATH": os.environ["PATH"]})
-    process: subprocess.Popen[bytes] | None = None
+    served: Served
 
     @property
     def name(self) -> str:
-        return f"pydock-{self.driver}"
+        return f"pydock-{self.served.driver}"
 
-    def start(self, env: Mapping[str, str] | None = None) -> None:
-        """Start the serve (with ``env`` added, a failpoint say) and wait until it answers
-        on its socket; a socket file alone is not enough, a kill -9 leaves one behind."""
-        assert self.process is None, f"{self.name} is running already"
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(self.root, self.address, self.driver), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})})
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _accepts(self.address):
-            if self.process.poll() is not None:
-                self.process = None
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"{self.name} did not listen on {self.address}:\n"
-                                   f"{self.log_tail()}")
-            time.sleep(0.02)
+    @property
+    def address(self) -> Path:
+        return self.served.address
+
+    @property
+    def running(self) -> bool:
+        return self.served.process is not None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the serve (with ``env`` added, a failpoint say) and wait until it answers."""
+        self.served.start(env)
 
     def stop(self) -> None:
         """SIGTERM, as a service manager stops it: it must exit 0 and take its socket along."""
-        process, self.process = self.process, None
-        if process is None:
+        if not self.running:
             return
-        process.terminate()
-        try:
-            code = process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise LeftBehind(f"{self.name} ignored SIGTERM for {STOP_TIMEOUT:.0f} s") from None
+        code, err = self.served.stop()
         if code != 0:
-            raise RuntimeError(f"{self.name} exited {code} on SIGTERM:\n{self.log_tail()}")
+            raise RuntimeError(f"{self.name} exited {code} on SIGTERM: {err}")
         if self.address.exists():
             raise RuntimeError(f"{self.name} left its socket {self.address} behind")
 
     def kill(self) -> None:
-        """kill -9: no clean-up of any kind, the socket file stays."""
-        process, self.process = self.process, None
-        if process is not None:
-            process.kill()
-            process.wait()
+        """kill -9 (or, after a failpoint's, reap it): no clean-up, the socket file stays."""
+        if self.running:
+            self.served.kill()
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
 
 
 @dataclass
@@ -184,6 +151,14 @@ class Containerd:
             time.sleep(0.2)
         self.ctr(*probe, "rm", "probe", namespace=REACHABLE)
 
+    def collect_garbage(self) -> None:
+        """A garbage collection, now, waited for: it removes from the snapshotters what
+        containerd's metadata no longer names, and calls their Cleanup. On its own containerd
+        collects only after enough changes (100 by default), so a test that wants to see a
+        snapshot gone from its backend asks for one: a lease deleted with ``--sync``."""
+        lease = self.ctr("leases", "create", namespace=REACHABLE).stdout.strip()
+        self.ctr("leases", "delete", "--sync", lease, namespace=REACHABLE)
+
     def remove_everything_running(self) -> None:
         """Kill every task and delete every container, in every namespace: containerd leaves
         a running task's shim alive when it stops, by design."""
@@ -199,16 +174,12 @@ def backend_snapshots(snapshotter: Snapshotter) -> dict[str, str]:
     """What the serve itself holds, asked over its socket: backend name -> kind (``ACTIVE``,
     ``VIEW``, ``COMMITTED``). ``ctr snapshots ls`` shows containerd's metadata instead,
     which forgets a snapshot before its backend does (at the next garbage collection)."""
-    import grpc
+    from pydock.core.snapshotter.api import snapshots_pb2
 
-    from pydock.core.snapshotter.api import snapshots_pb2, snapshots_pb2_grpc
-
-    with grpc.insecure_channel(f"unix://{snapshotter.address}") as channel:
-        # The generated service module comes without type stubs.
-        stub = snapshots_pb2_grpc.SnapshotsStub(channel)  # type: ignore[no-untyped-call]
-        request = snapshots_pb2.ListSnapshotsRequest(snapshotter=snapshotter.name)
-        return {info.name: snapshots_pb2.Kind.Name(info.kind)
-                for response in stub.List(request, timeout=30) for info in response.info}
+    request = snapshots_pb2.ListSnapshotsRequest(snapshotter=snapshotter.name)
+    return {info.name: snapshots_pb2.Kind.Name(info.kind)
+            for response in snapshotter.served.stub().List(request, timeout=30)
+            for info in response.info}
 
 
 def config(directory: Path, snapshotters: Mapping[str, Snapshotter]) -> str:
@@ -226,14 +197,13 @@ def config(directory: Path, snapshotters: Mapping[str, Snapshotter]) -> str:
 
 
 @contextlib.contextmanager
-def private_containerd(roots: Mapping[str, Path],
-                       argv: ServeArgv = serve_argv) -> Iterator[Containerd]:
+def private_containerd(roots: Mapping[str, Path]) -> Iterator[Containerd]:
     """containerd with a started ``pydock-<driver>`` snapshotter for each ``driver: root``
     of ``roots``, all stopped, and everything of theirs removed, on leaving."""
     directory = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
     made_shim_state = not SHIM_STATE.exists()
-    snapshotters = {driver: Snapshotter(driver, root, directory / f"pydock-{driver}.sock",
-                                        directory / f"pydock-{driver}.log", argv)
+    snapshotters = {driver: Snapshotter(Served(root, directory / f"pydock-{driver}.sock",
+                                               driver))
                     for driver, root in roots.items()}
     (directory / "config.toml").write_text(config(directory, snapshotters))
     running = None
@@ -278,7 +248,7 @@ def _stop(directory: Path, running: Containerd | None,
     for snapshotter in snapshotters.values():
         try:
             snapshotter.stop()
-        except (LeftBehind, RuntimeError) as exc:
+        except (AssertionError, RuntimeError) as exc:
             problems.append(str(exc))
     shims = _shims_of(directory / "containerd.sock")
     for pid in shims:

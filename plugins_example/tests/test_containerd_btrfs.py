@@ -17,9 +17,6 @@ pytestmark = pytest.mark.skipif(not have_containerd(), reason="containerd is not
 IMAGE = "docker.io/library/derived:1"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the serve hands containerd the btrfs driver's Mount('bind', path) without a bind or "
-    "rbind option, and containerd's mount of it fails: 'no such device'"))
 def test_containerd_runs_containers_on_btrfs_subvolumes(pydock: Pydock, btrfs: Path,
                                                         tmp_path: Path) -> None:
     # An image of two layers, the second deleting a file of the first, saved by pydock.
