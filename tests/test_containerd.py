@@ -24,7 +24,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,14 +104,6 @@ def snapshots(ctd: Containerd, namespace: str, driver: str) -> dict[str, tuple[s
                   namespace=namespace).stdout
     rows = [line.split() for line in out.splitlines()[1:]]
     return {row[0]: ("", row[1]) if len(row) == 2 else (row[1], row[2]) for row in rows}
-
-
-def eventually(condition: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not after {timeout:.0f} s: {condition}")
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -292,7 +284,8 @@ def test_a_serve_crashing_during_an_import_then_a_clean_retry(
     the serve is back, the same import succeeds and the root keeps nothing of the first."""
     if crash == "kill -9":
         archive, digests = big_archive(tmp_path)
-        image, check = "docker.io/library/big:1", "; ".join(f"sha256sum {p}" for p in digests)
+        image, check = "docker.io/library/big:1", "; ".join(
+            f"/bin/busybox sha256sum {p}" for p in digests)
     else:
         archive, image = archives["whiteout"], WHITEOUT
     root = tmp_path / "root"
@@ -307,8 +300,11 @@ def test_a_serve_crashing_during_an_import_then_a_clean_retry(
             text=True)
         if crash == "kill -9":
             # As soon as a layer is being unpacked into an active snapshot.
-            eventually("an import's snapshot appeared", lambda: importing.poll() is not None
-                       or "ACTIVE" in backend_snapshots(serve).values(), 60)
+            deadline = time.monotonic() + 60
+            while importing.poll() is None and "ACTIVE" not in backend_snapshots(
+                    serve).values():
+                assert time.monotonic() < deadline, "no snapshot of the import's in 60 s"
+                time.sleep(0.01)
             serve.kill()
         _out, err = importing.communicate(timeout=120)
         assert importing.returncode != 0, "the import ended before the serve died"
