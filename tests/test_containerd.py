@@ -135,6 +135,21 @@ def test_a_containers_writes_are_invisible_to_the_next(ctd: Containerd,
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
+def test_a_read_only_container_runs_on_a_view(ctd: Containerd, archives: dict[str, Path],
+                                              driver: str) -> None:
+    # ctr run --read-only asks for a View, not a Prepare: its mounts must come back read-only
+    # whatever the driver (bind's would otherwise write into the image's shared root).
+    namespace = f"view-{driver}"
+    import_(ctd, namespace, driver, archives["layered"])
+    container = f"c{time.monotonic_ns()}"
+    out = ctd.ctr("run", "--rm", "--read-only", "--snapshotter", snapshotter(driver), LAYERED,
+                  container, "sh", "-c", "cat /top.txt; touch /top.txt || echo refused",
+                  namespace=namespace).stdout
+    assert out == "top layer\nrefused\n"
+    assert run(ctd, namespace, driver, LAYERED, "cat", "/top.txt") == "top layer\n"
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_ctr_snapshots_ls_usage_mounts_rm(ctd: Containerd, archives: dict[str, Path],
                                           driver: str) -> None:
     namespace, name = f"snapshots-{driver}", snapshotter(driver)
