@@ -1,10 +1,10 @@
 """containerd runs containers on pydock's drivers through ``pydock snapshotter serve``.
 
 Real components end to end: Debian's containerd 1.6 with one proxy plugin per driver
-(:mod:`pydock.testing.containerd`), archives written by ``pydock image save`` and by
-``podman save``, ``ctr`` as an operator types it. One containerd serves the module (each test
-has a namespace of its own in it); the tests that stop or kill a serve get a containerd of
-their own, so that no other test sees it go.
+(:mod:`pydock.testing.containerd`), archives written by ``pydock image save`` (docker and
+OCI) and by ``podman save``, ``ctr`` as an operator types it. One containerd serves the
+module (each test has a namespace of its own in it); the tests that stop or kill a serve get
+a containerd of their own, so that no other test sees it go.
 
 What a container sees is checked through its files: one from a lower layer, one a higher
 layer deleted (a whiteout that containerd's applier writes into a snapshot and the serve's
@@ -54,9 +54,10 @@ WHITEOUT_SEEN = "top layer\nadded\ngone\n"
 @pytest.fixture(scope="module")
 def archives(template_root: Path, tmp_path_factory: pytest.TempPathFactory,
              layers: list[Layer]) -> dict[str, Path]:
-    """docker archives ``pydock image save`` wrote: the default image, the layered image
-    of tests/conftest.py's ``image`` fixture, and that image with a layer ``pydock commit``
-    made from a container that deleted a file of a lower layer."""
+    """Archives ``pydock image save`` wrote: the default image, the layered image of
+    tests/conftest.py's ``image`` fixture, and that image with a layer ``pydock commit`` made
+    from a container that deleted a file of a lower layer, as docker archives; the last also
+    as an OCI layout tar."""
     work = tmp_path_factory.mktemp("archives")
     pydock = Pydock(work / "root")
     subprocess.run(["cp", "-a", str(template_root), str(pydock.root)], check=True)
@@ -66,10 +67,12 @@ def archives(template_root: Path, tmp_path_factory: pytest.TempPathFactory,
     pydock.ok("commit", "w", "layered-rm:1")
     pydock.ok("rm", "w")
     saved = {}
-    for name, reference in (("default", "pydock/default"), ("layered", "layered:1"),
-                            ("whiteout", "layered-rm:1")):
+    for name, reference, form in (("default", "pydock/default", "docker"),
+                                  ("layered", "layered:1", "docker"),
+                                  ("whiteout", "layered-rm:1", "docker"),
+                                  ("whiteout-oci", "layered-rm:1", "oci")):
         saved[name] = work / f"{name}.tar"
-        pydock.ok("image", "save", "-o", str(saved[name]), reference)
+        pydock.ok("image", "save", "--format", form, "-o", str(saved[name]), reference)
     return saved
 
 
@@ -118,6 +121,14 @@ def test_pydock_saved_images_run_with_their_files(ctd: Containerd, archives: dic
     assert run(ctd, namespace, driver, LAYERED, "cat", "/etc/greeting", "/top.txt") == \
         "hello from the middle\ntop layer\n"
     assert run(ctd, namespace, driver, WHITEOUT, *WHITEOUT_CHECK) == WHITEOUT_SEEN
+
+
+def test_a_pydock_saved_oci_archive_runs(ctd: Containerd, archives: dict[str, Path]) -> None:
+    # The image's name comes from the annotation containerd reads (io.containerd.image.name):
+    # an OCI archive without it would need ctr's --base-name.
+    import_(ctd, "oci", "overlay", archives["whiteout-oci"])
+    assert ctd.ctr("images", "ls", "-q", namespace="oci").stdout.split() == [WHITEOUT]
+    assert run(ctd, "oci", "overlay", WHITEOUT, *WHITEOUT_CHECK) == WHITEOUT_SEEN
 
 
 @pytest.mark.parametrize("driver", [d for d in DRIVERS if d != "bind"])
