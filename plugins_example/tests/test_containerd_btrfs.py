@@ -5,6 +5,7 @@ containers on it through ``ctr``, with their files checked."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,4 +52,9 @@ def test_containerd_runs_containers_on_btrfs_subvolumes(pydock: Pydock, btrfs: P
         # the type alone, as pydock's driver contract allows it, fails with ENODEV.
         assert [m["Type"] for m in mounts] == ["bind"], mounts
         assert {"bind", "rbind"} & set(mounts[0]["Options"]), mounts
+        # The bind's source is the rootfs directory at the top of the snapshot's subvolume.
+        subvolume = subprocess.run(["btrfs", "subvolume", "show",
+                                    str(Path(mounts[0]["Source"]).parent)],
+                                   capture_output=True, text=True)
+        assert subvolume.returncode == 0, subvolume.stderr
         ctd.ctr("snapshots", "--snapshotter", "pydock-btrfs", "rm", "probe")
