@@ -273,15 +273,16 @@ def podman() -> Iterator[list[str]]:
         shutil.rmtree(home)
 
 
-def test_a_serve_restarted_between_import_and_run(archives: dict[str, Path],
-                                                  tmp_path: Path) -> None:
-    with private_containerd({"overlay": tmp_path / "root"}) as own:
-        import_(own, "default", "overlay", archives["whiteout"])
-        before = snapshots(own, "default", "overlay")
-        own.snapshotters["overlay"].restart()
-        own.wait_until_reachable("overlay")
-        assert snapshots(own, "default", "overlay") == before
-        assert run(own, "default", "overlay", WHITEOUT, *WHITEOUT_CHECK) == WHITEOUT_SEEN
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_serve_restarted_between_import_and_run(archives: dict[str, Path], tmp_path: Path,
+                                                  driver: str) -> None:
+    with private_containerd({driver: tmp_path / "root"}) as own:
+        import_(own, "default", driver, archives["whiteout"])
+        before = snapshots(own, "default", driver)
+        own.snapshotters[driver].restart()
+        own.wait_until_reachable(driver)
+        assert snapshots(own, "default", driver) == before
+        assert run(own, "default", driver, WHITEOUT, *WHITEOUT_CHECK) == WHITEOUT_SEEN
 
 
 def big_archive(directory: Path) -> tuple[Path, dict[str, str]]:
@@ -300,14 +301,17 @@ def big_archive(directory: Path) -> tuple[Path, dict[str, str]]:
     return directory / "big.tar", digests
 
 
-@pytest.mark.parametrize("crash", ["kill -9", "snapshotter.storage-prepared",
-                                   "snapshotter.layer-made", "snapshotter.committed"])
+@pytest.mark.parametrize(("driver", "crash"), [("overlay", "kill -9"), *(
+    (driver, step) for driver in ("overlay", "copy") for step in (
+        "snapshotter.storage-prepared", "snapshotter.layer-made", "snapshotter.committed"))])
 def test_a_serve_crashing_during_an_import_then_a_clean_retry(
-        archives: dict[str, Path], tmp_path: Path, crash: str) -> None:
+        archives: dict[str, Path], tmp_path: Path, driver: str, crash: str) -> None:
     """The serve dies mid-import: killed from outside while a layer is being unpacked, or at
     one of its own steps (a failpoint: storage made, not yet in the graph; a layer made from
     an active snapshot; the graph committed, containerd not yet told). The import fails; once
-    the serve is back, the same import succeeds and the root keeps nothing of the first."""
+    the serve is back, the same import succeeds and the root keeps nothing of the first.
+    On overlay a layer is a copy of the upper directory; on copy, what the naive differ
+    finds."""
     if crash == "kill -9":
         archive, digests = big_archive(tmp_path)
         image, check = "docker.io/library/big:1", "; ".join(
@@ -315,14 +319,14 @@ def test_a_serve_crashing_during_an_import_then_a_clean_retry(
     else:
         archive, image = archives["whiteout"], WHITEOUT
     root = tmp_path / "root"
-    with private_containerd({"overlay": root}) as own:
-        serve = own.snapshotters["overlay"]
+    with private_containerd({driver: root}) as own:
+        serve = own.snapshotters[driver]
         if crash != "kill -9":
             serve.stop()
             serve.start(env={"PYDOCK_FAILPOINT": crash})
         importing = subprocess.Popen(
             ["ctr", "--address", str(own.address), "images", "import", "--snapshotter",
-             "pydock-overlay", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+             f"pydock-{driver}", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
         if crash == "kill -9":
             # As soon as a layer is being unpacked into an active snapshot.
@@ -338,24 +342,24 @@ def test_a_serve_crashing_during_an_import_then_a_clean_retry(
         serve.kill()  # reaped; a failpoint's SIGKILL has ended it already
 
         serve.start()
-        own.wait_until_reachable("overlay")
-        own.ctr("images", "import", "--snapshotter", "pydock-overlay", str(archive))
+        own.wait_until_reachable(driver)
+        import_(own, "default", driver, archive)
         if crash == "kill -9":
-            out = run(own, "default", "overlay", image, "sh", "-c", check)
+            out = run(own, "default", driver, image, "sh", "-c", check)
             assert {line.split()[1]: line.split()[0] for line in out.splitlines()} == digests
         else:
-            assert run(own, "default", "overlay", image, *WHITEOUT_CHECK) == WHITEOUT_SEEN
+            assert run(own, "default", driver, image, *WHITEOUT_CHECK) == WHITEOUT_SEEN
 
         # What the first import left goes in containerd's garbage collection: the serve then
         # holds the image's committed layers, as containerd has them, and nothing else.
-        layers = snapshots(own, "default", "overlay")
+        layers = snapshots(own, "default", driver)
         assert {kind for _parent, kind in layers.values()} == {"Committed"}
         own.collect_garbage()
         assert sorted(backend_snapshots(serve).values()) == ["COMMITTED"] * len(layers)
-    assert_holds_only_committed_layers(root, len(layers))
+    assert_holds_only_committed_layers(root, driver, len(layers))
 
 
-def assert_holds_only_committed_layers(root: Path, count: int) -> None:
+def assert_holds_only_committed_layers(root: Path, driver: str, count: int) -> None:
     """The serve's root, read after it stopped: its graph (``snapshotter/metadata.json``)
     names ``count`` committed snapshots, ``snapshotter/layers/`` holds their layers and
     nothing else, the driver holds no container, and no work in progress is left (the
@@ -367,7 +371,7 @@ def assert_holds_only_committed_layers(root: Path, count: int) -> None:
         sorted(str(s["id"]) for s in snapshots)
     # The driver's home (pydock.core.plugins.driver_home of the snapshotter's directory)
     # held the active snapshots: their containers are named by 64 hex digits.
-    storage = root / "snapshotter" / "storage" / "overlay"
+    storage = root / "snapshotter" / "storage" / driver
     assert [p.name for p in storage.iterdir() if re.fullmatch(r"[0-9a-f]{64}", p.name)] == []
     # pydock names work in progress <prefix><pid>-<start time>-<random> (files.hidden_name).
     scratch = re.compile(r"\.[a-z]+-\d+-\d+-[0-9a-f]{16}")
