@@ -34,6 +34,9 @@ TOP_LEVEL = ("blobs", "blobs/sha256", "cache", "containers", "images", "layers",
 SECCOMP_CACHE = "cache/seccomp"
 # Made on first use of the bridge network (pydock.core.containers.network), not before.
 NETWORK = "network"
+# Made by `pydock snapshotter serve` (pydock.core.snapshotter), which keeps all it serves
+# there: its layers, its driver's containers and the snapshot graph.
+SNAPSHOTTER = "snapshotter"
 
 
 def ensure(root: Path) -> None:
@@ -63,5 +66,5 @@ def _open_to_others(path: Path) -> bool:
 
 def _holds_only_pydocks(root: Path) -> bool:
     # Hidden names are pydock's scratch work (a commit's, an unnamed file's: see leftovers.py).
-    return all(name in (*TOP_LEVEL, NETWORK) for name in os.listdir(root)
+    return all(name in (*TOP_LEVEL, NETWORK, SNAPSHOTTER) for name in os.listdir(root)
                if not name.startswith("."))

@@ -40,6 +40,7 @@ COMMANDS = {
     "image": "images:image", "storage": "storage:storage", "bench": "bench:bench",
     "tag": "images:tag", "pull": "registry:pull", "push": "registry:push",
     "login": "registry:login", "logout": "registry:logout",
+    "snapshotter": "snapshotter:snapshotter",
 }
 
 

@@ -1,0 +1,269 @@
+"""``pydock snapshotter serve``: containerd's Snapshots gRPC API on a unix socket.
+
+containerd dials the socket named in its ``[proxy_plugins.NAME]`` section and calls the
+service ``containerd.services.snapshots.v1.Snapshots`` there, through its proxy client
+(snapshots/proxy), which turns the gRPC status codes set here back into its own errors.
+The ``snapshotter`` field of each request is that section's name; one service serves one
+driver, so it is not needed to tell drivers apart, and is ignored.
+
+The process lives in a mount namespace of its own, a slave of the host's: the host's mounts
+(a filesystem mounted after start, under --root) still reach it, while the mounts the naive
+differ makes for a commit never reach the host, and die with the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydock.core.driver import Mount
+from pydock.core.errors import PydockError
+from pydock.core.snapshotter.graph import ACTIVE, COMMITTED, VIEW
+from pydock.core.snapshotter.snapshots import (
+    AlreadyExists,
+    FailedPrecondition,
+    Info,
+    InvalidArgument,
+    NotFound,
+    Snapshotter,
+)
+from pydock.core.syscalls import CLONE_NEWNS, MS_REC, MS_SLAVE, mount, unshare
+
+T = TypeVar("T")
+# Snapshots per List message: containerd's own service sends them in batches of 100 too.
+LIST_BATCH = 100
+# How long a SIGTERM waits for the calls under way (an unpack's Commit) before cutting them.
+STOP_GRACE_SECONDS = 10
+
+
+def serve(root: Path, address: str, driver_name: str, debug: bool) -> None:
+    """Serve ``driver_name``'s snapshots under ``root`` on the socket ``address`` until
+    SIGINT or SIGTERM."""
+    from pydock.core.plugins import DriverRegistry, availability_of, driver_home
+
+    cls = DriverRegistry().driver_class(driver_name)
+    home = root / "snapshotter"
+    _make_private_dir(root, parents=True)
+    _make_private_dir(home)
+    availability = availability_of(cls, driver_home(home, driver_name))
+    if not availability.ok:
+        raise PydockError(f"storage driver {driver_name!r} is not available here: "
+                          f"{availability.reason}")
+    lock = _claim(home, root)
+    try:
+        _prepare_socket_path(Path(address))
+        # Before any thread exists: unshare(2) changes the calling thread alone.
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_SLAVE)
+        snapshotter = Snapshotter(home, cls(driver_home(home, driver_name)), driver_name)
+        _run(snapshotter, address, driver_name, root, debug)
+    finally:
+        os.close(lock)
+
+
+def _run(snapshotter: Snapshotter, address: str, driver_name: str, root: Path,
+         debug: bool) -> None:
+    import grpc
+
+    from pydock.core.snapshotter.api import snapshots_pb2_grpc
+
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    snapshots_pb2_grpc.add_SnapshotsServicer_to_server(  # type: ignore[no-untyped-call]
+        Service(snapshotter, debug), server)
+    # The socket is created 0600 (root's alone: whoever can call it can have any host
+    # directory of the root mounted by containerd), never briefly open to others.
+    umask = os.umask(0o177)
+    try:
+        if not server.add_insecure_port(f"unix:{address}"):
+            raise PydockError(f"cannot listen on {address}")
+        server.start()
+    finally:
+        os.umask(umask)
+    try:
+        print(f"pydock: serving {driver_name} snapshots of {root} on {address}",
+              file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        server.stop(STOP_GRACE_SECONDS).wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
+
+
+class Service:
+    """The servicer: each method turns a request into a :class:`Snapshotter` call."""
+
+    def __init__(self, snapshotter: Snapshotter, debug: bool) -> None:
+        import grpc
+
+        from pydock.core.snapshotter.api import mount_pb2, snapshots_pb2
+
+        self.snapshots = snapshotter
+        self.debug = debug
+        self.pb = snapshots_pb2
+        self.mount_pb2 = mount_pb2
+        self.kinds = {ACTIVE: snapshots_pb2.ACTIVE, VIEW: snapshots_pb2.VIEW,
+                      COMMITTED: snapshots_pb2.COMMITTED}
+        self.codes: dict[type[Exception], Any] = {NotFound: grpc.StatusCode.NOT_FOUND,
+                      AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+                      FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+                      InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT}
+        self.unknown = grpc.StatusCode.UNKNOWN
+
+    def Prepare(self, request: Any, context: Any) -> Any:
+        return self.pb.PrepareSnapshotResponse(mounts=self._mounts(self._call(
+            context, lambda: self.snapshots.prepare(request.key, request.parent,
+                                                    dict(request.labels)))))
+
+    def View(self, request: Any, context: Any) -> Any:
+        return self.pb.ViewSnapshotResponse(mounts=self._mounts(self._call(
+            context, lambda: self.snapshots.view(request.key, request.parent,
+                                                 dict(request.labels)))))
+
+    def Mounts(self, request: Any, context: Any) -> Any:
+        return self.pb.MountsResponse(mounts=self._mounts(self._call(
+            context, lambda: self.snapshots.mounts(request.key))))
+
+    def Commit(self, request: Any, context: Any) -> Any:
+        self._call(context, lambda: self.snapshots.commit(request.name, request.key,
+                                                          dict(request.labels)))
+        return self._empty()
+
+    def Remove(self, request: Any, context: Any) -> Any:
+        self._call(context, lambda: self.snapshots.remove(request.key))
+        return self._empty()
+
+    def Stat(self, request: Any, context: Any) -> Any:
+        return self.pb.StatSnapshotResponse(info=self._info(self._call(
+            context, lambda: self.snapshots.stat(request.key))))
+
+    def Update(self, request: Any, context: Any) -> Any:
+        return self.pb.UpdateSnapshotResponse(info=self._info(self._call(
+            context, lambda: self.snapshots.update(request.info.name, dict(request.info.labels),
+                                                   list(request.update_mask.paths)))))
+
+    def List(self, request: Any, context: Any) -> Iterator[Any]:
+        infos = self._call(context, lambda: self.snapshots.walk(list(request.filters)))
+        for start in range(0, len(infos), LIST_BATCH):
+            yield self.pb.ListSnapshotsResponse(
+                info=[self._info(info) for info in infos[start:start + LIST_BATCH]])
+
+    def Usage(self, request: Any, context: Any) -> Any:
+        usage = self._call(context, lambda: self.snapshots.usage(request.key))
+        return self.pb.UsageResponse(size=usage.bytes, inodes=usage.inodes)
+
+    def Cleanup(self, request: Any, context: Any) -> Any:
+        self._call(context, self.snapshots.cleanup)
+        return self._empty()
+
+    def _call(self, context: Any, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except (PydockError, OSError) as exc:
+            code = self.codes.get(type(exc), self.unknown)
+            if code is self.unknown:
+                print(f"pydock: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+            context.abort(code, str(exc))
+        except Exception as exc:
+            # A bug: said in one line (with the traceback under --debug), and to containerd.
+            if self.debug:
+                import traceback
+
+                traceback.print_exc()
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            print(f"pydock: {message}", file=sys.stderr, flush=True)
+            context.abort(self.unknown, message)
+        raise AssertionError("context.abort raises")
+
+    def _mounts(self, mounts: list[Mount]) -> list[Any]:
+        return [self.mount_pb2.Mount(type=m.type, source=m.source, options=list(m.options))
+                for m in mounts]
+
+    def _info(self, info: Info) -> Any:
+        snapshot = info.snapshot
+        message = self.pb.Info(name=info.name, parent=snapshot.parent,
+                               kind=self.kinds[snapshot.kind], labels=snapshot.labels)
+        message.created_at.FromNanoseconds(snapshot.created)
+        message.updated_at.FromNanoseconds(snapshot.updated)
+        return message
+
+    @staticmethod
+    def _empty() -> Any:
+        from google.protobuf import empty_pb2
+
+        return empty_pb2.Empty()
+
+
+def _make_private_dir(path: Path, parents: bool = False) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=parents)
+    except FileExistsError:
+        if not path.is_dir():
+            raise PydockError(f"{path} exists and is not a directory") from None
+
+
+def _claim(home: Path, root: Path) -> int:
+    """Lock ``home`` for this process's life: two services on one root would each sweep
+    the other's new snapshots as leftovers, and overwrite each other's graph."""
+    fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise PydockError(f"another pydock snapshotter (pid {holder}) serves {root}: "
+                          "two services never share a root, give this one another "
+                          "--root") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _prepare_socket_path(address: Path) -> None:
+    """Make the socket's directory (0700) if missing; remove a socket a killed service left,
+    but never a live service's socket, nor anything that is not a socket."""
+    if not address.is_absolute():
+        raise PydockError(f"--address {address}: give an absolute path")
+    if len(os.fsencode(address)) > 107:
+        raise PydockError(f"--address {address} is longer than a unix socket path may be "
+                          "(107 bytes)")
+    _make_private_dir(address.parent, parents=True)
+    parent = os.stat(address.parent)
+    if parent.st_uid != 0 or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
+        raise PydockError(f"{address.parent} may be written by other users, who could put "
+                          "their own socket in the service's place: choose a directory "
+                          "only root can write")
+    try:
+        st = os.lstat(address)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise PydockError(f"{address} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(address))
+    except ConnectionRefusedError:
+        os.unlink(address)  # nobody listens: the socket of a killed service
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise
+        return
+    finally:
+        probe.close()
+    raise PydockError(f"{address} is the socket of a running server: stop it, or choose "
+                      "another --address")
+
