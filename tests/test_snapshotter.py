@@ -8,6 +8,7 @@ command line. Each test serves a storage root and a socket of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from pydock.core.driver import Mount
+from pydock.core.files import remove_tree
 from pydock.core.runtime.mounted import in_container_root
 from pydock.core.snapshotter.snapshots import Snapshotter
 from pydock.drivers.copy import CopyDriver
@@ -47,6 +49,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     for served in started:
         if served.process is not None:
             served.stop()
+    # pydock's own removal: pytest's cannot remove a tree deeper than its recursion limit.
+    with contextlib.suppress(FileNotFoundError):
+        remove_tree(tmp_path / "root")
 
 
 def prepare(stub: Any, key: str, parent: str = "", **labels: str) -> list[Mount]:
