@@ -14,7 +14,6 @@ package pydocksuite
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -41,6 +40,8 @@ var (
 		"a unix socket path must fit in 108 bytes")
 	name    = flag.String("name", "pydock", "the snapshotter name requests carry (the proxy plugin's name)")
 	timeout = flag.Duration("start-timeout", 30*time.Second, "how long a server may take to listen")
+	// Longer than a server may rightly take: it lets calls under way finish (pydock's: 10s).
+	stopTimeout = flag.Duration("stop-timeout", 20*time.Second, "how long a server may take to exit on SIGTERM")
 )
 
 // startServer is the suite's snapshotterFn: a new server on root, and the cleanup that stops it.
@@ -85,10 +86,10 @@ func startServer(ctx context.Context, root string) (snapshots.Snapshotter, func(
 			if err != nil {
 				return fmt.Errorf("server on SIGTERM: %v, expected exit status 0", err)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(*stopTimeout):
 			_ = cmd.Process.Kill()
 			<-exited
-			return errors.New("server still running 10s after SIGTERM: killed")
+			return fmt.Errorf("server still running %s after SIGTERM: killed", *stopTimeout)
 		}
 		if _, err := os.Lstat(sock); err == nil {
 			return fmt.Errorf("server exited but left its socket %s", sock)
