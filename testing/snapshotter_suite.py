@@ -138,8 +138,10 @@ def run_suite(binary: Path, serve: str, work: Path, parallel: int = 4,
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, _ = proc.communicate()
-            raise AssertionError(f"the suite did not finish within {timeout:.0f}s; killed. "
-                                 f"Output so far:\n{_tail(stdout)}") from None
+            # A case killed halfway leaves its mounts.
+            cleared = "".join(f"; {leftover}" for leftover in _clear_leftovers(proc.pid, work))
+            raise AssertionError(f"the suite did not finish within {timeout:.0f}s; killed"
+                                 f"{cleared}. Output so far:\n{_tail(stdout)}") from None
         leftovers = _clear_leftovers(proc.pid, work)
     finally:
         if proc.returncode is None:  # interrupted: the servers must not outlive the run
