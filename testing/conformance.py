@@ -29,8 +29,9 @@ never writes into layers), and no mount may be left under the storage root.
 
 The suite's code is in :mod:`pydock.testing.suite`, split as containerd splits its own:
 ``testsuite`` (the named cases and the runner), ``issues`` (regression cases, each citing the
-issue it guards against), ``overlay_options`` and ``helpers`` (appliers, the harness, the flat
-reference and the tree comparison). What a driver author uses is importable from here.
+issue it guards against), ``overlay_options`` and ``host_mounts`` (a case each), and ``helpers``
+(appliers, the harness, the flat reference and the tree comparison). What a driver author uses
+is importable from here.
 
 A case is skipped only when the driver's ``available()`` says no, with its reason; the case
 ``available_explains_itself`` runs anyway. Files written by an applier get a whole-second
@@ -72,6 +73,10 @@ Cases (containerd's, with the same meaning, then pydock's own):
 - ``overlay_mount_options``: every overlay mount the driver returns turns off index,
   redirect_dir and metacopy, and the live mount has them off, with one layer and with options
   past one page (:mod:`pydock.testing.suite.overlay_options`).
+- ``host_mounts``: the driver's mounts, performed on the host as containerd performs a
+  snapshotter's (plain mount(2), one page of data, every mount on the root), show the image's
+  tree; a write lands in the container, every write fails with EROFS once "ro" is added, and
+  unmounting leaves nothing (:mod:`pydock.testing.suite.host_mounts`).
 
 Carve-outs, where a driver is told apart by name and its documented behaviour is checked instead:
 

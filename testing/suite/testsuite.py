@@ -45,6 +45,7 @@ from pydock.testing.suite.helpers import (
     apply_all,
     registry_factory,
 )
+from pydock.testing.suite.host_mounts import host_mounts
 from pydock.testing.suite.overlay_options import overlay_mount_options
 from pydock.testing.tar import Member, dir_, reg
 
@@ -401,6 +402,7 @@ CASES: list[Case] = [
         usage_is_plausible, diff_round_trips, concurrent_prepare)),
     Case("available_explains_itself", available_explains_itself, needs_available=False),
     Case("overlay_mount_options", overlay_mount_options),
+    Case("host_mounts", host_mounts),
 ]
 
 
