@@ -369,3 +369,24 @@ def test_the_service_needs_root(tmp_path: Path) -> None:
          str(tmp_path / "run" / "s.sock")], capture_output=True, text=True, timeout=30)
     refused(result, "needs root")
     assert sorted(os.listdir(tmp_path)) == [], "nothing is made before the refusal"
+
+
+def test_the_service_holds_no_host_mount(serve: Callable[..., Served], tmp_path: Path) -> None:
+    """A filesystem the host unmounts is let go at once, even after a commit that mounted a
+    root (copy's naive differ): nothing of the host stays pinned in a namespace of the
+    service's (a loop device would stay attached)."""
+    from pydock.core.syscalls import MNT_DETACH, mount, umount2
+    from pydock.testing.cli import processes_using
+
+    host = tmp_path / "host-mount"
+    host.mkdir()
+    mount("tmpfs", str(host), "tmpfs")
+    try:
+        served = serve("copy")
+        stub = served.stub()
+        in_root(prepare(stub, "a"), tmp_path, write_file("f", b"x"))
+        commit(stub, "c", "a")
+    finally:
+        umount2(str(host), MNT_DETACH)
+    assert served.process is not None
+    assert served.process.pid not in processes_using(host)

@@ -15,37 +15,69 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydock.core.containers.commit import build_change_layer
 from pydock.core.driver import StorageDriver
 from pydock.core.layers.changes import walk_changes
 from pydock.core.layers.treecopy import copy_tree
-from pydock.core.runtime.rootfs import mount_rootfs
-from pydock.core.syscalls import MNT_DETACH, umount2
+from pydock.core.runtime.rootfs import make_mounts_private, mount_rootfs
+from pydock.core.syscalls import CLONE_NEWNS, MNT_DETACH, umount2, unshare
 
 
 def build_layer(driver: StorageDriver, container: str, layers: Sequence[Path],
                 layer: Path) -> None:
     """Write the changes of ``container`` (prepared on ``layers``) as the layer ``layer``,
-    which must not exist. The caller's mount namespace must be its own."""
+    which must not exist."""
     changes_dir = driver.changes_dir(container)
     if changes_dir is not None:
         copy_tree(changes_dir, layer)
         return
     mountpoint = layer.with_name(layer.name + ".root")
     mountpoint.mkdir(mode=0o700)
-    try:
+
+    def compare() -> None:
         mount_rootfs(str(mountpoint), driver.mounts(container, layers))
         try:
-            root = Path(mountpoint)
-            build_change_layer(root, walk_changes(root, layers), layer)
+            build_change_layer(mountpoint, walk_changes(mountpoint, layers), layer)
         finally:
             _unmount_all(str(mountpoint))
+
+    try:
+        in_own_mount_namespace(compare)
     finally:
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
+
+
+def in_own_mount_namespace(task: Callable[[], None]) -> None:
+    """Run ``task`` in a new thread with a mount namespace of its own, where its mounts stay.
+
+    Namespaces belong to threads: unshare(2) in a fresh thread changes that thread alone, and
+    the namespace, with whatever is mounted in it, goes when the thread ends. A namespace
+    kept for the service's whole life would instead keep a reference to every host mount
+    that existed when it was made (on a host whose "/" is private, as here, nothing
+    propagates into it), and hold a filesystem the host has unmounted, with its loop device,
+    until the service ends. A forked child would do too, but forking a process whose gRPC
+    threads may hold locks is what grpc warns against.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            unshare(CLONE_NEWNS)
+            make_mounts_private()
+            task()
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="snapshot-mounts")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _unmount_all(mountpoint: str) -> None:

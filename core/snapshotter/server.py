@@ -5,10 +5,6 @@ service ``containerd.services.snapshots.v1.Snapshots`` there, through its proxy 
 (snapshots/proxy), which turns the gRPC status codes set here back into its own errors.
 The ``snapshotter`` field of each request is that section's name; one service serves one
 driver, so it is not needed to tell drivers apart, and is ignored.
-
-The process lives in a mount namespace of its own, a slave of the host's: the host's mounts
-(a filesystem mounted after start, under --root) still reach it, while the mounts the naive
-differ makes for a commit never reach the host, and die with the process.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import signal
 import socket
 import stat
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
@@ -38,7 +33,6 @@ from pydock.core.snapshotter.snapshots import (
     NotFound,
     Snapshotter,
 )
-from pydock.core.syscalls import CLONE_NEWNS, MS_REC, MS_SLAVE, mount, unshare
 
 T = TypeVar("T")
 # Snapshots per List message: containerd's own service sends them in batches of 100 too.
@@ -63,9 +57,6 @@ def serve(root: Path, address: str, driver_name: str, debug: bool) -> None:
     lock = _claim(home, root)
     try:
         _prepare_socket_path(Path(address))
-        # Before any thread exists: unshare(2) changes the calling thread alone.
-        unshare(CLONE_NEWNS)
-        mount(None, "/", None, MS_REC | MS_SLAVE)
         snapshotter = Snapshotter(home, cls(driver_home(home, driver_name)), driver_name)
         _run(snapshotter, address, driver_name, root, debug)
     finally:
@@ -78,9 +69,11 @@ def _run(snapshotter: Snapshotter, address: str, driver_name: str, root: Path,
 
     from pydock.core.snapshotter.api import snapshots_pb2_grpc
 
-    stop = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: stop.set())
+    # Blocked before the server's threads exist, so that they inherit the mask and the
+    # signals wait for sigwait() below. A Python handler that set an Event could instead run
+    # while the main thread held that Event's lock inside wait(), and deadlock on it.
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     snapshots_pb2_grpc.add_SnapshotsServicer_to_server(  # type: ignore[no-untyped-call]
         Service(snapshotter, debug), server)
@@ -96,7 +89,7 @@ def _run(snapshotter: Snapshotter, address: str, driver_name: str, root: Path,
     try:
         print(f"pydock: serving {driver_name} snapshots of {root} on {address}",
               file=sys.stderr, flush=True)
-        stop.wait()
+        signal.sigwait(stopping)
     finally:
         server.stop(STOP_GRACE_SECONDS).wait()
         with contextlib.suppress(FileNotFoundError):

@@ -11,8 +11,8 @@ changes the core's naive differ finds between the mounted root and the parent's 
 
 Every call holds one lock: a snapshotter serves one node's image unpacking and container
 starts, where calls are short or sequential anyway, and the graph stays simple to reason
-about. The process must have a mount namespace of its own (``pydock snapshotter serve``
-makes one): the naive differ mounts a container's root there, invisible to the host.
+about. The naive differ mounts a container's root in a thread's own mount namespace
+(:func:`pydock.core.snapshotter.layer.in_own_mount_namespace`), invisible to the host.
 
 The error classes carry the gRPC status containerd's proxy client turns back into its own
 errors (errdefs): NotFound, AlreadyExists, FailedPrecondition, InvalidArgument. Their
