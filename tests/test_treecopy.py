@@ -259,6 +259,27 @@ def test_data_is_copied_whichever_kernel_copy_is_missing(
     assert manifest(dst) == manifest(src)
 
 
+@pytest.mark.parametrize("size", [1 << 40, 5 << 20])  # a large file goes to the pool
+def test_holes_stay_holes(tmp_path: Path, size: int) -> None:
+    """A sparse file costs its data, not its size, in the copy too: where the filesystem
+    cannot reflink (the test's, ext4), kernel copies write holes out as zeros, and a 1 TiB
+    sparse file would fill the disk."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.truncate(size)
+        for offset in (4096, size // 2, size - 3):
+            f.seek(offset)
+            f.write(b"data")
+    copy_tree(src, dst)
+    st = (dst / "sparse").stat()
+    assert st.st_size == size + 1 and st.st_blocks * 512 <= 1 << 20
+    with open(dst / "sparse", "rb") as f:
+        for offset in (0, 4096, size // 2, size - 3):
+            f.seek(offset)
+            assert f.read(4) == (b"\0\0\0\0" if offset == 0 else b"data")
+
+
 @pytest.mark.parametrize("where", ["fifo", "big"])
 def test_errors_name_the_path_that_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
