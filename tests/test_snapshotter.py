@@ -390,3 +390,18 @@ def test_the_service_holds_no_host_mount(serve: Callable[..., Served], tmp_path:
         umount2(str(host), MNT_DETACH)
     assert served.process is not None
     assert served.process.pid not in processes_using(host)
+
+
+@pytest.mark.parametrize("driver", ["overlay", "copy"])
+def test_a_sparse_file_is_committed_sparse(serve: Callable[..., Served], tmp_path: Path,
+                                           driver: str) -> None:
+    """A build step's `truncate -s 1T` costs a few blocks in the layer too, not the disk."""
+    def sparse(root: str) -> None:
+        with open(os.path.join(root, "hole"), "wb") as f:
+            f.truncate(1 << 40)
+            f.write(b"start")
+
+    stub = serve(driver).stub()
+    in_root(prepare(stub, "a"), tmp_path, sparse)
+    commit(stub, "c", "a")
+    assert stub.Usage(pb.UsageRequest(key="c")).size < 1 << 20
