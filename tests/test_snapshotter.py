@@ -269,10 +269,34 @@ def test_the_socket_path_is_checked(tmp_path: Path) -> None:
     not_a_socket.write_text("mine")
     refused(serve_command(root, not_a_socket), "not a socket")
     assert not_a_socket.read_text() == "mine"
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o777)
-    refused(serve_command(root, shared / "s.sock"), "other users")
+    refused(serve_command(root, tmp_path / "p%2Fq.sock"), "'%'")
+    # Others may not write where the socket is, sticky bit or not: while the service is
+    # down they could listen on its name, and containerd would mount what they answer.
+    for mode in (0o777, 0o1777):
+        shared = tmp_path / f"shared-{mode:o}"
+        shared.mkdir()
+        os.chmod(shared, mode)
+        refused(serve_command(root, shared / "s.sock"), "may be written by other users")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    refused(serve_command(root, theirs / "run" / "s.sock"), "owned by uid 65534")
+
+
+def test_the_root_is_roots_alone(tmp_path: Path) -> None:
+    """Whoever can change the root can point a layer at any host directory, which
+    containerd would then mount."""
+    theirs = tmp_path / "theirs"
+    (theirs / "snapshotter").mkdir(parents=True)
+    os.chown(theirs / "snapshotter", 65534, 65534)
+    refused(serve_command(theirs, tmp_path / "run" / "s.sock"), "owned by uid 65534")
+    mine = tmp_path / "mine"
+    (mine / "snapshotter").mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    (mine / "snapshotter" / "lock").symlink_to(victim)
+    refused(serve_command(mine, tmp_path / "run" / "s.sock"), "lock")
+    assert victim.read_text() == "secret"
 
 
 def test_a_new_socket_directory_is_roots_alone(serve: Callable[..., Served]) -> None:
@@ -405,3 +429,21 @@ def test_a_sparse_file_is_committed_sparse(serve: Callable[..., Served], tmp_pat
     in_root(prepare(stub, "a"), tmp_path, sparse)
     commit(stub, "c", "a")
     assert stub.Usage(pb.UsageRequest(key="c")).size < 1 << 20
+
+
+def test_a_stopping_service_removes_its_own_socket_only(tmp_path: Path) -> None:
+    address = tmp_path / "run" / "s.sock"
+    first = Served(tmp_path / "root1", address, "overlay").start()
+    try:
+        address.unlink()  # as if it were stale, and then taken by another service
+        second = Served(tmp_path / "root2", address, "overlay").start()
+        try:
+            assert first.stop()[0] == 0
+            assert address.is_socket()
+            prepare(second.stub(), "still-served")
+        finally:
+            second.stop()
+    finally:
+        if first.process is not None:
+            first.stop()
+    assert not address.exists()

@@ -9,13 +9,8 @@ driver, so it is not needed to tell drivers apart, and is ignored.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import signal
-import socket
-import stat
 import sys
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -25,6 +20,13 @@ from typing import Any, TypeVar
 from pydock.core.driver import Mount
 from pydock.core.errors import PydockError
 from pydock.core.snapshotter.graph import ACTIVE, COMMITTED, VIEW
+from pydock.core.snapshotter.places import (
+    ServedSocket,
+    claim,
+    listening_path,
+    make_private_dir,
+    prepare_socket_path,
+)
 from pydock.core.snapshotter.snapshots import (
     AlreadyExists,
     FailedPrecondition,
@@ -48,15 +50,15 @@ def serve(root: Path, address: str, driver_name: str, debug: bool) -> None:
 
     cls = DriverRegistry().driver_class(driver_name)
     home = root / "snapshotter"
-    _make_private_dir(root, parents=True)
-    _make_private_dir(home)
+    make_private_dir(root)
+    make_private_dir(home)
     availability = availability_of(cls, driver_home(home, driver_name))
     if not availability.ok:
         raise PydockError(f"storage driver {driver_name!r} is not available here: "
                           f"{availability.reason}")
-    lock = _claim(home, root)
+    lock = claim(home, root)
     try:
-        _prepare_socket_path(Path(address))
+        prepare_socket_path(Path(address))
         snapshotter = Snapshotter(home, cls(driver_home(home, driver_name)), driver_name)
         _run(snapshotter, address, driver_name, root, debug)
     finally:
@@ -69,11 +71,15 @@ def _run(snapshotter: Snapshotter, address: str, driver_name: str, root: Path,
 
     from pydock.core.snapshotter.api import snapshots_pb2_grpc
 
-    # Blocked before the server's threads exist, so that they inherit the mask and the
-    # signals wait for sigwait() below. A Python handler that set an Event could instead run
-    # while the main thread held that Event's lock inside wait(), and deadlock on it.
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    # SIGINT and SIGTERM wake the main thread through a pipe the interpreter's own C-level
+    # handler writes to. A Python handler that set a threading.Event could run while the
+    # main thread held that Event's lock inside wait(), and deadlock on it; signals blocked
+    # for sigwait() would stay blocked in any program a driver runs.
+    wake_read, wake_write = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: None)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     snapshots_pb2_grpc.add_SnapshotsServicer_to_server(  # type: ignore[no-untyped-call]
         Service(snapshotter, debug), server)
@@ -81,19 +87,19 @@ def _run(snapshotter: Snapshotter, address: str, driver_name: str, root: Path,
     # directory of the root mounted by containerd), never briefly open to others.
     umask = os.umask(0o177)
     try:
-        if not server.add_insecure_port(f"unix:{address}"):
+        if not server.add_insecure_port(f"unix:{listening_path(Path(address))}"):
             raise PydockError(f"cannot listen on {address}")
         server.start()
     finally:
         os.umask(umask)
+    served = ServedSocket(Path(address))
     try:
         print(f"pydock: serving {driver_name} snapshots of {root} on {address}",
               file=sys.stderr, flush=True)
-        signal.sigwait(stopping)
+        os.read(wake_read, 1)
     finally:
         server.stop(STOP_GRACE_SECONDS).wait()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(address)
+        served.remove()
 
 
 class Service:
@@ -198,65 +204,3 @@ class Service:
         from google.protobuf import empty_pb2
 
         return empty_pb2.Empty()
-
-
-def _make_private_dir(path: Path, parents: bool = False) -> None:
-    try:
-        path.mkdir(mode=0o700, parents=parents)
-    except FileExistsError:
-        if not path.is_dir():
-            raise PydockError(f"{path} exists and is not a directory") from None
-
-
-def _claim(home: Path, root: Path) -> int:
-    """Lock ``home`` for this process's life: two services on one root would each sweep
-    the other's new snapshots as leftovers, and overwrite each other's graph."""
-    fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise PydockError(f"another pydock snapshotter (pid {holder}) serves {root}: "
-                          "two services never share a root, give this one another "
-                          "--root") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _prepare_socket_path(address: Path) -> None:
-    """Make the socket's directory (0700) if missing; remove a socket a killed service left,
-    but never a live service's socket, nor anything that is not a socket."""
-    if not address.is_absolute():
-        raise PydockError(f"--address {address}: give an absolute path")
-    if len(os.fsencode(address)) > 107:
-        raise PydockError(f"--address {address} is longer than a unix socket path may be "
-                          "(107 bytes)")
-    _make_private_dir(address.parent, parents=True)
-    parent = os.stat(address.parent)
-    if parent.st_uid != 0 or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
-        raise PydockError(f"{address.parent} may be written by other users, who could put "
-                          "their own socket in the service's place: choose a directory "
-                          "only root can write")
-    try:
-        st = os.lstat(address)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise PydockError(f"{address} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(address))
-    except ConnectionRefusedError:
-        os.unlink(address)  # nobody listens: the socket of a killed service
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise
-        return
-    finally:
-        probe.close()
-    raise PydockError(f"{address} is the socket of a running server: stop it, or choose "
-                      "another --address")
-
