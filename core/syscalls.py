@@ -225,8 +225,15 @@ def umount2(target: str, flags: int = 0) -> None:
 
 
 def unshare(flags: int) -> None:
-    """unshare(2). Only safe in a single-threaded process (the kernel refuses otherwise)."""
+    """unshare(2), for the calling thread. A new user namespace needs a single-threaded
+    process (the kernel refuses otherwise); a new mount namespace is the calling thread's
+    alone, the process's only if no other thread exists yet."""
     _check(_libc.unshare(flags), "unshare")
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2): write out everything of the filesystem ``fd`` is on, not every one."""
+    _check(_libc.syncfs(fd), "syncfs")
 
 
 def setns(fd: int, nstype: int) -> None:

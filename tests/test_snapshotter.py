@@ -125,6 +125,25 @@ def test_errors_carry_the_codes_containerd_maps_back(serve: Callable[..., Served
     assert names(stub) == ["layer", "look", "work"]
 
 
+def test_malformed_requests_are_refused(serve: Callable[..., Served]) -> None:
+    stub = serve().stub()
+    huge = "k" * (3 << 20)
+    # "" means "no parent" in containerd's API: a snapshot of that name could be neither.
+    assert code_of(lambda: prepare(stub, ""))[0] == Code.INVALID_ARGUMENT
+    prepare(stub, "a")
+    assert code_of(lambda: commit(stub, "", "a"))[0] == Code.INVALID_ARGUMENT
+    assert code_of(lambda: prepare(stub, "k" * 4097))[0] == Code.INVALID_ARGUMENT
+    assert code_of(lambda: prepare(stub, "b", **{"l": "v" * 4096}))[0] == Code.INVALID_ARGUMENT
+    # A message naming a 3 MiB key would pass gRPC's limit, and say nothing of the error.
+    code, details = code_of(lambda: stat_of(stub, huge))
+    assert code == Code.NOT_FOUND and len(details) < 1000
+    # Snapshots with labels of 4 MiB in all are listed, in several messages.
+    labels = {f"label-{i}": "v" * 4000 for i in range(250)}
+    for key in ("x", "y", "z", "w", "v"):
+        prepare(stub, key, **labels)
+    assert names(stub) == ["a", "v", "w", "x", "y", "z"]
+
+
 def test_labels_usage_and_filters(serve: Callable[..., Served], tmp_path: Path) -> None:
     stub = serve().stub()
     mounts = prepare(stub, "default/1/extract a", **{"containerd.io/snapshot.ref": "sha"})
@@ -184,6 +203,7 @@ def on_disk(root: Path, driver: str) -> tuple[set[str], set[str], set[str], set[
     homes = home / "storage" / driver
     containers = ({n for n in os.listdir(homes) if re.fullmatch("[0-9a-f]{64}", n)}
                   if homes.exists() else set())
+    assert not [name for name in os.listdir(home) if name.startswith(".")], "scratch left"
     return (set(os.listdir(home / "layers")),
             {str(s["id"]) for s in graph if s["kind"] == "committed"},
             containers, {s["container"] for s in graph if s["container"]})

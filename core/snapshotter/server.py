@@ -39,6 +39,7 @@ from pydock.core.snapshotter.snapshots import (
 T = TypeVar("T")
 # Snapshots per List message: containerd's own service sends them in batches of 100 too.
 LIST_BATCH = 100
+LIST_BATCH_BYTES = 3 << 20
 # How long a SIGTERM waits for the calls under way (an unpack's Commit) before cutting them.
 STOP_GRACE_SECONDS = 10
 
@@ -156,9 +157,19 @@ class Service:
 
     def List(self, request: Any, context: Any) -> Iterator[Any]:
         infos = self._call(context, lambda: self.snapshots.walk(list(request.filters)))
-        for start in range(0, len(infos), LIST_BATCH):
-            yield self.pb.ListSnapshotsResponse(
-                info=[self._info(info) for info in infos[start:start + LIST_BATCH]])
+        batch: list[Any] = []
+        size = 0
+        for info in infos:
+            message = self._info(info)
+            # A message may not pass gRPC's 4 MiB: a batch ends at LIST_BATCH snapshots or
+            # LIST_BATCH_BYTES, whichever comes first (labels make snapshots of any size).
+            if batch and (len(batch) == LIST_BATCH or size + message.ByteSize() > LIST_BATCH_BYTES):
+                yield self.pb.ListSnapshotsResponse(info=batch)
+                batch, size = [], 0
+            batch.append(message)
+            size += message.ByteSize()
+        if batch:
+            yield self.pb.ListSnapshotsResponse(info=batch)
 
     def Usage(self, request: Any, context: Any) -> Any:
         usage = self._call(context, lambda: self.snapshots.usage(request.key))

@@ -24,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import secrets
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,14 +37,24 @@ from pydock.core import failpoints
 from pydock.core.driver import Mount, StorageDriver, Usage, tree_usage
 from pydock.core.errors import PydockError
 from pydock.core.files import remove_tree
+from pydock.core.ids import HEX64
+from pydock.core.leftovers import sweep
 from pydock.core.snapshotter import filters
 from pydock.core.snapshotter.graph import ACTIVE, COMMITTED, VIEW, Graph, Snapshot
 from pydock.core.snapshotter.layer import build_layer
+from pydock.core.syscalls import syncfs
 
 # Mount options the core turns into flags, as containerd's mount package does; any other
 # option of a view's mount is data for the filesystem and stays.
 _WRITE_OPTIONS = ("rw", "ro")
 _BIND_OPTIONS = frozenset(("bind", "rbind"))
+# containerd's own limits (labels.Validate): a label's key and value take 4 KiB at most. A
+# key or name gets as much: containerd's are far shorter, and a longer one would only make
+# the graph, and every List, heavier.
+MAX_LABEL_BYTES = 4096
+MAX_KEY_BYTES = 4096
+# All of a snapshot's labels: its Info must fit in a gRPC message (4 MiB) with room to spare.
+MAX_LABELS_BYTES = 1 << 20
 
 
 class NotFound(PydockError):
@@ -107,18 +119,21 @@ class Snapshotter:
         with self._lock:
             snapshot = self._get(key)
             if snapshot.kind == COMMITTED:
-                raise FailedPrecondition(f"snapshot {key} is committed, not active or view: "
-                                         "failed precondition")
+                raise FailedPrecondition(f"snapshot {_said(key)} is committed, not active "
+                                         "or view: failed precondition")
             return self._mounts(key, snapshot)
 
     def commit(self, name: str, key: str, labels: dict[str, str]) -> None:
+        _check_key(name)
+        _check_labels(labels)
         with self._lock:
             active = self._get(key)
             if name in self.graph.snapshots:
-                raise AlreadyExists(f"snapshot {name}: already exists")
+                raise AlreadyExists(f"snapshot {_said(name)}: already exists")
             if active.kind != ACTIVE:
-                raise FailedPrecondition(f"snapshot {key} is a {active.kind} snapshot, only "
-                                         "an active one can be committed: failed precondition")
+                raise FailedPrecondition(f"snapshot {_said(key)} is a {active.kind} snapshot, "
+                                         "only an active one can be committed: failed "
+                                         "precondition")
             layer_id = self.graph.new_id()
             layer = self.layers_dir / str(layer_id)
             # Built under a hidden name, then renamed: a crash leaves no half layer under
@@ -128,6 +143,9 @@ class Snapshotter:
                 build_layer(self.driver, active.container, self._chain(key), scratch)
                 usage = tree_usage(scratch)
                 os.rename(scratch, layer)
+                # On disk before the graph names it: after a power cut, a committed layer
+                # must not come back with files cut short.
+                _sync(self.layers_dir)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     remove_tree(scratch)
@@ -150,8 +168,8 @@ class Snapshotter:
             children = self.graph.children(key)
             if children:
                 raise FailedPrecondition(
-                    f"cannot remove snapshot {key}: {len(children)} other snapshot(s) have it "
-                    "as their parent, remove them first: failed precondition")
+                    f"cannot remove snapshot {_said(key)}: {len(children)} other snapshot(s) "
+                    "have it as their parent, remove them first: failed precondition")
             self._change({key: None})
             failpoints.reached("snapshotter.removed")
             self._remove_storage(snapshot)
@@ -163,6 +181,7 @@ class Snapshotter:
     def update(self, key: str, labels: dict[str, str], paths: Sequence[str]) -> Info:
         """Only labels can change. No ``paths`` replaces them all, as containerd's own
         stores do; ``labels`` too; ``labels.KEY`` sets or (without a value) removes one."""
+        _check_labels(labels)
         with self._lock:
             snapshot = self._get(key)
             updated = dict(snapshot.labels)
@@ -173,20 +192,27 @@ class Snapshotter:
                     label = path.removeprefix("labels.")
                     updated[label] = labels.get(label, "")
                 else:
-                    raise InvalidArgument(f"cannot update {path!r} of snapshot {key}: only "
-                                          "labels can change: invalid argument")
-            snapshot = dataclasses.replace(
-                snapshot, labels={k: v for k, v in updated.items() if v},
-                updated=time.time_ns())
+                    raise InvalidArgument(f"cannot update {_said(path)!r} of snapshot "
+                                          f"{_said(key)}: only labels can change: invalid "
+                                          "argument")
+            updated = {k: v for k, v in updated.items() if v}
+            _check_labels(updated)
+            snapshot = dataclasses.replace(snapshot, labels=updated, updated=time.time_ns())
             self._change({key: snapshot})
             return Info(key, snapshot)
 
     def usage(self, key: str) -> Usage:
         with self._lock:
             snapshot = self._get(key)
-            if snapshot.kind == COMMITTED:
-                return Usage(*snapshot.usage)
+        if snapshot.kind == COMMITTED:
+            return Usage(*snapshot.usage)
+        # Outside the lock: walking a container's tree takes seconds at a few hundred
+        # thousand files, and containerd's CRI asks for every active snapshot's usage
+        # every few seconds; the other calls need not wait for it.
+        try:
             return self.driver.usage(snapshot.container)
+        except FileNotFoundError:
+            raise NotFound(f"snapshot {_said(key)} does not exist: not found") from None
 
     def walk(self, wanted: Iterable[str]) -> list[Info]:
         try:
@@ -194,9 +220,12 @@ class Snapshotter:
         except filters.FilterError as exc:
             raise InvalidArgument(f"{exc}: invalid argument") from None
         with self._lock:
-            return [Info(key, s) for key, s in sorted(self.graph.snapshots.items())
-                    if filters.matches(parsed, filters.snapshot_fields(
-                        s.kind, key, s.parent, s.labels))]
+            # Snapshots are replaced, never changed in place: this copy stays as it was, and
+            # the matching (a ~= expression may be slow) holds up no other call.
+            snapshots = sorted(self.graph.snapshots.items())
+        return [Info(key, s) for key, s in snapshots
+                if filters.matches(parsed, filters.snapshot_fields(s.kind, key, s.parent,
+                                                                   s.labels))]
 
     def cleanup(self) -> None:
         """Remove storage no snapshot names: containerd calls this after its garbage
@@ -207,15 +236,18 @@ class Snapshotter:
     # -- the graph ------------------------------------------------------------
 
     def _create(self, kind: str, key: str, parent: str, labels: dict[str, str]) -> list[Mount]:
+        _check_key(key)
+        _check_labels(labels)
         with self._lock:
             if key in self.graph.snapshots:
-                raise AlreadyExists(f"snapshot {key}: already exists")
+                raise AlreadyExists(f"snapshot {_said(key)}: already exists")
             if parent:
                 below = self.graph.snapshots.get(parent)
                 if below is None:
-                    raise NotFound(f"parent snapshot {parent} does not exist: not found")
+                    raise NotFound(f"parent snapshot {_said(parent)} does not exist: "
+                                   "not found")
                 if below.kind != COMMITTED:
-                    raise InvalidArgument(f"parent snapshot {parent} is not committed: "
+                    raise InvalidArgument(f"parent snapshot {_said(parent)} is not committed: "
                                           "invalid argument")
             container = secrets.token_hex(32)
             now = time.time_ns()
@@ -251,7 +283,7 @@ class Snapshotter:
     def _get(self, key: str) -> Snapshot:
         snapshot = self.graph.snapshots.get(key)
         if snapshot is None:
-            raise NotFound(f"snapshot {key} does not exist: not found")
+            raise NotFound(f"snapshot {_said(key)} does not exist: not found")
         return snapshot
 
     def _chain(self, key: str) -> list[Path]:
@@ -291,25 +323,80 @@ class Snapshotter:
     # -- storage ----------------------------------------------------------------
 
     def _remove_storage(self, snapshot: Snapshot) -> None:
+        """Remove what the graph no longer names. A failure is only said: the call has
+        happened, and the next Cleanup or start tries again."""
         if snapshot.kind == COMMITTED:
-            with contextlib.suppress(FileNotFoundError):
-                remove_tree(self.layers_dir / str(snapshot.id))
+            _removing(self.layers_dir / str(snapshot.id), remove_tree)
         else:
-            self.driver.remove(snapshot.container)
+            _removing(self.driver.home / snapshot.container, lambda _: self.driver.remove(
+                snapshot.container))
 
     def _sweep(self) -> None:
-        """Remove the layers and driver containers that no snapshot names."""
+        """Remove the layers and driver containers that no snapshot names, and the graph's
+        scratch copies a crash left."""
+        for problem in sweep(self.home, (".new-", ".rm-")):
+            _warn(problem)
         snapshots = self.graph.snapshots.values()
         layers = {str(s.id) for s in snapshots if s.kind == COMMITTED}
         for name in os.listdir(self.layers_dir):
             if name not in layers:
-                remove_tree(self.layers_dir / name)
+                _removing(self.layers_dir / name, remove_tree)
         containers = {s.container for s in snapshots if s.kind != COMMITTED}
         try:
             names = os.listdir(self.driver.home)
         except FileNotFoundError:
             return
         for name in names:
-            if len(name) == 64 and all(c in "0123456789abcdef" for c in name) and (
-                    name not in containers):
-                self.driver.remove(name)
+            if re.fullmatch(HEX64, name) and name not in containers:
+                _removing(self.driver.home / name, lambda path: self.driver.remove(path.name))
+
+
+def _removing(path: Path, remove: Callable[[Path], None]) -> None:
+    try:
+        remove(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, PydockError) as exc:
+        _warn(f"cannot remove {path}: {exc}; Cleanup tries again")
+
+
+def _warn(message: str) -> None:
+    print(f"pydock: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _sync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def _said(key: str) -> str:
+    """A key as a message shows it: a long one, cut (gRPC refuses a status message of
+    megabytes, and then says nothing of the error)."""
+    return key if len(key) <= 200 else f"{key[:200]}..."
+
+
+def _check_key(key: str) -> None:
+    if not key:
+        # "" is "no parent" everywhere in containerd's API: a snapshot so named could be
+        # neither a parent nor removed.
+        raise InvalidArgument("a snapshot key or name must not be empty: invalid argument")
+    if len(key.encode(errors="surrogateescape")) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"a snapshot key or name of more than {MAX_KEY_BYTES} bytes "
+                              f"({_said(key)!r}): invalid argument")
+
+
+def _check_labels(labels: dict[str, str]) -> None:
+    total = 0
+    for label, value in labels.items():
+        size = len(label.encode(errors="surrogateescape")) + len(
+            value.encode(errors="surrogateescape"))
+        if size > MAX_LABEL_BYTES:
+            raise InvalidArgument(f"label {_said(label)!r}: key and value take more than "
+                                  f"{MAX_LABEL_BYTES} bytes: invalid argument")
+        total += size
+    if total > MAX_LABELS_BYTES:
+        raise InvalidArgument(f"labels of more than {MAX_LABELS_BYTES} bytes in all: "
+                              "invalid argument")
