@@ -13,6 +13,7 @@ the setuid bit took effect (the effective uid is root's) and the caller's uid wh
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import hashlib
@@ -21,6 +22,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,3 +309,28 @@ def load_layered(pydock: Pydock, tmp_path: Path, layers: list[Layer], name: str,
     docker_archive(archive, layers, [name], config=json.dumps(config).encode())
     pydock.ok("image", "load", "-i", str(archive))
     return name
+
+
+@contextlib.contextmanager
+def private_podman() -> Iterator[list[str]]:
+    """podman's command line on a store of its own, removed after. Not under tmp_path:
+    podman refuses a runroot longer than 50 characters. Its blob-info cache, which it writes
+    under /var/lib/containers whatever --root says, is a directory of ours in a mount
+    namespace of its own."""
+    home = Path(tempfile.mkdtemp(prefix="pdpm-", dir="/tmp"))
+    (home / "cache").mkdir()
+    base = ["podman", "--root", str(home / "root"), "--runroot", str(home / "run"),
+            "--tmpdir", str(home / "tmp"), "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    cache = Path("/var/lib/containers/cache")
+    command = base if not cache.is_dir() else [
+        "unshare", "--mount", "--propagation", "private", "sh", "-c",
+        'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(home / "cache"),
+        str(cache), *base]
+    try:
+        yield command
+    finally:
+        subprocess.run([*command, "system", "reset", "--force"], capture_output=True,
+                       timeout=120)
+        assert mounts_under(home) == []
+        shutil.rmtree(home)

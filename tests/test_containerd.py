@@ -13,7 +13,6 @@ Commit has to turn into a layer), one a previous container wrote.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -22,15 +21,22 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import DRIVERS, Layer, busybox_rootfs, docker_archive, load_layered, make_layer
+from helpers import (
+    DRIVERS,
+    Layer,
+    busybox_rootfs,
+    docker_archive,
+    load_layered,
+    make_layer,
+    private_podman,
+)
 
-from pydock.testing.cli import Pydock, mounts_under
+from pydock.testing.cli import Pydock
 from pydock.testing.containerd import (
     Containerd,
     backend_snapshots,
@@ -236,7 +242,7 @@ def test_podman_saved_archive_runs(ctd: Containerd, archives: dict[str, Path],
     """podman loads pydock's archive and saves it again, with layers and a manifest of its
     own making; containerd imports that into pydock-overlay."""
     saved = tmp_path / "podman-saved.tar"
-    with podman() as command:
+    with private_podman() as command:
         out = subprocess.run([*command, "load", "-i", str(archives["whiteout"])], check=True,
                              capture_output=True, text=True).stdout
         [loaded] = re.findall(r"Loaded image: (\S+)", out)
@@ -248,29 +254,6 @@ def test_podman_saved_archive_runs(ctd: Containerd, archives: dict[str, Path],
     assert run(ctd, "podman", "overlay", image, *WHITEOUT_CHECK) == WHITEOUT_SEEN
 
 
-@contextlib.contextmanager
-def podman() -> Iterator[list[str]]:
-    """podman's command line on a store of its own, removed after. Not under tmp_path:
-    podman refuses a runroot longer than 50 characters. Its blob-info cache, which it writes
-    under /var/lib/containers whatever --root says, is a directory of ours in a mount
-    namespace of its own."""
-    home = Path(tempfile.mkdtemp(prefix="pdpm-", dir="/tmp"))
-    (home / "cache").mkdir()
-    base = ["podman", "--root", str(home / "root"), "--runroot", str(home / "run"),
-            "--tmpdir", str(home / "tmp"), "--storage-driver", "vfs",
-            "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-    cache = Path("/var/lib/containers/cache")
-    command = base if not cache.is_dir() else [
-        "unshare", "--mount", "--propagation", "private", "sh", "-c",
-        'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(home / "cache"),
-        str(cache), *base]
-    try:
-        yield command
-    finally:
-        subprocess.run([*command, "system", "reset", "--force"], capture_output=True,
-                       timeout=120)
-        assert mounts_under(home) == []
-        shutil.rmtree(home)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from helpers import (
     make_config,
     make_layers,
     oci_layout,
+    private_podman,
 )
 
-from pydock.testing.cli import Pydock, mounts_under
+from pydock.testing.cli import Pydock
 from pydock.testing.manifest import diff_manifests, manifest
 from pydock.testing.tar import reg, sym, tree, write_tar
 
@@ -383,20 +383,9 @@ def test_skopeo_reads_pydock_archives_and_pydock_reads_skopeo_output(
 
 @pytest.fixture
 def podman() -> Iterator[list[str]]:
-    """podman with storage of its own, removed afterwards. Not under tmp_path: podman
-    refuses a runroot path longer than 50 characters."""
-    binary = need("podman")
-    home = Path(tempfile.mkdtemp(prefix="pydock-podman-"))
-    command = [binary, "--root", str(home / "root"), "--runroot", str(home / "run"),
-               "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
-               "--events-backend", "file"]
-    try:
+    need("podman")
+    with private_podman() as command:
         yield command
-    finally:
-        subprocess.run([*command, "system", "reset", "--force"], capture_output=True,
-                       timeout=120)
-        assert mounts_under(home) == []
-        shutil.rmtree(home)
 
 
 def test_podman_loads_pydock_archives(pydock: Pydock, tmp_path: Path,
