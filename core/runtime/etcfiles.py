@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from pydock.core.errors import PydockError
 from pydock.core.files import read_regular, write_bytes_atomic
-from pydock.core.runtime.volumes import attach_in_root
+from pydock.core.runtime.volumes import attach_in_root, mounting
 from pydock.core.syscalls import (
     MOUNT_ATTR_NODEV,
     MOUNT_ATTR_NOEXEC,
@@ -179,7 +179,7 @@ def mount_etc_files(root_fd: int, files: Sequence[tuple[str, str]]) -> None:
     path inside the root ``root_fd``. Before the volumes: a ``-v`` onto one of these paths
     then covers pydock's file, as a volume there does in docker."""
     for source, destination in files:
-        try:
+        with mounting(destination):
             tree = open_tree_clone(source)
             try:
                 mount_setattr_recursive(tree, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID
@@ -187,7 +187,3 @@ def mount_etc_files(root_fd: int, files: Sequence[tuple[str, str]]) -> None:
                 attach_in_root(tree, root_fd, destination, directory=False)
             finally:
                 os.close(tree)
-        except OSError as exc:
-            raise PydockError(f"mounting {destination}: {exc.strerror}") from None
-        except PydockError as exc:
-            raise PydockError(f"mounting {destination}: {exc}") from None

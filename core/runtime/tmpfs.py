@@ -139,15 +139,11 @@ def _parse(spec: str) -> Tmpfs:
 
 def mount_tmpfs(root_fd: int, tmpfs: Tmpfs) -> None:
     """Mount ``tmpfs`` at its DST inside the root ``root_fd``."""
-    from pydock.core.runtime.volumes import attach_in_root
+    from pydock.core.runtime.volumes import attach_in_root, mounting
 
-    try:
+    with mounting(f"tmpfs at {tmpfs.destination}"):
         tree = new_mount("tmpfs", list(tmpfs.data()), tmpfs.attributes())
         try:
             attach_in_root(tree, root_fd, tmpfs.destination, True)
         finally:
             os.close(tree)
-    except OSError as exc:
-        raise PydockError(f"mounting tmpfs at {tmpfs.destination}: {exc.strerror}") from None
-    except PydockError as exc:
-        raise PydockError(f"mounting tmpfs at {tmpfs.destination}: {exc}") from None

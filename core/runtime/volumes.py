@@ -22,7 +22,7 @@ import contextlib
 import os
 import posixpath
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from pydock.core.errors import PydockError
@@ -178,12 +178,20 @@ def _create_source(volume: Volume, created: list[str]) -> None:
 def mount_volumes(root_fd: int, volumes: Sequence[Volume]) -> None:
     """Bind mount every volume inside the root ``root_fd``, in order (see the module doc)."""
     for volume in volumes:
-        try:
+        with mounting(f"volume {volume.spec}"):
             _mount(root_fd, volume)
-        except OSError as exc:
-            raise PydockError(f"mounting volume {volume.spec}: {exc.strerror}") from None
-        except PydockError as exc:
-            raise PydockError(f"mounting volume {volume.spec}: {exc}") from None
+
+
+@contextlib.contextmanager
+def mounting(what: str) -> Iterator[None]:
+    """A failure to mount ``what`` (a volume, a tmpfs, a file of pydock's) as one line that
+    names it, whether the kernel or pydock's own checks refused it."""
+    try:
+        yield
+    except OSError as exc:
+        raise PydockError(f"mounting {what}: {exc.strerror}") from None
+    except PydockError as exc:
+        raise PydockError(f"mounting {what}: {exc}") from None
 
 
 def _mount(root_fd: int, volume: Volume) -> None:
