@@ -11,10 +11,10 @@ import pytest
 
 from pydock.core.driver import Mount, StorageDriver
 from pydock.core.plugins import driver_home
+from pydock.core.snapshotter.mounts import as_served
 from pydock.drivers.copy import CopyDriver
 from pydock.drivers.overlay import OverlayDriver
 from pydock.testing.conformance import CASES, ConformanceFailure, run_case
-from pydock.testing.suite.host_mounts import as_served
 
 [HOST_MOUNTS] = [case for case in CASES if case.name == "host_mounts"]
 

@@ -42,12 +42,9 @@ from pydock.core.leftovers import sweep
 from pydock.core.snapshotter import filters
 from pydock.core.snapshotter.graph import ACTIVE, COMMITTED, VIEW, Graph, Snapshot
 from pydock.core.snapshotter.layer import build_layer
+from pydock.core.snapshotter.mounts import as_served
 from pydock.core.syscalls import syncfs
 
-# Mount options the core turns into flags, as containerd's mount package does; any other
-# option of a view's mount is data for the filesystem and stays.
-_WRITE_OPTIONS = ("rw", "ro")
-_BIND_OPTIONS = frozenset(("bind", "rbind"))
 # containerd's own limits (labels.Validate): a label's key and value take 4 KiB at most. A
 # key or name gets as much: containerd's are far shorter, and a longer one would only make
 # the graph, and every List, heavier.
@@ -307,18 +304,7 @@ class Snapshotter:
                 raise PydockError(f"driver {self.driver.name!r} mounts something on "
                                   f"{mount.target}, which containerd cannot be asked to do: "
                                   "a snapshotter's mounts all make the root")
-        # The core takes a mount of type "bind" as a bind mount; containerd, like mount(8),
-        # only by its "bind" or "rbind" option, and would ask the kernel for a filesystem
-        # named "bind" without one.
-        mounts = [m._replace(options=("bind", *m.options))
-                  if m.type == "bind" and not _BIND_OPTIONS & set(m.options) else m
-                  for m in mounts]
-        if kind == VIEW:
-            # A view is read-only whatever the driver: the bind driver's shared directory
-            # would otherwise take a view's writes into its parent.
-            mounts = [m._replace(options=(*(o for o in m.options if o not in _WRITE_OPTIONS),
-                                          "ro")) for m in mounts]
-        return mounts
+        return as_served(mounts, read_only=kind == VIEW)
 
     # -- storage ----------------------------------------------------------------
 

@@ -8,9 +8,10 @@ turn. For each one, the generic options (``ro``, ``rw``, ``bind``, ``rbind``, ``
 ``nodev``, ``noexec`` and a few more) become flags and the rest is joined as data, which must
 fit in one page; a bind with ``ro`` is remounted read-only, because mount(2) ignores
 MS_RDONLY when it makes a bind. :func:`mount_as_containerd` does that, and nothing more, with
-pydock's ctypes wrappers. The mounts are first changed as the service changes them before
-handing them over (a ``bind`` option added to a mount of type "bind" that has none; ``rw``
-dropped and ``ro`` added for a read-only view), so the case checks what containerd gets.
+pydock's ctypes wrappers. The mounts are first changed by the service's own
+:func:`pydock.core.snapshotter.mounts.as_served` (a ``bind`` option added to a mount of type
+"bind" that has none; ``rw`` dropped and ``ro`` added for a read-only view), so the case
+checks what containerd gets.
 
 On a container of a small chain, the case mounts its root on the host: the tree must be the
 image's, a write must succeed and then be seen by the container; with ``ro`` added, every
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pydock.core.driver import Mount
+from pydock.core.snapshotter.mounts import as_served
 from pydock.core.syscalls import (
     MNT_DETACH,
     MS_BIND,
@@ -81,20 +83,6 @@ class ContainerdCannot(Exception):
 class _Parsed(NamedTuple):
     flags: int
     data: str
-
-
-def as_served(mounts: Sequence[Mount], read_only: bool = False) -> list[Mount]:
-    """The mounts as ``snapshotter serve`` hands them to containerd: a bind option said, and
-    for a read-only view ``rw`` dropped and ``ro`` added."""
-    served = []
-    for m in mounts:
-        options = m.options
-        if m.type == "bind" and not {"bind", "rbind"} & set(options):
-            options = ("bind", *options)
-        if read_only:
-            options = (*(o for o in options if o != "rw"), "ro")
-        served.append(m._replace(options=options))
-    return served
 
 
 def _parse(options: Sequence[str]) -> _Parsed:
