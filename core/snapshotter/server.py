@@ -53,14 +53,15 @@ def serve(root: Path, address: str, driver_name: str, debug: bool) -> None:
     home = root / "snapshotter"
     make_private_dir(root)
     make_private_dir(home)
-    availability = availability_of(cls, driver_home(home, driver_name))
+    storage = driver_home(home, driver_name)
+    availability = availability_of(cls, storage)
     if not availability.ok:
         raise PydockError(f"storage driver {driver_name!r} is not available here: "
                           f"{availability.reason}")
     lock = claim(home, root)
     try:
         prepare_socket_path(Path(address))
-        snapshotter = Snapshotter(home, cls(driver_home(home, driver_name)), driver_name)
+        snapshotter = Snapshotter(home, cls(storage), driver_name)
         _run(snapshotter, address, driver_name, root, debug)
     finally:
         os.close(lock)
